@@ -1,0 +1,7 @@
+"""`python -m depth_lora ...` is the same as the `depth-lora` command."""
+
+import sys
+
+from depth_lora.cli import main
+
+sys.exit(main())
