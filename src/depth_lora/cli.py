@@ -1,5 +1,133 @@
-"""The `depth-lora` command line (work in progress)."""
+"""The `depth-lora` command line: each verb parses its flags and calls one package function."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from depth_lora import __version__
+from depth_lora.errors import DepthLoraError
+
+DEFAULT_DATA = "DATASET_DEVOIR"
+DEFAULT_OUTPUT = "depth_anything_finetuned_lora_zivid"
 
 
-def main(argv=None) -> int:
+def _add_depth_unit(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--depth-unit",
+        choices=["mm", "m"],
+        default="mm",
+        help="unit of the depth .npy files; 'm' converts metres to mm (default: mm)",
+    )
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from depth_lora.analysis import analyze_dataset, format_stats_table, write_stats_json
+
+    stats, kept = analyze_dataset(args.data, args.depth_unit, keep=4 if args.plots else 0)
+    print(format_stats_table(stats, per_capture=args.per_capture))
+    if args.json:
+        print(f"statistics written to {write_stats_json(stats, args.json)}")
+    if args.plots:
+        from depth_lora.viz import write_analysis_plots
+
+        for path in write_analysis_plots(stats, kept, args.plots):
+            print(f"figure written to {path}")
     return 0
+
+
+def _cmd_demo_data(args: argparse.Namespace) -> int:
+    from depth_lora.synthetic import generate_demo_captures
+
+    pairs = generate_demo_captures(
+        args.dir, args.count, seed=args.seed, size_hw=tuple(args.size), overwrite=args.overwrite
+    )
+    print(f"{len(pairs)} demo captures written to {args.dir} (images/ and depth/)")
+    return 0
+
+
+def _cmd_quickstart(args: argparse.Namespace) -> int:
+    from depth_lora.quickstart import run_quickstart
+
+    run_quickstart(
+        data_dir=args.data,
+        model=args.model,
+        output_dir=args.output,
+        demo_count=args.demo_count,
+        depth_unit=args.depth_unit,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="depth-lora",
+        description="Adapt Depth Anything V2 to your RGB-D camera with LoRA; results in mm.",
+    )
+    parser.add_argument("--version", action="version", version=f"depth-lora {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser(
+        "quickstart",
+        help="the whole job: demo data if needed, analysis, fine-tuning, evaluation",
+        description="Analyse DATA (generating demo captures there if it holds none), fine-tune, "
+        "evaluate on the held-out split and print where everything went.",
+    )
+    p.add_argument("--data", default=DEFAULT_DATA, help=f"captures folder (default: {DEFAULT_DATA})")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="hub id, local model folder or 'tiny' (default: depth-anything/Depth-Anything-V2-Small-hf; "
+        "if the hub is unreachable quickstart says so and uses the offline demo model 'tiny')",
+    )
+    p.add_argument("--output", default=DEFAULT_OUTPUT, help=f"output folder (default: {DEFAULT_OUTPUT})")
+    p.add_argument(
+        "--demo-count", type=int, default=24, help="demo captures to generate if DATA is empty (default: 24)"
+    )
+    _add_depth_unit(p)
+    p.set_defaults(func=_cmd_quickstart)
+
+    p = sub.add_parser(
+        "analyze",
+        help="statistics of a folder of captures (depth in mm, valid pixels, resolutions)",
+        description="Print the dataset statistics; optionally write them as JSON and plot them.",
+    )
+    p.add_argument("data", help="captures folder with images/*.png and depth/*.npy")
+    p.add_argument("--json", help="write the statistics to this JSON file")
+    p.add_argument("--plots", help="write depth_histogram.png and capture_gallery.png to this folder")
+    p.add_argument("--per-capture", action="store_true", help="also print one row per capture")
+    _add_depth_unit(p)
+    p.set_defaults(func=_cmd_analyze)
+
+    p = sub.add_parser(
+        "demo-data",
+        help="generate Zivid-like demo captures (bin-picking scenes with holes)",
+        description="Write N generated captures in the Zivid export layout into DIR.",
+    )
+    p.add_argument("dir", help="folder to write images/ and depth/ into")
+    p.add_argument("--count", type=int, default=24, help="number of captures (default: 24)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument(
+        "--size", type=int, nargs=2, default=[1200, 1944], metavar=("H", "W"),
+        help="image size in pixels (default: 1200 1944, a Zivid 2)",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace captures already in DIR")
+    p.set_defaults(func=_cmd_demo_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code. Bad input ends in one line on stderr, exit code 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except DepthLoraError as exc:
+        print(f"depth-lora {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"depth-lora {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

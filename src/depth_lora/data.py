@@ -1,0 +1,224 @@
+"""Zivid captures on disk: discover image/depth pairs, load and check them, split them.
+
+A capture is an RGB image `DIR/images/<key>[_color].png` and a point map
+`DIR/depth/<key>[_rawDepth].npy` holding either (H, W, 3) X, Y, Z or (H, W) Z, in millimetres,
+with NaN (or inf, or <= 0) where the camera returned nothing. The Zivid export names
+`<stamp>_Zivid_acquisition_color.png` / `<stamp>_Zivid_acquisition_rawDepth.npy` share the key
+`<stamp>_Zivid_acquisition`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from depth_lora.errors import ConfigError, DataError
+
+IMAGE_SUFFIX = "_color"
+DEPTH_SUFFIX = "_rawDepth"
+DEPTH_UNITS_TO_MM = {"mm": 1.0, "m": 1000.0}
+# A valid median Z below this many "mm" is a scene closer than 2 cm: surely metres, not mm.
+METRES_SUSPECT_MEDIAN = 20.0
+
+
+@dataclass(frozen=True)
+class CaptureFiles:
+    """The two files of one capture; `key` is the stem they share."""
+
+    key: str
+    image: Path
+    depth: Path
+
+
+@dataclass
+class Capture:
+    """One loaded capture.
+
+    rgb: (H, W, 3) uint8. depth_mm: (H, W) float32 Z in mm, NaN where invalid.
+    """
+
+    key: str
+    rgb: np.ndarray
+    depth_mm: np.ndarray
+
+    @property
+    def valid_mask(self) -> np.ndarray:
+        """(H, W) bool, True where the camera measured a depth."""
+        return np.isfinite(self.depth_mm)
+
+    @property
+    def size_hw(self) -> tuple[int, int]:
+        return self.depth_mm.shape
+
+
+def _key(stem: str, suffix: str) -> str:
+    return stem[: -len(suffix)] if stem.endswith(suffix) and stem != suffix else stem
+
+
+def find_captures(data_dir: str | Path) -> list[CaptureFiles]:
+    """List the captures of `data_dir`, sorted by key.
+
+    Raises DataError if the folder is missing, holds no capture, or holds an image without its
+    depth file or a depth file without its image (all of them named in one message).
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(data_dir, "data folder does not exist")
+    images = {_key(p.stem, IMAGE_SUFFIX): p for p in sorted((data_dir / "images").glob("*.png"))}
+    depths = {_key(p.stem, DEPTH_SUFFIX): p for p in sorted((data_dir / "depth").glob("*.npy"))}
+    if not images and not depths:
+        raise DataError(
+            data_dir,
+            "no captures found (expected images/*.png and depth/*.npy; "
+            "`depth-lora demo-data DIR` generates demo captures)",
+        )
+    unmatched = [f"{p} has no depth file" for k, p in images.items() if k not in depths]
+    unmatched += [f"{p} has no image" for k, p in depths.items() if k not in images]
+    if unmatched:
+        raise DataError(data_dir, f"{len(unmatched)} unpaired file(s): " + "; ".join(unmatched))
+    return [CaptureFiles(k, images[k], depths[k]) for k in sorted(images)]
+
+
+def has_captures(data_dir: str | Path) -> bool:
+    """True if `data_dir` holds at least one image or depth file (paired or not)."""
+    data_dir = Path(data_dir)
+    return any((data_dir / "images").glob("*.png")) or any((data_dir / "depth").glob("*.npy"))
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """Read an image file as (H, W, 3) uint8 RGB.
+
+    RGB, RGBA (alpha dropped), palette, grayscale, 8- and 16-bit PNGs are accepted; 16-bit
+    values are scaled to 8 bits.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                # 16-bit grayscale: PIL's convert("RGB") would clip at 255, scale instead.
+                gray = np.asarray(im, dtype=np.float32) * (255.0 / 65535.0)
+                gray = np.clip(gray + 0.5, 0, 255).astype(np.uint8)
+                return np.repeat(gray[..., None], 3, axis=2)
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except FileNotFoundError:
+        raise DataError(path, "image file does not exist") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(path, f"cannot read image ({exc.__class__.__name__}: {exc})") from None
+
+
+def load_depth_mm(path: str | Path, depth_unit: str = "mm") -> np.ndarray:
+    """Read a depth file as (H, W) float32 Z in mm, NaN where invalid (NaN, inf or <= 0).
+
+    The file holds (H, W, 3) X, Y, Z (Z is channel 2) or (H, W) Z, as float16/32/64, in
+    `depth_unit` ("mm" or "m"). Raises DataError for a file that is not a numeric array of one
+    of those shapes, that has no valid pixel, or whose values look like metres while
+    `depth_unit` is "mm".
+    """
+    path = Path(path)
+    if depth_unit not in DEPTH_UNITS_TO_MM:
+        raise ConfigError(f"depth unit must be one of {sorted(DEPTH_UNITS_TO_MM)}, got {depth_unit!r}")
+    try:
+        # mmap: only channel 2 of a 28 MB XYZ file is read into memory.
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(path, "depth file does not exist") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(path, f"not a readable .npy array ({exc})") from None
+    if not isinstance(array, np.ndarray):
+        raise DataError(path, "not a single .npy array")
+    if array.ndim == 3 and array.shape[2] == 3:
+        z = array[:, :, 2]
+    elif array.ndim == 2:
+        z = array
+    else:
+        raise DataError(path, f"expected shape (H, W, 3) XYZ or (H, W) Z, got {array.shape}")
+    if not np.issubdtype(array.dtype, np.floating) and not np.issubdtype(array.dtype, np.integer):
+        raise DataError(path, f"expected a numeric array, got dtype {array.dtype}")
+    z = np.array(z, dtype=np.float32) * np.float32(DEPTH_UNITS_TO_MM[depth_unit])
+    with np.errstate(invalid="ignore"):
+        z[~(np.isfinite(z) & (z > 0))] = np.nan
+    valid = z[np.isfinite(z)]
+    if valid.size == 0:
+        raise DataError(path, "depth has no valid pixel (all NaN, inf or <= 0)")
+    if np.median(valid) < METRES_SUSPECT_MEDIAN:
+        raise DataError(
+            path,
+            f"depth looks like metres (median {np.median(valid):.3g}), this tool expects mm; "
+            "pass --depth-unit m to convert",
+        )
+    return z
+
+
+def load_capture(files: CaptureFiles, depth_unit: str = "mm") -> Capture:
+    """Load and check one capture; raises DataError naming the file if anything is wrong."""
+    rgb = load_rgb(files.image)
+    depth_mm = load_depth_mm(files.depth, depth_unit)
+    if rgb.shape[:2] != depth_mm.shape:
+        raise DataError(
+            files.depth,
+            f"depth is {depth_mm.shape[0]}x{depth_mm.shape[1]} (HxW) but its image "
+            f"{files.image.name} is {rgb.shape[0]}x{rgb.shape[1]}",
+        )
+    return Capture(files.key, rgb, depth_mm)
+
+
+# --------------------------------------------------------------------------------------------
+# Train / val / test split
+# --------------------------------------------------------------------------------------------
+
+SPLITS = ("train", "val", "test")
+
+
+def make_split(
+    keys: list[str], val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0
+) -> dict[str, list[str]]:
+    """Split capture keys into train/val/test by a seeded shuffle (same keys + seed, same split).
+
+    With 3 or more captures, val and test get at least one each; train keeps at least one.
+    """
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ConfigError("val and test fractions must be in [0, 1) and sum to less than 1")
+    keys = sorted(set(keys))
+    random.Random(seed).shuffle(keys)
+    n = len(keys)
+    n_val, n_test = round(n * val_fraction), round(n * test_fraction)
+    if n >= 3:
+        n_val, n_test = max(n_val, 1 if val_fraction > 0 else 0), max(n_test, 1 if test_fraction > 0 else 0)
+        while n - n_val - n_test < 1:
+            n_val, n_test = (n_val - 1, n_test) if n_val >= n_test else (n_val, n_test - 1)
+    else:
+        n_val = n_test = 0
+    split = {
+        "test": keys[:n_test],
+        "val": keys[n_test : n_test + n_val],
+        "train": keys[n_test + n_val :],
+    }
+    return {name: sorted(split[name]) for name in SPLITS}
+
+
+def save_split(split: dict[str, list[str]], path: str | Path, **meta) -> Path:
+    """Write a split as JSON ({"train": [...], "val": [...], "test": [...], **meta})."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**meta, **{k: split[k] for k in SPLITS}}, indent=2) + "\n")
+    return path
+
+
+def load_split(path: str | Path) -> dict[str, list[str]]:
+    """Read a split written by `save_split`; raises DataError if it is not one."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(path, "split file does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(path, f"not a JSON split file ({exc})") from None
+    if not isinstance(raw, dict) or not all(isinstance(raw.get(k), list) for k in SPLITS):
+        raise DataError(path, "split file must hold lists 'train', 'val' and 'test'")
+    return {k: [str(key) for key in raw[k]] for k in SPLITS}

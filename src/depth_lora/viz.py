@@ -1,0 +1,110 @@
+"""Figures. Built on matplotlib's Figure (no pyplot state), so they work headless and inline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from depth_lora.analysis import HIST_BIN_MM, DatasetStats
+from depth_lora.data import Capture
+
+DEPTH_CMAP = "turbo_r"  # near = red/warm, far = blue: how depth maps are usually read
+
+
+def depth_limits_mm(*depths_mm: np.ndarray, percentiles=(1, 99)) -> tuple[float, float]:
+    """Shared colour limits for several depth maps (robust percentiles of valid pixels)."""
+    valid = np.concatenate([d[np.isfinite(d)].ravel() for d in depths_mm])
+    if valid.size == 0:
+        return 0.0, 1.0
+    lo, hi = np.percentile(valid, percentiles)
+    return float(lo), float(max(hi, lo + 1.0))
+
+
+def plot_depth_histogram(stats: DatasetStats) -> Figure:
+    """Histogram of all valid depths of a dataset (10 mm bins), with mean and +-1 std marked."""
+    counts = np.asarray(stats.histogram_counts, dtype=np.float64)
+    edges = np.arange(counts.size + 1) * HIST_BIN_MM
+    nz = np.flatnonzero(counts)
+    first, last = (nz[0], nz[-1] + 1) if nz.size else (0, counts.size)
+    fig = Figure(figsize=(8, 4), layout="constrained")
+    ax = fig.add_subplot()
+    ax.stairs(100 * counts[first:last] / max(counts.sum(), 1), edges[first : last + 1], fill=True)
+    ax.axvline(stats.depth_mean_mm, color="k", lw=1.5, label=f"mean {stats.depth_mean_mm:.0f} mm")
+    for sign in (-1, 1):
+        ax.axvline(stats.depth_mean_mm + sign * stats.depth_std_mm, color="k", ls="--", lw=1)
+    ax.set(
+        xlabel="depth Z (mm)",
+        ylabel="% of valid pixels per 10 mm bin",
+        title=f"Depth over {stats.count} captures ({stats.valid_pixels:,} valid pixels, "
+        f"std {stats.depth_std_mm:.0f} mm)",
+    )
+    ax.legend()
+    return fig
+
+
+def plot_capture_gallery(captures: list[Capture], max_rows: int = 4) -> Figure:
+    """One row per capture: RGB | depth in mm with colour bar | valid mask."""
+    captures = captures[:max_rows]
+    fig = Figure(figsize=(12, 3 * len(captures)), layout="constrained")
+    axes = fig.subplots(len(captures), 3, squeeze=False)
+    for row, cap in zip(axes, captures, strict=True):
+        lo, hi = depth_limits_mm(cap.depth_mm)
+        row[0].imshow(cap.rgb)
+        row[0].set_title(f"{cap.key}\nRGB {cap.size_hw[1]}x{cap.size_hw[0]}", fontsize=9)
+        im = row[1].imshow(np.ma.masked_invalid(cap.depth_mm), cmap=DEPTH_CMAP, vmin=lo, vmax=hi)
+        fig.colorbar(im, ax=row[1], label="Z (mm)", shrink=0.9)
+        row[1].set_title("depth (holes white)", fontsize=9)
+        row[2].imshow(cap.valid_mask, cmap="gray", vmin=0, vmax=1)
+        row[2].set_title(f"valid mask ({100 * cap.valid_mask.mean():.1f} % valid)", fontsize=9)
+        for ax in row:
+            ax.set_axis_off()
+    return fig
+
+
+def plot_prediction_panel(
+    rgb: np.ndarray, target_mm: np.ndarray, pred_mm: np.ndarray, title: str = ""
+) -> Figure:
+    """RGB | target | prediction | |error| in mm, with colour bars; holes of the target in white.
+
+    rgb (H, W, 3) uint8; target_mm, pred_mm (H, W) in mm at the same size.
+    """
+    lo, hi = depth_limits_mm(target_mm)
+    error = np.abs(pred_mm - target_mm)  # NaN where the target has a hole
+    fig = Figure(figsize=(16, 3.6), layout="constrained")
+    axes = fig.subplots(1, 4)
+    axes[0].imshow(rgb)
+    axes[0].set_title("RGB")
+    for ax, depth, name in ((axes[1], target_mm, "target"), (axes[2], pred_mm, "prediction")):
+        im = ax.imshow(np.ma.masked_invalid(depth), cmap=DEPTH_CMAP, vmin=lo, vmax=hi)
+        fig.colorbar(im, ax=ax, label="Z (mm)", shrink=0.85)
+        ax.set_title(name)
+    valid = np.isfinite(error)
+    err_hi = float(np.percentile(error[valid], 99)) if valid.any() else 1.0
+    im = axes[3].imshow(np.ma.masked_invalid(error), cmap="magma", vmin=0, vmax=max(err_hi, 1.0))
+    fig.colorbar(im, ax=axes[3], label="|error| (mm)", shrink=0.85)
+    rmse = float(np.sqrt(np.mean(error[valid] ** 2))) if valid.any() else float("nan")
+    axes[3].set_title(f"|error|, RMSE {rmse:.1f} mm")
+    for ax in axes:
+        ax.set_axis_off()
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
+    """Save a figure as PNG, creating the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
+def write_analysis_plots(stats: DatasetStats, captures: list[Capture], out_dir: str | Path) -> list[Path]:
+    """Write depth_histogram.png and capture_gallery.png into `out_dir`."""
+    out_dir = Path(out_dir)
+    paths = [save_figure(plot_depth_histogram(stats), out_dir / "depth_histogram.png")]
+    if captures:
+        paths.append(save_figure(plot_capture_gallery(captures), out_dir / "capture_gallery.png"))
+    return paths

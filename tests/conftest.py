@@ -1,0 +1,53 @@
+"""Shared fixtures: small hand-made captures written in the Zivid layout."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# Tests never reach the Hugging Face hub: fail fast instead of retrying for ~50 s.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def write_capture(
+    data_dir: Path,
+    key: str,
+    rgb: np.ndarray,
+    depth: np.ndarray,
+    image_name: str | None = None,
+    depth_name: str | None = None,
+) -> tuple[Path, Path]:
+    """Write one capture: images/<key>_color.png and depth/<key>_rawDepth.npy (or given names)."""
+    (data_dir / "images").mkdir(parents=True, exist_ok=True)
+    (data_dir / "depth").mkdir(parents=True, exist_ok=True)
+    image_path = data_dir / "images" / (image_name or f"{key}_color.png")
+    depth_path = data_dir / "depth" / (depth_name or f"{key}_rawDepth.npy")
+    Image.fromarray(rgb).save(image_path)
+    np.save(depth_path, depth)
+    return image_path, depth_path
+
+
+def random_capture(rng: np.random.Generator, h: int, w: int, hole_fraction: float = 0.3):
+    """(rgb uint8 (h, w, 3), xyz float32 (h, w, 3) in mm with NaN holes)."""
+    rgb = rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+    z = rng.uniform(300.0, 2500.0, size=(h, w)).astype(np.float32)
+    z[rng.random((h, w)) < hole_fraction] = np.nan
+    v, u = np.mgrid[0:h, 0:w].astype(np.float32)
+    xyz = np.stack([(u - w / 2) * z / 500.0, (v - h / 2) * z / 500.0, z], axis=-1)
+    return rgb, xyz.astype(np.float32)
+
+
+@pytest.fixture
+def mixed_dataset(tmp_path: Path) -> Path:
+    """Five captures of two resolutions, Zivid export names, ~30 % holes."""
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate([(60, 97), (48, 64), (60, 97), (48, 64), (60, 97)]):
+        rgb, xyz = random_capture(rng, h, w)
+        key = f"2026-01-0{i + 1}_10-00-00_Zivid_acquisition"
+        write_capture(tmp_path, key, rgb, xyz)
+    return tmp_path
