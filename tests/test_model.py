@@ -1,0 +1,344 @@
+"""Model building (random-init, folders, hub ids) and LoRA wrapping."""
+
+from __future__ import annotations
+
+import http.server
+import importlib.util
+import threading
+import time
+
+import huggingface_hub.constants
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from torch import nn
+from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation
+
+from depth_lora.errors import ConfigError, ModelError
+from depth_lora.model import (
+    DEFAULT_MODEL,
+    RANDOM_INIT_OUTPUT,
+    apply_lora,
+    build_model,
+    hub_is_reachable,
+    resolve_lora_targets,
+    trainable_parameters_line,
+)
+
+# PEFT calls a transformers method that transformers 5.x deprecates; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing`:FutureWarning")
+
+SMALL_LINE = "trainable params: 442,368 || all params: 25,227,457 || trainable%: 1.7535"
+
+
+@pytest.fixture(scope="module")
+def small_random():
+    return build_model("small-random")
+
+
+@pytest.fixture
+def tiny():
+    model, _ = build_model("tiny")
+    return model
+
+
+def _n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# --- random-init models ------------------------------------------------------------------
+
+
+def test_small_random_has_the_depth_anything_v2_small_architecture(small_random):
+    model, info = small_random
+    assert _n_params(model) == 24_785_089
+    assert info["num_parameters"] == 24_785_089
+    assert info["pretrained"] is False
+    assert info["config"]["backbone_config"]["hidden_size"] == 384
+    assert info["config"]["neck_hidden_sizes"] == [48, 96, 192, 384]
+    assert model.backbone.config._attn_implementation == "sdpa"
+
+
+def test_small_random_with_default_lora_prints_the_notebook_line(small_random):
+    model, _ = small_random
+    targets = resolve_lora_targets(model)
+    assert len(targets) == 36  # 12 layers x q, k, v
+    peft_model = apply_lora(model)
+    try:
+        assert trainable_parameters_line(peft_model) == SMALL_LINE
+    finally:
+        peft_model.unload()  # give the shared fixture back without adapters
+
+
+def test_trainable_parameters_line_matches_peft_print(tiny, capsys):
+    peft_model = apply_lora(tiny, rank=4)
+    peft_model.print_trainable_parameters()
+    assert trainable_parameters_line(peft_model) == capsys.readouterr().out.strip()
+
+
+def test_tiny_builds_fast_and_outputs_the_middle_of_the_label_range():
+    start = time.perf_counter()
+    model, info = build_model("tiny")
+    assert time.perf_counter() - start < 2.0
+    assert info["pretrained"] is False and info["source"] == "random"
+    assert info["head_bias_init"] == pytest.approx(RANDOM_INIT_OUTPUT)
+    assert 400_000 < info["num_parameters"] < 700_000
+    with torch.no_grad():
+        depth = model(pixel_values=torch.randn(2, 3, 126, 196)).predicted_depth
+    assert depth.shape == (2, 126, 196)
+    # Without the head bias a random-init model outputs ~1e-7 and ReLU kills its gradients.
+    assert depth.mean().item() == pytest.approx(RANDOM_INIT_OUTPUT, abs=0.05)
+
+
+def test_tiny_is_reproducible_from_its_seed_and_restores_the_rng():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a, info = build_model("tiny", seed=7)
+    assert torch.equal(torch.rand(3), expected)  # global RNG untouched
+    b, _ = build_model("tiny", seed=7)
+    c, _ = build_model("tiny", seed=8)
+    for (name, pa), pb, _pc in zip(
+        a.state_dict().items(), b.state_dict().values(), c.state_dict().values(), strict=True
+    ):
+        assert torch.equal(pa, pb), name
+    assert not torch.equal(a.backbone.embeddings.cls_token, c.backbone.embeddings.cls_token)
+    assert info["seed"] == 7
+    rebuilt = DepthAnythingForDepthEstimation(DepthAnythingConfig.from_dict(info["config"]))
+    assert _n_params(rebuilt) == _n_params(a)
+
+
+def test_tiny_training_step_updates_only_lora_and_head(tiny):
+    peft_model = apply_lora(tiny, rank=4, train_head=True)
+    before = {n: p.detach().clone() for n, p in peft_model.named_parameters()}
+    optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=1e-2)
+    peft_model.train()
+    x, y = torch.randn(2, 3, 126, 196), torch.rand(2, 126, 196)
+    for _ in range(2):  # lora_A only moves once lora_B is non-zero
+        loss = ((peft_model(pixel_values=x).predicted_depth - y) ** 2).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    for name, p in peft_model.named_parameters():
+        changed = not torch.equal(p.detach(), before[name])
+        assert changed == p.requires_grad, name
+        assert p.requires_grad == ("lora_" in name or ".modules_to_save." in name), name
+
+
+def test_attention_implementation_is_set_on_the_backbone():
+    model, info = build_model("tiny", attn_implementation="eager")
+    assert model.backbone.config._attn_implementation == "eager"
+    assert info["attn_implementation"] == "eager"
+    with pytest.raises(ConfigError, match="attn_implementation must be one of"):
+        build_model("tiny", attn_implementation="fastest")
+
+
+def test_unavailable_attention_falls_back_to_eager():
+    if importlib.util.find_spec("flash_attn") is not None:
+        pytest.skip("flash_attn is installed here")
+    _, info = build_model("tiny", attn_implementation="flash_attention_2")
+    assert info["attn_implementation"] == "eager"
+
+
+# --- folders and hub ids -------------------------------------------------------------------
+
+
+def test_local_folder_round_trip_keeps_weights_and_sets_attention(tiny, tmp_path):
+    with torch.no_grad():
+        tiny.head.conv3.bias.fill_(0.123)  # a pretrained head must be left alone
+    tiny.save_pretrained(tmp_path)
+    for impl in ("sdpa", "eager"):
+        model, info = build_model(str(tmp_path), attn_implementation=impl)
+        assert info["pretrained"] is True and info["source"] == "folder"
+        assert model.backbone.config._attn_implementation == impl
+        assert model.head.conv3.bias.item() == pytest.approx(0.123)
+        for (name, a), b in zip(
+            tiny.state_dict().items(), model.state_dict().values(), strict=True
+        ):
+            assert torch.equal(a, b), name
+
+
+def test_cached_hub_id_loads_from_the_cache_without_network(tiny, tmp_path, monkeypatch):
+    # The layout hf download leaves in the cache: models--org--name/{refs/main, snapshots/REV}.
+    repo = tmp_path / "models--someone--tiny-da"
+    revision = "0" * 40
+    tiny.save_pretrained(repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model, info = build_model("someone/tiny-da")
+    assert info["pretrained"] is True and info["source"] == "hub"
+    assert torch.equal(model.head.conv3.bias, tiny.head.conv3.bias)
+
+
+def test_missing_or_unusable_folder_is_named_in_the_error(tmp_path):
+    with pytest.raises(ModelError, match="model folder not found: ./no/such/model"):
+        build_model("./no/such/model")
+    with pytest.raises(ModelError, match=f"{tmp_path}: no config.json"):
+        build_model(str(tmp_path))
+    (tmp_path / "adapter_config.json").write_text("{}")
+    with pytest.raises(ModelError, match="LoRA adapter, not a model"):
+        build_model(str(tmp_path))
+
+
+def test_uncached_hub_id_offline_fails_fast_with_what_to_do(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.perf_counter()
+    with pytest.raises(ModelError) as excinfo:
+        build_model(DEFAULT_MODEL)
+    assert time.perf_counter() - start < 5.0
+    message = str(excinfo.value)
+    assert "\n" not in message
+    assert "cannot be reached (HF_HUB_OFFLINE is set)" in message
+    assert f"hf download {DEFAULT_MODEL} --local-dir DIR" in message
+    assert "'tiny'" in message
+
+
+def test_uncached_hub_id_with_unreachable_endpoint_fails_fast(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: refused
+    start = time.perf_counter()
+    with pytest.raises(ModelError, match=r"hub \(http://127.0.0.1:9\) cannot be reached"):
+        build_model("someone/not-a-cached-model")
+    assert time.perf_counter() - start < 5.0
+
+
+def test_hub_probe_counts_any_http_answer_and_respects_offline(monkeypatch):
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+        assert hub_is_reachable(timeout_s=3.0) is True  # answers 501: reachable
+        monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+        assert hub_is_reachable(timeout_s=3.0) is False
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# --- LoRA targets ----------------------------------------------------------------------------
+
+
+class _SelfAttention4x(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.query, self.key, self.value = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+
+
+class _SelfOutput4x(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.dense = nn.Linear(d, d)
+
+
+class _Attention4x(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.attention, self.output = _SelfAttention4x(d), _SelfOutput4x(d)
+
+
+class _Mlp(nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(d, 2 * d), nn.Linear(2 * d, d)
+
+
+class _Layer4x(nn.Module):
+    def __init__(self, d, mlp=True):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d)
+        self.attention = _Attention4x(d)
+        if mlp:
+            self.mlp = _Mlp(d)
+
+
+class _Model4x(nn.Module):
+    """The module tree of a transformers 4.x Depth Anything, with decoys outside the backbone."""
+
+    def __init__(self, d=8, layers=2, mlp=True):
+        super().__init__()
+        self.backbone = nn.Module()
+        self.backbone.encoder = nn.Module()
+        self.backbone.encoder.layer = nn.ModuleList(_Layer4x(d, mlp) for _ in range(layers))
+        self.neck = nn.ModuleDict({"query": nn.Linear(d, d), "attention": _Attention4x(d)})
+        self.head = nn.Sequential(nn.Linear(d, 1))
+
+
+def test_targets_on_transformers_4x_names():
+    model = _Model4x()
+    layer = "backbone.encoder.layer"
+    assert resolve_lora_targets(model) == [
+        f"{layer}.{i}.attention.attention.{n}" for i in range(2) for n in ("query", "key", "value")
+    ]
+    assert resolve_lora_targets(model, ("out",)) == [
+        f"{layer}.0.attention.output.dense",
+        f"{layer}.1.attention.output.dense",
+    ]
+    assert resolve_lora_targets(model, ("mlp",)) == [
+        f"{layer}.{i}.mlp.{n}" for i in range(2) for n in ("fc1", "fc2")
+    ]
+    # PEFT accepts the names and adapts exactly those layers, not the decoys in the neck.
+    names = resolve_lora_targets(model, ("qkv", "out", "mlp"))
+    peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=names))
+    adapted = [n for n, m in peft_model.named_modules() if hasattr(m, "lora_A")]
+    assert len(adapted) == 12
+    assert all(".backbone." in n for n in adapted)
+
+
+def test_targets_on_the_installed_transformers_names(tiny):
+    layer = "backbone.encoder.layer"
+    assert resolve_lora_targets(tiny) == [
+        f"{layer}.{i}.attention.{n}" for i in range(4) for n in ("q_proj", "k_proj", "v_proj")
+    ]
+    assert resolve_lora_targets(tiny, "out") == [f"{layer}.{i}.attention.o_proj" for i in range(4)]
+    assert len(resolve_lora_targets(tiny, ("mlp",))) == 8
+    assert len(resolve_lora_targets(tiny, ("qkv", "out", "mlp"))) == 24
+
+
+def test_target_group_that_matches_nothing_or_is_unknown_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"'mlp' matched no backbone Linear layer \(looked for"):
+        resolve_lora_targets(_Model4x(mlp=False), ("qkv", "mlp"))
+    with pytest.raises(ConfigError, match="unknown LoRA target group"):
+        resolve_lora_targets(_Model4x(), ("ffn",))
+    with pytest.raises(ConfigError, match="no LoRA target group"):
+        resolve_lora_targets(_Model4x(), ())
+
+
+# --- apply_lora ---------------------------------------------------------------------------
+
+
+def test_all_groups_give_the_hand_counted_number_of_lora_parameters(tiny):
+    peft_model = apply_lora(tiny, rank=16, targets=("qkv", "out", "mlp"))
+    # Per layer, r * (in + out): q, k, v, o 4 * 16 * (64 + 64); fc1, fc2 2 * 16 * (64 + 256).
+    per_layer = 4 * 16 * 128 + 2 * 16 * 320
+    trainable, _ = peft_model.get_nb_trainable_parameters()
+    assert trainable == 4 * per_layer == 73_728
+
+
+def test_train_head_makes_the_whole_head_trainable(tiny):
+    head_params = _n_params(tiny.head)
+    peft_model = apply_lora(tiny, rank=2, train_head=True)
+    trainable, _ = peft_model.get_nb_trainable_parameters()
+    assert trainable == 12 * 2 * (64 + 64) + head_params
+    assert trainable_parameters_line(peft_model).startswith(f"trainable params: {trainable:,d} ")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"rank": 0}, "rank must be an integer >= 1"),
+        ({"alpha": 0}, "alpha must be > 0"),
+        ({"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
+        ({"dropout": -0.1}, r"dropout must be in \[0, 1\)"),
+        ({"bias": "some"}, "bias must be one of none, all, lora_only"),
+    ],
+)
+def test_apply_lora_rejects_bad_arguments(tiny, kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        apply_lora(tiny, **kwargs)
