@@ -6,10 +6,8 @@ import argparse
 import sys
 
 from depth_lora import __version__
+from depth_lora.config import DEFAULT_DATA, DEFAULT_OUTPUT, TrainConfig, field_names, read_config_file
 from depth_lora.errors import DepthLoraError
-
-DEFAULT_DATA = "DATASET_DEVOIR"
-DEFAULT_OUTPUT = "depth_anything_finetuned_lora_zivid"
 
 
 def _add_depth_unit(p: argparse.ArgumentParser) -> None:
@@ -46,6 +44,39 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from depth_lora.train import run_training
+
+    cfg = TrainConfig(**{name: getattr(args, name) for name in field_names()})
+    result = run_training(cfg)
+    print(format_metrics_summary(result.metrics))
+    print(f"adapter, depth_lora.json and metrics.json written to {result.output_dir}")
+    print(f"TensorBoard: tensorboard --logdir {result.output_dir / 'runs'}")
+    return 0
+
+
+def format_metrics_summary(metrics: dict) -> str:
+    """One line per split: the headline mm metrics at the model's input size."""
+    nan = float("nan")
+    return "\n".join(
+        f"{split:>5}: RMSE {m.get('rmse_mm', nan):.1f} mm | MAE {m.get('mae_mm', nan):.1f} mm"
+        f" | AbsRel {m.get('abs_rel', nan):.4f} | delta<1.25 {m.get('delta1', nan):.3f}"
+        for split, m in metrics.items()
+    )
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from depth_lora.evaluate import format_report_table, run_evaluation, write_report
+
+    report = run_evaluation(args.data, args.adapter, split=args.split, plots_dir=args.plots)
+    print(format_report_table(report))
+    for path in write_report(report, args.json, args.csv):
+        print(f"written: {path}")
+    if args.plots:
+        print(f"figures written to {args.plots}")
+    return 0
+
+
 def _cmd_quickstart(args: argparse.Namespace) -> int:
     from depth_lora.quickstart import run_quickstart
 
@@ -55,6 +86,7 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
         output_dir=args.output,
         demo_count=args.demo_count,
         depth_unit=args.depth_unit,
+        overwrite=args.overwrite,
     )
     return 0
 
@@ -84,8 +116,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--demo-count", type=int, default=24, help="demo captures to generate if DATA is empty (default: 24)"
     )
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in the output folder")
     _add_depth_unit(p)
     p.set_defaults(func=_cmd_quickstart)
+
+    from transformers import HfArgumentParser
+
+    p = sub.add_parser(
+        "train",
+        parents=[HfArgumentParser(TrainConfig, add_help=False)],
+        help="fine-tune with LoRA on a folder of captures",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Fine-tune Depth Anything with LoRA and a masked loss. Every option can also be "
+        "set in a YAML/JSON file (--config); flags given on the command line win.",
+    )
+    p.add_argument("--config", help="YAML or JSON file of options (keys as the flags, - or _)")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="held-out metrics in mm: fine-tuned vs zero-shot (aligned) vs constant",
+        description="Compare the fine-tuned model with the zero-shot base model (given an oracle "
+        "per-capture scale/shift alignment) and the constant mean-depth predictor, at full resolution.",
+    )
+    p.add_argument("--data", default=DEFAULT_DATA, help=f"captures folder (default: {DEFAULT_DATA})")
+    p.add_argument(
+        "--adapter", default=DEFAULT_OUTPUT, help=f"training output folder (default: {DEFAULT_OUTPUT})"
+    )
+    p.add_argument(
+        "--split", choices=["test", "val", "all"], default="test",
+        help="captures: a split recorded in the adapter folder, or all captures of --data (default: test)",
+    )
+    p.add_argument("--json", help="write the report as JSON")
+    p.add_argument("--csv", help="write one row per capture and method as CSV")
+    p.add_argument("--plots", help="write a comparison figure per capture and a metrics bar chart here")
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser(
         "analyze",
@@ -118,8 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code. Bad input ends in one line on stderr, exit code 2."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
+        if getattr(args, "config", None):
+            # The file's values become the defaults; flags on the command line still win.
+            subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+            subparsers.choices[args.command].set_defaults(**read_config_file(args.config))
+            args = parser.parse_args(argv)
         return args.func(args)
     except DepthLoraError as exc:
         print(f"depth-lora {args.command}: error: {exc}", file=sys.stderr)

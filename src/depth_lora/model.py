@@ -21,11 +21,11 @@ from transformers import (
     Dinov2Config,
 )
 
+from depth_lora.config import DEFAULT_MODEL
 from depth_lora.errors import ConfigError, ModelError
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
 DEFAULT_HUB_ENDPOINT = "https://huggingface.co"
 
 # Names that build a random-init model (RANDOM_ARCHITECTURES below) instead of loading weights.
@@ -117,6 +117,18 @@ def hub_is_reachable(timeout_s: float = 3.0) -> bool:
     thread.start()
     thread.join(timeout_s)
     return answered.is_set()
+
+
+def is_cached(name: str) -> bool:
+    """True if `name` loads without network: a model folder, or a hub id in the local cache."""
+    if (Path(name).expanduser() / "config.json").is_file():
+        return True
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except ValueError:  # not a valid repo id
+        return False
 
 
 def build_model(

@@ -93,6 +93,59 @@ def plot_prediction_panel(
     return fig
 
 
+def plot_evaluation_capture(capture: Capture, preds_mm: dict[str, np.ndarray]) -> Figure:
+    """RGB | target | each method's depth | fine-tuned error, in mm with colour bars.
+
+    preds_mm: method name -> (H, W) depth in mm at the capture's resolution.
+    """
+    target = capture.depth_mm
+    lo, hi = depth_limits_mm(target)
+    n = 2 + len(preds_mm) + 1
+    fig = Figure(figsize=(4 * n, 3.4), layout="constrained")
+    axes = fig.subplots(1, n)
+    axes[0].imshow(capture.rgb)
+    axes[0].set_title(capture.key, fontsize=8)
+    panels = [("target", target), *preds_mm.items()]
+    for ax, (name, depth) in zip(axes[1:], panels, strict=False):
+        im = ax.imshow(np.ma.masked_invalid(depth), cmap=DEPTH_CMAP, vmin=lo, vmax=hi)
+        if name != "target":
+            err = np.abs(depth - target)[capture.valid_mask]
+            name = f"{name}\nRMSE {np.sqrt(np.mean(err**2)):.1f} mm" if err.size else name
+        ax.set_title(name, fontsize=9)
+    fig.colorbar(im, ax=axes[1 : 1 + len(panels)], label="Z (mm)", shrink=0.85)
+    first = next(iter(preds_mm))
+    error = np.abs(preds_mm[first] - target)
+    valid = np.isfinite(error)
+    err_hi = max(float(np.percentile(error[valid], 99)), 1.0) if valid.any() else 1.0
+    im = axes[-1].imshow(np.ma.masked_invalid(error), cmap="magma", vmin=0, vmax=err_hi)
+    fig.colorbar(im, ax=axes[-1], label="|error| (mm)", shrink=0.85)
+    axes[-1].set_title(f"{first} |error|", fontsize=9)
+    for ax in axes:
+        ax.set_axis_off()
+    return fig
+
+
+def plot_metric_bars(mean_metrics: dict[str, dict], keys=("rmse_mm", "mae_mm")) -> Figure:
+    """Bar chart of headline metrics (mm) per method, plus delta<1.25 on a second axis."""
+    methods = list(mean_metrics)
+    fig = Figure(figsize=(9, 4), layout="constrained")
+    ax, ax2 = fig.subplots(1, 2, width_ratios=[2, 1])
+    x = np.arange(len(methods))
+    width = 0.8 / len(keys)
+    for i, key in enumerate(keys):
+        values = [mean_metrics[m].get(key, np.nan) for m in methods]
+        bars = ax.bar(x + i * width, values, width, label=key)
+        ax.bar_label(bars, fmt="%.0f", fontsize=8)
+    ax.set_xticks(x + width * (len(keys) - 1) / 2, methods)
+    ax.set(ylabel="mm (lower is better)", title="Error on held-out captures")
+    ax.legend()
+    bars = ax2.bar(x, [mean_metrics[m].get("delta1", np.nan) for m in methods], color="tab:green")
+    ax2.bar_label(bars, fmt="%.2f", fontsize=8)
+    ax2.set_xticks(x, methods, rotation=20)
+    ax2.set(ylim=(0, 1), title="delta < 1.25 (higher is better)")
+    return fig
+
+
 def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
     """Save a figure as PNG, creating the folder."""
     path = Path(path)

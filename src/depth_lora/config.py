@@ -1,0 +1,137 @@
+"""The one typed training config: CLI flags and/or a YAML/JSON file, validated, saved with the run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from depth_lora.errors import ConfigError
+
+DEFAULT_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
+DEFAULT_DATA = "DATASET_DEVOIR"
+DEFAULT_OUTPUT = "depth_anything_finetuned_lora_zivid"
+LORA_TARGET_GROUPS = ("qkv", "out", "mlp")
+
+
+def _help(text: str, **extra) -> dict:
+    return {"help": text, **extra}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on. Defaults follow the original project."""
+
+    data: str = field(default=DEFAULT_DATA, metadata=_help("captures folder (images/, depth/)"))
+    output: str = field(default=DEFAULT_OUTPUT, metadata=_help("output folder for the adapter and logs"))
+    model: str = field(
+        default=DEFAULT_MODEL,
+        metadata=_help(
+            "hub id, local model folder, 'tiny' (random init, offline demo and tests) or 'small-random'"
+        ),
+    )
+    epochs: float = field(default=10.0, metadata=_help("training epochs"))
+    max_steps: int = field(
+        default=-1, metadata=_help("stop after this many optimiser steps (-1: use --epochs)")
+    )
+    batch_size: int = field(default=4, metadata=_help("captures per batch and device"))
+    learning_rate: float = field(default=5e-5, metadata=_help("AdamW learning rate"))
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
+    warmup_steps: int = field(default=0, metadata=_help("linear learning-rate warm-up steps"))
+    image_size: list[int] | None = field(
+        default=None,
+        metadata=_help(
+            "H W fed to the model, each a multiple of 14 (default: like the checkpoint's processor, "
+            "shorter side 518 keeping the aspect of the most common capture size: 1200x1944 -> 518x840)"
+        ),
+    )
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = field(
+        default="auto",
+        metadata=_help(
+            "auto: bf16 on CUDA if supported, else fp16; bf16 autocast on a CPU that has it, else fp32"
+        ),
+    )
+    lora_rank: int = field(default=16, metadata=_help("LoRA rank r"))
+    lora_alpha: float = field(default=32.0, metadata=_help("LoRA alpha (scaling alpha / r)"))
+    lora_dropout: float = field(default=0.05, metadata=_help("dropout on the LoRA branch"))
+    lora_bias: Literal["none", "all", "lora_only"] = field(default="none", metadata=_help("PEFT LoRA bias"))
+    lora_targets: list[str] = field(
+        default_factory=lambda: ["qkv"],
+        metadata=_help("backbone layers that get LoRA: any of qkv, out (attention output), mlp"),
+    )
+    train_head: bool = field(default=False, metadata=_help("also train the DPT head fully (modules_to_save)"))
+    loss: Literal["mse", "l1", "silog"] = field(default="mse", metadata=_help("masked loss on the labels"))
+    labels: Literal["minmax", "inverse"] = field(
+        default="minmax",
+        metadata=_help("minmax: (z - min) / (max - min) with min/max of the training split (the "
+                       "original's scheme); inverse: min / z (disparity-like, near = large)"),
+    )
+    flip: bool = field(default=True, metadata=_help("augment with random horizontal flips"))
+    color_jitter: bool = field(
+        default=True, metadata=_help("augment with mild brightness/contrast/saturation jitter")
+    )
+    val_fraction: float = field(default=0.1, metadata=_help("share of captures held out for validation"))
+    test_fraction: float = field(default=0.1, metadata=_help("share of captures held out for the final test"))
+    depth_unit: Literal["mm", "m"] = field(default="mm", metadata=_help("unit of the depth .npy files"))
+    seed: int = field(default=0, metadata=_help("seed for the split, initialisation and data order"))
+    logging_steps: int = field(default=10, metadata=_help("log the training loss every N steps"))
+    save_total_limit: int = field(default=3, metadata=_help("checkpoints kept (the best one is always kept)"))
+    num_workers: int = field(default=0, metadata=_help("DataLoader worker processes"))
+    resume: bool = field(default=False, metadata=_help("continue from the last checkpoint in --output"))
+    overwrite: bool = field(default=False, metadata=_help("replace an earlier run in --output"))
+
+    def __post_init__(self):
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise ConfigError("set --epochs > 0 or --max-steps > 0")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"--learning-rate must be > 0, got {self.learning_rate}")
+        if self.image_size is not None:
+            self.image_size = [int(v) for v in self.image_size]
+            if len(self.image_size) != 2 or any(v < 14 or v % 14 for v in self.image_size):
+                raise ConfigError(
+                    f"--image-size takes H W, each a multiple of 14 (>= 14), got {self.image_size}"
+                )
+        if self.lora_rank < 1 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
+            raise ConfigError("LoRA needs rank >= 1, alpha > 0 and 0 <= dropout < 1")
+        bad = sorted(set(self.lora_targets) - set(LORA_TARGET_GROUPS))
+        if bad or not self.lora_targets:
+            choices = ", ".join(LORA_TARGET_GROUPS)
+            raise ConfigError(f"--lora-targets takes {choices}; got {self.lora_targets}")
+        if self.resume and self.overwrite:
+            raise ConfigError("--resume and --overwrite exclude each other")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def field_names(cls=TrainConfig) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def read_config_file(path: str | Path) -> dict:
+    """Read a YAML or JSON config file into a dict of TrainConfig fields (names with - or _)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+    try:
+        if path.suffix.lower() == ".json":
+            values = json.loads(text)
+        else:
+            import yaml
+
+            values = yaml.safe_load(text) or {}
+    except Exception as exc:  # yaml and json raise many kinds; all mean "not parseable"
+        raise ConfigError(f"{path}: not a valid YAML/JSON file ({exc.__class__.__name__})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of option: value")
+    values = {str(k).replace("-", "_"): v for k, v in values.items()}
+    unknown = sorted(set(values) - field_names())
+    if unknown:
+        raise ConfigError(f"{path}: unknown option(s) {', '.join(unknown)}")
+    return values

@@ -1,0 +1,86 @@
+"""`depth-lora quickstart`: the whole job on sensible defaults, for a first run."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from depth_lora.config import DEFAULT_MODEL, TrainConfig
+from depth_lora.data import has_captures
+
+# The offline demo model is random-init: LoRA alone cannot move its near-zero head (FACTS.md),
+# so it trains the head too, faster, at a smaller size. Its numbers are not Depth Anything's.
+OFFLINE_DEMO = {"model": "tiny", "train_head": True, "learning_rate": 1e-3, "image_size": [266, 434]}
+BANNER = "!" * 100
+
+
+def resolve_quickstart_model(model: str | None) -> tuple[str, bool]:
+    """The model quickstart trains: (name, is_offline_fallback).
+
+    An explicit model is used as given (and fails clearly if it cannot be loaded). With none given,
+    the real Depth Anything V2 Small is used when it is cached or the hub answers; otherwise the
+    offline demo model, announced loudly.
+    """
+    if model is not None:
+        return model, False
+    from depth_lora.model import hub_is_reachable, is_cached
+
+    if is_cached(DEFAULT_MODEL) or hub_is_reachable():
+        return DEFAULT_MODEL, False
+    return OFFLINE_DEMO["model"], True
+
+
+def run_quickstart(
+    data_dir: str | Path,
+    model: str | None,
+    output_dir: str | Path,
+    demo_count: int = 24,
+    depth_unit: str = "mm",
+    overwrite: bool = False,
+) -> None:
+    """Demo captures if needed, analysis, fine-tuning, evaluation; prints where everything went."""
+    from depth_lora.analysis import analyze_dataset, format_stats_table, write_stats_json
+    from depth_lora.synthetic import generate_demo_captures
+    from depth_lora.train import prepare_output_dir, run_training
+    from depth_lora.viz import write_analysis_plots
+
+    data_dir, output_dir = Path(data_dir), Path(output_dir)
+    prepare_output_dir(output_dir, resume=False, overwrite=overwrite)
+    if not has_captures(data_dir):
+        print(f"No captures in {data_dir}/: generating {demo_count} Zivid-like demo captures there "
+              f"(depth-lora demo-data). Put your own captures in images/ and depth/ instead.")
+        generate_demo_captures(data_dir, demo_count)
+
+    print(f"\n== Dataset analysis: {data_dir}")
+    stats, kept = analyze_dataset(data_dir, depth_unit, keep=4)
+    print(format_stats_table(stats))
+    write_stats_json(stats, output_dir / "analysis" / "stats.json")
+    plots = write_analysis_plots(stats, kept, output_dir / "analysis")
+
+    name, offline = resolve_quickstart_model(model)
+    cfg = TrainConfig(data=str(data_dir), output=str(output_dir), model=name, depth_unit=depth_unit)
+    if offline:
+        print(f"\n{BANNER}\n!! The Hugging Face hub cannot be reached and {DEFAULT_MODEL} is not cached:\n"
+              f"!! continuing with the OFFLINE DEMO MODEL 'tiny' (random init, head trained too).\n"
+              f"!! ITS NUMBERS ARE NOT DEPTH ANYTHING'S. For the real model: --model FOLDER (see README).\n"
+              f"{BANNER}")
+        cfg = replace(cfg, **{k: v for k, v in OFFLINE_DEMO.items() if k != "model"})
+    elif name in ("tiny", "small-random"):
+        cfg = replace(cfg, train_head=True)
+    print(f"\n== Fine-tuning {cfg.model} with LoRA (rank {cfg.lora_rank}) -> {output_dir}")
+    run_training(cfg)
+
+    from depth_lora.evaluate import format_report_table, run_evaluation, write_report
+
+    print("\n== Evaluation on the held-out test split, in mm at full resolution")
+    eval_dir = output_dir / "evaluation"
+    report = run_evaluation(data_dir, output_dir, split="test", plots_dir=eval_dir)
+    print(format_report_table(report))
+    write_report(report, eval_dir / "report.json", eval_dir / "captures.csv")
+    print(f"\nAnalysis figures: {', '.join(str(p) for p in plots)}")
+    print(f"Evaluation: {eval_dir}/ (report.json, captures.csv, one figure per capture, metrics.png)")
+    print(f"Adapter and metadata: {output_dir}/ (depth_lora.json, adapter_model.safetensors)")
+    print(f"TensorBoard: tensorboard --logdir {output_dir / 'runs'}")
+    if offline:
+        print(f"{BANNER}\n!! Reminder: these numbers come from the offline demo model, "
+              f"not Depth Anything.\n{BANNER}")
