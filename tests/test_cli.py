@@ -95,7 +95,7 @@ def test_quickstart_offline_falls_back_to_the_demo_model_loudly(tmp_path, capsys
     code, stdout, err = run_cli(["quickstart", "--data", data, "--output", out], capsys)
     assert code == 0, err
     assert "OFFLINE DEMO MODEL 'tiny'" in stdout and "NOT DEPTH ANYTHING'S" in stdout
-    assert "depth mean (mm)" in stdout and "RMSE" in stdout
+    assert "depth mean (mm)" in stdout and "zero_shot_aligned" in stdout and "rmse_mm" in stdout
     for name in ("analysis/stats.json", "analysis/depth_histogram.png", "analysis/capture_gallery.png",
                  "adapter_model.safetensors", "depth_lora.json", "metrics.json"):
         assert (out / name).is_file(), name

@@ -19,6 +19,13 @@ def _add_depth_unit(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_adapter(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--adapter", default=DEFAULT_OUTPUT,
+        help=f"output folder of `depth-lora train` (or of `merge`) (default: {DEFAULT_OUTPUT})",
+    )
+
+
 def _cmd_analyze(args: argparse.Namespace) -> int:
     from depth_lora.analysis import analyze_dataset, format_stats_table, write_stats_json
 
@@ -74,6 +81,39 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"written: {path}")
     if args.plots:
         print(f"figures written to {args.plots}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from depth_lora.export import intrinsics_from_xyz
+    from depth_lora.predict import list_images, load_bundle, predict_files
+
+    intrinsics = tuple(args.intrinsics) if args.intrinsics else None
+    if args.intrinsics_from:
+        from depth_lora.data import load_depth_mm
+
+        load_depth_mm(args.intrinsics_from)  # checks the file; one-line error if it is bad
+        intrinsics = intrinsics_from_xyz(np.load(args.intrinsics_from), args.intrinsics_from)
+        fx, fy, cx, cy = intrinsics
+        print(f"intrinsics from {args.intrinsics_from}: fx {fx:.2f} fy {fy:.2f} cx {cx:.2f} cy {cy:.2f}")
+    images = list_images(args.inputs)
+    bundle = load_bundle(args.adapter)
+    written, problems = predict_files(
+        bundle, images, args.out, formats=args.format.split(","), intrinsics=intrinsics
+    )
+    done = len(images) - len(problems)
+    print(f"{done} of {len(images)} images predicted; {len(written)} files written to {args.out}")
+    for problem in problems:
+        print(f"depth-lora predict: skipped: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from depth_lora.export import merge_adapter
+
+    print(f"merged model written to {merge_adapter(args.adapter, args.output)}")
     return 0
 
 
@@ -140,9 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         "per-capture scale/shift alignment) and the constant mean-depth predictor, at full resolution.",
     )
     p.add_argument("--data", default=DEFAULT_DATA, help=f"captures folder (default: {DEFAULT_DATA})")
-    p.add_argument(
-        "--adapter", default=DEFAULT_OUTPUT, help=f"training output folder (default: {DEFAULT_OUTPUT})"
-    )
+    _add_adapter(p)
     p.add_argument(
         "--split", choices=["test", "val", "all"], default="test",
         help="captures: a split recorded in the adapter folder, or all captures of --data (default: test)",
@@ -151,6 +189,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", help="write one row per capture and method as CSV")
     p.add_argument("--plots", help="write a comparison figure per capture and a metrics bar chart here")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser(
+        "predict",
+        help="depth in mm (npy, coloured png, ply point cloud) for new images",
+        description="Predict depth in mm at each image's own resolution.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    _add_adapter(p)
+    p.add_argument("--out", required=True, help="folder for the predictions")
+    p.add_argument("--format", default="npy,png", help="comma-separated: npy, png, ply (default: npy,png)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--intrinsics", type=float, nargs=4, metavar=("FX", "FY", "CX", "CY"),
+                       help="pinhole intrinsics in pixels, for ply")
+    group.add_argument("--intrinsics-from", metavar="FILE.npy",
+                       help="estimate intrinsics from a capture's (H, W, 3) XYZ map, for ply")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser(
+        "merge",
+        help="fold the LoRA adapter into a standalone model folder",
+        description="merge_and_unload() the adapter into a model loadable with "
+        "AutoModelForDepthEstimation.from_pretrained (and by depth-lora predict).",
+    )
+    _add_adapter(p)
+    p.add_argument("--output", required=True, help="new folder for the merged model")
+    p.set_defaults(func=_cmd_merge)
 
     p = sub.add_parser(
         "analyze",

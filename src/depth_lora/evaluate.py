@@ -132,7 +132,8 @@ def run_evaluation(
     if plots_dir is not None:
         from depth_lora.viz import plot_metric_bars, save_figure
 
-        save_figure(plot_metric_bars(report.mean), Path(plots_dir) / "metrics.png")
+        title = f"Error on {split} captures ({len(files)}, mean over captures)"
+        save_figure(plot_metric_bars(report.mean, title=title), Path(plots_dir) / "metrics.png")
     return report
 
 

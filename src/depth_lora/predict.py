@@ -11,7 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from depth_lora.dataset import LabelScheme, resize_rgb, rgb_to_pixel_values
-from depth_lora.errors import ModelError
+from depth_lora.errors import ConfigError, DataError, DepthLoraError, ModelError
+
+IMAGE_PATTERNS = ("*.png", "*.jpg", "*.jpeg", "*.tif", "*.tiff", "*.bmp")
+FORMATS = ("npy", "png", "ply")
 
 META_FILE = "depth_lora.json"
 
@@ -84,3 +87,69 @@ def predict_depth_mm(bundle: ModelBundle, rgb: np.ndarray) -> np.ndarray:
     pred = bundle.model(pixel_values=pixel_values).predicted_depth.float()  # (1, h, w) label units
     pred = F.interpolate(pred[:, None], size=rgb.shape[:2], mode="bilinear", align_corners=False)[0, 0]
     return bundle.labels.decode(pred).cpu().numpy().astype(np.float32)
+
+
+def list_images(inputs: list[str | Path]) -> list[Path]:
+    """Image files from files and folders (a folder's images/ subfolder if it has one)."""
+    found: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            folder = item / "images" if (item / "images").is_dir() else item
+            found += sorted(p for pattern in IMAGE_PATTERNS for p in folder.glob(pattern))
+        elif item.is_file():
+            found.append(item)
+        else:
+            raise DataError(item, "no such image file or folder")
+    if not found:
+        raise DataError(", ".join(map(str, inputs)), "no image found (png, jpg, tif, bmp)")
+    return found
+
+
+def predict_files(
+    bundle: ModelBundle,
+    images: list[Path],
+    out_dir: str | Path,
+    formats=("npy", "png"),
+    intrinsics: tuple[float, float, float, float] | None = None,
+    progress: bool = True,
+) -> tuple[list[Path], list[str]]:
+    """Predict and write depth for each image; a bad image is reported and skipped.
+
+    Writes `<name>_depth_mm.npy` (float32 mm, the image's resolution), `<name>_depth.png` (colour
+    map with a mm colour bar) and `<name>.ply` (coloured points in mm; needs intrinsics).
+    Returns (written files, one-line problems).
+    """
+    from tqdm.auto import tqdm
+
+    from depth_lora.data import load_rgb
+    from depth_lora.export import depth_to_points, write_ply
+    from depth_lora.viz import plot_depth_map, save_figure
+
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        choices = ", ".join(FORMATS)
+        raise ConfigError(f"--format: unknown format(s) {', '.join(unknown)}; choose from {choices}")
+    if "ply" in formats and intrinsics is None:
+        raise ConfigError(
+            "--format ply: a point cloud needs --intrinsics FX FY CX CY or --intrinsics-from FILE.npy"
+        )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written, problems = [], []
+    for path in tqdm(images, desc="predict", unit="image", disable=not progress):
+        try:
+            rgb = load_rgb(path)
+        except DepthLoraError as exc:
+            problems.append(str(exc))
+            continue
+        depth = predict_depth_mm(bundle, rgb)
+        stem = out_dir / path.stem
+        if "npy" in formats:
+            np.save(f"{stem}_depth_mm.npy", depth)
+            written.append(Path(f"{stem}_depth_mm.npy"))
+        if "png" in formats:
+            written.append(save_figure(plot_depth_map(rgb, depth, title=path.name), f"{stem}_depth.png"))
+        if "ply" in formats:
+            write_ply(f"{stem}.ply", depth_to_points(depth, intrinsics), rgb)
+            written.append(Path(f"{stem}.ply"))
+    return written, problems

@@ -54,8 +54,6 @@ def run_quickstart(
     print(f"\n== Dataset analysis: {data_dir}")
     stats, kept = analyze_dataset(data_dir, depth_unit, keep=4)
     print(format_stats_table(stats))
-    write_stats_json(stats, output_dir / "analysis" / "stats.json")
-    plots = write_analysis_plots(stats, kept, output_dir / "analysis")
 
     name, offline = resolve_quickstart_model(model)
     cfg = TrainConfig(data=str(data_dir), output=str(output_dir), model=name, depth_unit=depth_unit)
@@ -69,6 +67,9 @@ def run_quickstart(
         cfg = replace(cfg, train_head=True)
     print(f"\n== Fine-tuning {cfg.model} with LoRA (rank {cfg.lora_rank}) -> {output_dir}")
     run_training(cfg)
+    # Written after training: the training run wants its output folder to itself when it starts.
+    write_stats_json(stats, output_dir / "analysis" / "stats.json")
+    plots = write_analysis_plots(stats, kept, output_dir / "analysis")
 
     from depth_lora.evaluate import format_report_table, run_evaluation, write_report
 

@@ -94,38 +94,41 @@ def plot_prediction_panel(
 
 
 def plot_evaluation_capture(capture: Capture, preds_mm: dict[str, np.ndarray]) -> Figure:
-    """RGB | target | each method's depth | fine-tuned error, in mm with colour bars.
+    """Two rows: RGB | target | first method; the other methods | first method's |error|, in mm.
 
-    preds_mm: method name -> (H, W) depth in mm at the capture's resolution.
+    preds_mm: method name -> (H, W) depth in mm at the capture's resolution; the first one is the
+    model under test (its error map is drawn). All depth maps share one colour scale.
     """
     target = capture.depth_mm
     lo, hi = depth_limits_mm(target)
-    n = 2 + len(preds_mm) + 1
-    fig = Figure(figsize=(4 * n, 3.4), layout="constrained")
-    axes = fig.subplots(1, n)
-    axes[0].imshow(capture.rgb)
-    axes[0].set_title(capture.key, fontsize=8)
-    panels = [("target", target), *preds_mm.items()]
-    for ax, (name, depth) in zip(axes[1:], panels, strict=False):
+    names = list(preds_mm)
+    fig = Figure(figsize=(15, 7), layout="constrained")
+    axes = fig.subplots(2, 3)
+    axes[0, 0].imshow(capture.rgb)
+    axes[0, 0].set_title(f"{capture.key} (RGB)", fontsize=9)
+    depth_axes = [axes[0, 1], axes[0, 2], axes[1, 0], axes[1, 1]]
+    panels = [("target (camera)", target)] + [(n, preds_mm[n]) for n in names]
+    for ax, (name, depth) in zip(depth_axes, panels, strict=False):
         im = ax.imshow(np.ma.masked_invalid(depth), cmap=DEPTH_CMAP, vmin=lo, vmax=hi)
-        if name != "target":
+        if depth is not target:
             err = np.abs(depth - target)[capture.valid_mask]
-            name = f"{name}\nRMSE {np.sqrt(np.mean(err**2)):.1f} mm" if err.size else name
+            name = f"{name}: RMSE {np.sqrt(np.mean(err**2)):.1f} mm" if err.size else name
         ax.set_title(name, fontsize=9)
-    fig.colorbar(im, ax=axes[1 : 1 + len(panels)], label="Z (mm)", shrink=0.85)
-    first = next(iter(preds_mm))
-    error = np.abs(preds_mm[first] - target)
+        fig.colorbar(im, ax=ax, label="Z (mm)", shrink=0.8)
+    error = np.abs(preds_mm[names[0]] - target)
     valid = np.isfinite(error)
     err_hi = max(float(np.percentile(error[valid], 99)), 1.0) if valid.any() else 1.0
-    im = axes[-1].imshow(np.ma.masked_invalid(error), cmap="magma", vmin=0, vmax=err_hi)
-    fig.colorbar(im, ax=axes[-1], label="|error| (mm)", shrink=0.85)
-    axes[-1].set_title(f"{first} |error|", fontsize=9)
-    for ax in axes:
+    im = axes[1, 2].imshow(np.ma.masked_invalid(error), cmap="magma", vmin=0, vmax=err_hi)
+    fig.colorbar(im, ax=axes[1, 2], label="|error| (mm)", shrink=0.8)
+    axes[1, 2].set_title(f"{names[0]}: |error| (holes white)", fontsize=9)
+    for ax in axes.ravel():
         ax.set_axis_off()
     return fig
 
 
-def plot_metric_bars(mean_metrics: dict[str, dict], keys=("rmse_mm", "mae_mm")) -> Figure:
+def plot_metric_bars(
+    mean_metrics: dict[str, dict], keys=("rmse_mm", "mae_mm"), title: str = "Error on held-out captures"
+) -> Figure:
     """Bar chart of headline metrics (mm) per method, plus delta<1.25 on a second axis."""
     methods = list(mean_metrics)
     fig = Figure(figsize=(9, 4), layout="constrained")
@@ -137,12 +140,27 @@ def plot_metric_bars(mean_metrics: dict[str, dict], keys=("rmse_mm", "mae_mm")) 
         bars = ax.bar(x + i * width, values, width, label=key)
         ax.bar_label(bars, fmt="%.0f", fontsize=8)
     ax.set_xticks(x + width * (len(keys) - 1) / 2, methods)
-    ax.set(ylabel="mm (lower is better)", title="Error on held-out captures")
+    ax.set(ylabel="mm (lower is better)", title=title)
     ax.legend()
     bars = ax2.bar(x, [mean_metrics[m].get("delta1", np.nan) for m in methods], color="tab:green")
     ax2.bar_label(bars, fmt="%.2f", fontsize=8)
     ax2.set_xticks(x, methods, rotation=20)
     ax2.set(ylim=(0, 1), title="delta < 1.25 (higher is better)")
+    return fig
+
+
+def plot_depth_map(rgb: np.ndarray, depth_mm: np.ndarray, title: str = "") -> Figure:
+    """RGB beside its predicted depth in mm with a colour bar."""
+    lo, hi = depth_limits_mm(depth_mm)
+    fig = Figure(figsize=(12, 4), layout="constrained")
+    ax_rgb, ax_depth = fig.subplots(1, 2)
+    ax_rgb.imshow(rgb)
+    ax_rgb.set_title(title or "RGB", fontsize=9)
+    im = ax_depth.imshow(np.ma.masked_invalid(depth_mm), cmap=DEPTH_CMAP, vmin=lo, vmax=hi)
+    fig.colorbar(im, ax=ax_depth, label="predicted Z (mm)", shrink=0.9)
+    ax_depth.set_title("predicted depth", fontsize=9)
+    for ax in (ax_rgb, ax_depth):
+        ax.set_axis_off()
     return fig
 
 
