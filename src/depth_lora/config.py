@@ -62,6 +62,11 @@ class TrainConfig:
         metadata=_help("backbone layers that get LoRA: any of qkv, out (attention output), mlp"),
     )
     train_head: bool = field(default=False, metadata=_help("also train the DPT head fully (modules_to_save)"))
+    finetune: Literal["lora", "full"] = field(
+        default="lora",
+        metadata=_help("lora: LoRA adapters (the point of this tool); full: train every weight, no "
+                       "adapter (a baseline; saves a whole model)"),
+    )
     loss: Literal["mse", "l1", "silog"] = field(default="mse", metadata=_help("masked loss on the labels"))
     labels: Literal["minmax", "inverse"] = field(
         default="minmax",

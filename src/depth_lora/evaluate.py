@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,9 +16,9 @@ from tqdm.auto import tqdm
 from depth_lora.align import align_disparity_to_depth_mm
 from depth_lora.data import find_captures, load_capture, load_split
 from depth_lora.dataset import resize_rgb, rgb_to_pixel_values
-from depth_lora.errors import DataError, ModelError
+from depth_lora.errors import DataError
 from depth_lora.metrics import PooledDepthMetrics, depth_metrics, mean_over_captures
-from depth_lora.predict import ModelBundle, load_bundle, predict_depth_mm
+from depth_lora.predict import ModelBundle, load_base_model, load_bundle, predict_depth_mm
 
 METHODS = ("fine_tuned", "zero_shot_aligned", "constant")
 HEADLINE = ("rmse_mm", "mae_mm", "abs_rel", "delta1", "within_5mm", "within_10mm")
@@ -49,12 +50,15 @@ class EvaluationReport:
 
 
 @torch.no_grad()
-def predict_zero_shot_disparity(bundle: ModelBundle, rgb: np.ndarray) -> np.ndarray:
-    """The base model's raw (relative, disparity-like) output at the image's resolution."""
-    model = bundle.model
+def predict_zero_shot_disparity(bundle: ModelBundle, rgb: np.ndarray, base=None) -> np.ndarray:
+    """The base model's raw (relative, disparity-like) output at the image's resolution.
+
+    With an adapter, PEFT's disable_adapter() gives the base model from the same weights; a whole
+    fine-tuned model needs its `base` model passed in.
+    """
     pixel_values = rgb_to_pixel_values(resize_rgb(rgb, bundle.image_size_hw))[None].to(bundle.device)
-    with model.disable_adapter():  # PEFT: the same weights with the LoRA branch switched off
-        pred = model(pixel_values=pixel_values).predicted_depth.float()
+    with nullcontext() if base is not None else bundle.model.disable_adapter():
+        pred = (base or bundle.model)(pixel_values=pixel_values).predicted_depth.float()
     pred = F.interpolate(pred[:, None], size=rgb.shape[:2], mode="bilinear", align_corners=False)[0, 0]
     return pred.cpu().numpy()
 
@@ -97,8 +101,9 @@ def run_evaluation(
     constant_mm = bundle.meta.get("train_depth_mean_mm")
     if constant_mm is None:
         raise DataError(Path(adapter_dir) / "depth_lora.json", "has no train_depth_mean_mm")
-    if not hasattr(bundle.model, "disable_adapter"):
-        raise ModelError(f"{adapter_dir}: a merged model; evaluate the adapter folder it came from")
+    base = None
+    if not hasattr(bundle.model, "disable_adapter"):  # merged or fully fine-tuned: load the base
+        base = load_base_model(bundle.folder, bundle.meta).to(bundle.device).eval()
     labels = bundle.labels
     per_method: dict[str, list] = {m: [] for m in METHODS}
     pooled = {m: PooledDepthMetrics() for m in METHODS}
@@ -109,7 +114,7 @@ def run_evaluation(
         preds = {
             "fine_tuned": predict_depth_mm(bundle, capture.rgb),
             "zero_shot_aligned": align_disparity_to_depth_mm(
-                predict_zero_shot_disparity(bundle, capture.rgb), target, valid,
+                predict_zero_shot_disparity(bundle, capture.rgb, base), target, valid,
                 min_depth_mm=labels.depth_min_mm / 2, max_depth_mm=labels.depth_max_mm * 2,
             ),
             "constant": np.full(target.shape, constant_mm, np.float32),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,8 @@ def merge_adapter(adapter_dir: str | Path, output_dir: str | Path) -> Path:
     except (ValueError, RuntimeError, DepthLoraError) as exc:
         raise ModelError(f"{adapter_dir}: cannot merge the adapter ({exc})") from None
     merged.save_pretrained(output_dir)
-    meta = {**bundle.meta, "merged": True, "merged_from": str(adapter_dir), "base_model_dir": None}
+    meta = {**bundle.meta, "merged": True, "merged_from": str(adapter_dir)}
+    if meta.get("base_model_dir"):  # a random-init base: keep it for the zero-shot baseline
+        shutil.copytree(Path(adapter_dir) / meta["base_model_dir"], output_dir / meta["base_model_dir"])
     (output_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return output_dir

@@ -407,12 +407,17 @@ def apply_lora(
     return get_peft_model(model, config)
 
 
-def trainable_parameters_line(peft_model: PeftModel) -> str:
+def trainable_parameters_line(model: nn.Module) -> str:
     """PEFT's ``print_trainable_parameters`` text, returned instead of printed.
 
     Example: ``trainable params: 442,368 || all params: 25,227,457 || trainable%: 1.7535``.
+    Plain (non-PEFT) models get the same line from their own parameters.
     """
-    trainable, total = peft_model.get_nb_trainable_parameters()
+    if isinstance(model, PeftModel):
+        trainable, total = model.get_nb_trainable_parameters()
+    else:
+        params = list(model.parameters())
+        trainable, total = sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
     return (
         f"trainable params: {trainable:,d} || all params: {total:,d} || "
         f"trainable%: {100 * trainable / total:.4f}"

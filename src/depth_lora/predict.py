@@ -59,22 +59,26 @@ def load_bundle(folder: str | Path, device: str | torch.device | None = None) ->
     from peft import PeftModel
     from transformers import AutoModelForDepthEstimation
 
-    from depth_lora.model import build_model
-
     folder = Path(folder)
     meta = read_meta(folder)
-    if meta.get("merged"):
+    if meta.get("merged") or meta.get("finetune") == "full":  # a whole model, no adapter
         model = AutoModelForDepthEstimation.from_pretrained(folder)
     else:
         if not (folder / "adapter_config.json").is_file():
             raise ModelError(f"{folder}: no adapter_config.json (the training run did not finish?)")
-        base_dir = meta.get("base_model_dir")
-        base, _ = build_model(str(folder / base_dir) if base_dir else meta["base_model"])
-        model = PeftModel.from_pretrained(base, folder)
+        model = PeftModel.from_pretrained(load_base_model(folder, meta), folder)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device).eval()
     labels = LabelScheme(**meta["labels"])
     return ModelBundle(model, labels, tuple(meta["image_size_hw"]), meta, folder)
+
+
+def load_base_model(folder: Path, meta: dict) -> torch.nn.Module:
+    """The model a run started from: its saved copy (random-init bases) or the hub id / folder."""
+    from depth_lora.model import build_model
+
+    base_dir = meta.get("base_model_dir")
+    return build_model(str(folder / base_dir) if base_dir else meta["base_model"])[0]
 
 
 @torch.no_grad()

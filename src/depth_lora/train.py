@@ -166,15 +166,18 @@ def run_training(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         # A random-init base cannot be rebuilt from a hub id: keep its weights with the adapter.
         base_dir = output / "base_model"
         model.save_pretrained(base_dir)
-    model = apply_lora(
-        model,
-        rank=cfg.lora_rank,
-        alpha=cfg.lora_alpha,
-        dropout=cfg.lora_dropout,
-        bias=cfg.lora_bias,
-        targets=tuple(cfg.lora_targets),
-        train_head=cfg.train_head,
-    )
+    if cfg.finetune == "lora":
+        model = apply_lora(
+            model,
+            rank=cfg.lora_rank,
+            alpha=cfg.lora_alpha,
+            dropout=cfg.lora_dropout,
+            bias=cfg.lora_bias,
+            targets=tuple(cfg.lora_targets),
+            train_head=cfg.train_head,
+        )
+    else:
+        model.requires_grad_(True)
     trainable = trainable_parameters_line(model)
     print(trainable)
 
@@ -182,6 +185,7 @@ def run_training(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         "format_version": 1,
         "base_model": cfg.model,
         "base_model_dir": "base_model" if not model_info.get("pretrained", False) else None,
+        "finetune": cfg.finetune,  # "full": OUT holds a whole model (config.json), not an adapter
         "pretrained": bool(model_info.get("pretrained", False)),
         "image_size_hw": list(size_hw),
         "labels": labels.to_dict(),
