@@ -124,7 +124,7 @@ def test_learning_beats_the_constant_mean_predictor_on_held_out_captures(tmp_pat
     data = tmp_path / "data"
     generate_demo_captures(data, 36, seed=1, size_hw=(240, 388), workers=2)
     result = run_training(
-        tiny_config(data, tmp_path / "out", max_steps=240, batch_size=4, learning_rate=2e-3,
+        tiny_config(data, tmp_path / "out", max_steps=400, batch_size=4, learning_rate=5e-3,
                     train_head=True, lora_targets=["qkv", "out", "mlp"], color_jitter=False,
                     val_fraction=0.15, test_fraction=0.15, precision="auto"),
         progress=False,
@@ -143,7 +143,8 @@ def test_learning_beats_the_constant_mean_predictor_on_held_out_captures(tmp_pat
         n += int(valid.sum())
     model_rmse, const_rmse = (model_se / n) ** 0.5, (const_se / n) ** 0.5
     print(f"held-out RMSE: model {model_rmse:.1f} mm, constant {const_rmse:.1f} mm")
-    assert model_rmse < 0.8 * const_rmse
+    # Measured on a 2-core CPU: 644 mm against 1016 mm for the constant (0.63), in about 70 s.
+    assert model_rmse < 0.75 * const_rmse
 
 
 def test_non_empty_output_folder_is_refused_without_resume_or_overwrite(demo12, tmp_path):

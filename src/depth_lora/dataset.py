@@ -25,6 +25,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PATCH = 14
 TARGET_SIDE = 518
+# A resized depth pixel is a label only if measured pixels cover at least this share of it.
+MIN_COVERAGE = 0.5
 
 
 def processor_size_hw(h: int, w: int, target: int = TARGET_SIDE, multiple: int = PATCH) -> tuple[int, int]:
@@ -89,11 +91,15 @@ def resize_rgb(rgb: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     return np.array(Image.fromarray(rgb).resize((size_hw[1], size_hw[0]), Image.BICUBIC))
 
 
-def resize_depth(depth_mm: np.ndarray, size_hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Downsize depth so that holes never leak into labels.
+def resize_depth(
+    depth_mm: np.ndarray, size_hw: tuple[int, int], min_coverage: float = MIN_COVERAGE
+) -> tuple[np.ndarray, np.ndarray]:
+    """Resize depth so that holes never leak into labels.
 
-    Each output pixel averages the input pixels it covers (area interpolation), and is valid only
-    if ALL of them are valid: a pixel next to a hole is dropped, not given a blended depth.
+    Each output pixel is the mean of the *valid* input depths it covers (area interpolation of
+    depth x mask, divided by that of the mask), so a hole never pulls a label towards 0 or NaN;
+    it is valid only if valid pixels cover at least `min_coverage` of its footprint. Upsampling
+    copies the nearest pixel.
 
     Returns (depth_mm (h, w) float32 with NaN where invalid, valid (h, w) bool).
     """
@@ -103,10 +109,10 @@ def resize_depth(depth_mm: np.ndarray, size_hw: tuple[int, int]) -> tuple[np.nda
     z = torch.from_numpy(np.where(valid, depth_mm, 0).astype(np.float32))[None, None]
     m = torch.from_numpy(valid.astype(np.float32))[None, None]
     up = size_hw[0] > depth_mm.shape[0] or size_hw[1] > depth_mm.shape[1]
-    mode = "nearest" if up else "area"  # upsampling: copy, never invent depths between pixels
+    mode = "nearest" if up else "area"
     z_sum = F.interpolate(z * m, size=tuple(size_hw), mode=mode)[0, 0]
     coverage = F.interpolate(m, size=tuple(size_hw), mode=mode)[0, 0]
-    out_valid = coverage >= 1 - 1e-4
+    out_valid = (coverage >= min_coverage - 1e-6) & (coverage > 0)
     out = torch.where(out_valid, z_sum / coverage.clamp(min=1e-6), torch.nan)
     return out.numpy().astype(np.float32), out_valid.numpy()
 

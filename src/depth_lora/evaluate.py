@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from depth_lora.align import align_disparity_to_depth_mm
-from depth_lora.data import find_captures, load_capture, load_split
+from depth_lora.data import Capture, find_captures, load_capture, load_split
 from depth_lora.dataset import resize_rgb, rgb_to_pixel_values
 from depth_lora.errors import DataError
 from depth_lora.metrics import PooledDepthMetrics, depth_metrics, mean_over_captures
@@ -63,6 +63,33 @@ def predict_zero_shot_disparity(bundle: ModelBundle, rgb: np.ndarray, base=None)
     return pred.cpu().numpy()
 
 
+def zero_shot_base(bundle: ModelBundle):
+    """None for an adapter (disable_adapter() gives the base); else the base model, loaded."""
+    if hasattr(bundle.model, "disable_adapter"):
+        return None
+    return load_base_model(bundle.folder, bundle.meta).to(bundle.device).eval()
+
+
+def predict_all_methods(bundle: ModelBundle, capture: Capture, base=None) -> dict[str, np.ndarray]:
+    """Depth in mm at the capture's resolution from each method: fine-tuned, zero-shot with the
+    oracle alignment to this capture's own depth, and the training split's mean depth."""
+    constant_mm = bundle.meta.get("train_depth_mean_mm")
+    if constant_mm is None:
+        raise DataError(bundle.folder / "depth_lora.json", "has no train_depth_mean_mm")
+    if base is None and not hasattr(bundle.model, "disable_adapter"):
+        base = zero_shot_base(bundle)
+    labels = bundle.labels
+    disparity = predict_zero_shot_disparity(bundle, capture.rgb, base)
+    return {
+        "fine_tuned": predict_depth_mm(bundle, capture.rgb),
+        "zero_shot_aligned": align_disparity_to_depth_mm(
+            disparity, capture.depth_mm, capture.valid_mask,
+            min_depth_mm=labels.depth_min_mm / 2, max_depth_mm=labels.depth_max_mm * 2,
+        ),
+        "constant": np.full(capture.depth_mm.shape, constant_mm, np.float32),
+    }
+
+
 def select_captures(data_dir: str | Path, bundle: ModelBundle, split: str):
     """The captures to evaluate: a split recorded with the adapter, or all captures of a folder."""
     files = find_captures(data_dir)
@@ -98,27 +125,14 @@ def run_evaluation(
     """
     bundle = load_bundle(adapter_dir, device=device)
     files = select_captures(data_dir, bundle, split)
-    constant_mm = bundle.meta.get("train_depth_mean_mm")
-    if constant_mm is None:
-        raise DataError(Path(adapter_dir) / "depth_lora.json", "has no train_depth_mean_mm")
-    base = None
-    if not hasattr(bundle.model, "disable_adapter"):  # merged or fully fine-tuned: load the base
-        base = load_base_model(bundle.folder, bundle.meta).to(bundle.device).eval()
-    labels = bundle.labels
+    base = zero_shot_base(bundle)
     per_method: dict[str, list] = {m: [] for m in METHODS}
     pooled = {m: PooledDepthMetrics() for m in METHODS}
     rows = []
     for f in tqdm(files, desc=f"evaluate {split}", unit="capture", disable=not progress):
         capture = load_capture(f, bundle.meta.get("depth_unit", "mm"))
         target, valid = capture.depth_mm, capture.valid_mask
-        preds = {
-            "fine_tuned": predict_depth_mm(bundle, capture.rgb),
-            "zero_shot_aligned": align_disparity_to_depth_mm(
-                predict_zero_shot_disparity(bundle, capture.rgb, base), target, valid,
-                min_depth_mm=labels.depth_min_mm / 2, max_depth_mm=labels.depth_max_mm * 2,
-            ),
-            "constant": np.full(target.shape, constant_mm, np.float32),
-        }
+        preds = predict_all_methods(bundle, capture, base)
         for method, pred in preds.items():
             m = depth_metrics(pred, target, valid)
             per_method[method].append(m)

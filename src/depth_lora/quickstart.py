@@ -30,6 +30,23 @@ def resolve_quickstart_model(model: str | None) -> tuple[str, bool]:
     return OFFLINE_DEMO["model"], True
 
 
+def ensure_captures(data_dir: str | Path, demo: bool = True, count: int = 24, size_hw=(1200, 1944)) -> str:
+    """Make sure `data_dir` holds captures: with `demo`, generate demo captures if it holds none.
+
+    Returns what was done, as a sentence; raises DataError rather than train on nothing.
+    """
+    from depth_lora.errors import DataError
+    from depth_lora.synthetic import generate_demo_captures
+
+    if has_captures(data_dir):
+        return f"Using the captures in {data_dir}/."
+    if not demo:
+        raise DataError(data_dir, "holds no captures; add yours (images/, depth/) or enable the demo")
+    generate_demo_captures(data_dir, count, size_hw=tuple(size_hw))
+    return (f"No captures in {data_dir}/: generated {count} Zivid-like demo captures there. "
+            "Put your own captures in images/ and depth/ instead.")
+
+
 def run_quickstart(
     data_dir: str | Path,
     model: str | None,
@@ -40,16 +57,12 @@ def run_quickstart(
 ) -> None:
     """Demo captures if needed, analysis, fine-tuning, evaluation; prints where everything went."""
     from depth_lora.analysis import analyze_dataset, format_stats_table, write_stats_json
-    from depth_lora.synthetic import generate_demo_captures
     from depth_lora.train import prepare_output_dir, run_training
     from depth_lora.viz import write_analysis_plots
 
     data_dir, output_dir = Path(data_dir), Path(output_dir)
     prepare_output_dir(output_dir, resume=False, overwrite=overwrite)
-    if not has_captures(data_dir):
-        print(f"No captures in {data_dir}/: generating {demo_count} Zivid-like demo captures there "
-              f"(depth-lora demo-data). Put your own captures in images/ and depth/ instead.")
-        generate_demo_captures(data_dir, demo_count)
+    print(ensure_captures(data_dir, demo=True, count=demo_count))
 
     print(f"\n== Dataset analysis: {data_dir}")
     stats, kept = analyze_dataset(data_dir, depth_unit, keep=4)
