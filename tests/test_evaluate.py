@@ -36,12 +36,13 @@ def run(tmp_path_factory):
 def test_evaluate_writes_the_three_row_table_json_csv_and_plots(run, tmp_path, capsys):
     data, out = run
     args = ["evaluate", "--data", data, "--adapter", out, "--json", tmp_path / "r.json",
-            "--csv", tmp_path / "c.csv", "--plots", tmp_path / "plots"]
+            "--csv", tmp_path / "c.csv", "--plots", tmp_path / "plots", "--tolerances-mm", "2.5", "10"]
     assert main([str(a) for a in args]) == 0
     table = capsys.readouterr().out
     for method in METHODS:
         assert method in table
     assert "oracle" in table  # the zero-shot baseline's alignment is stated
+    assert "within_2.5mm" in table and "within_10mm" in table and "within_5mm" not in table
     report = json.loads((tmp_path / "r.json").read_text())
     test_keys = json.loads((out / "split.json").read_text())["test"]
     assert set(report) >= {"fine_tuned", "zero_shot_aligned", "constant", "captures", "pooled"}

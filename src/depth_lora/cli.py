@@ -75,7 +75,9 @@ def format_metrics_summary(metrics: dict) -> str:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from depth_lora.evaluate import format_report_table, run_evaluation, write_report
 
-    report = run_evaluation(args.data, args.adapter, split=args.split, plots_dir=args.plots)
+    report = run_evaluation(
+        args.data, args.adapter, args.split, plots_dir=args.plots, tolerances_mm=tuple(args.tolerances_mm)
+    )
     print(format_report_table(report))
     for path in write_report(report, args.json, args.csv):
         print(f"written: {path}")
@@ -187,6 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", help="write the report as JSON")
     p.add_argument("--csv", help="write one row per capture and method as CSV")
+    p.add_argument(
+        "--tolerances-mm", type=float, nargs="+", default=[5.0, 10.0], metavar="MM",
+        help="report the share of pixels within each of these absolute errors (default: 5 10)",
+    )
     p.add_argument("--plots", help="write a comparison figure per capture and a metrics bar chart here")
     p.set_defaults(func=_cmd_evaluate)
 
