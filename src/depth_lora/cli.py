@@ -119,6 +119,18 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from depth_lora.bench import format_bench, run_bench, write_bench_json
+
+    report = run_bench(
+        args.data, args.model, tuple(args.image_size), args.batch_size, args.steps, args.precision
+    )
+    print(format_bench(report))
+    if args.json:
+        print(f"written: {write_bench_json(report, args.json)}")
+    return 0
+
+
 def _cmd_quickstart(args: argparse.Namespace) -> int:
     from depth_lora.quickstart import run_quickstart
 
@@ -221,6 +233,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_adapter(p)
     p.add_argument("--output", required=True, help="new folder for the merged model")
     p.set_defaults(func=_cmd_merge)
+
+    p = sub.add_parser(
+        "bench",
+        help="training/inference speed and memory, ours beside the original pipeline",
+        description="Measure our pipeline, a re-implementation of the original one, the bare model and "
+        "full-resolution inference on the same captures, model, size and batch.",
+    )
+    p.add_argument("--data", required=True, help="captures folder (e.g. from depth-lora demo-data)")
+    p.add_argument(
+        "--model", default="small-random", help="model (default: small-random, the real Small architecture)"
+    )
+    p.add_argument("--image-size", type=int, nargs=2, default=[518, 840], metavar=("H", "W"))
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--steps", type=int, default=6, help="training steps per pipeline; the first is excluded")
+    p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
+    p.add_argument("--json", help="write the report as JSON")
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser(
         "analyze",

@@ -1,0 +1,266 @@
+"""`depth-lora bench`: our training and inference speed beside the original pipeline's, same run.
+
+Each phase runs in its own spawned process so that its peak memory is its own (ru_maxrss).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback, TrainingArguments
+
+from depth_lora.errors import ConfigError, DataError
+
+BENCHMARKS_DIR = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+class StepTimer(TrainerCallback):
+    """Wall time of each optimiser step, and the gap before it (waiting for the next batch)."""
+
+    def __init__(self):
+        self.steps, self.waits = [], []
+        self._begin = self._end = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._begin = time.perf_counter()
+        if self._end is not None:
+            self.waits.append(self._begin - self._end)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._end = time.perf_counter()
+        self.steps.append(self._end - self._begin)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def machine() -> dict:
+    info = {"torch": torch.__version__, "python": platform.python_version()}
+    if torch.cuda.is_available():
+        info["device"] = torch.cuda.get_device_name(0)
+    else:
+        cpu = platform.processor() or platform.machine()
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+        except OSError:
+            pass
+        info["device"] = f"CPU {cpu}, {torch.get_num_threads()} threads"
+    return info
+
+
+def _args(out: str, batch_size: int, steps: int, precision: str) -> TrainingArguments:
+    cuda = torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=out, max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=5e-5,
+        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not cuda, report_to=[],
+        save_strategy="no", eval_strategy="no", logging_strategy="no", disable_tqdm=True,
+        remove_unused_columns=False, dataloader_pin_memory=cuda, seed=0,
+    )
+
+
+def _lora_model(model_name: str):
+    from depth_lora.model import apply_lora, build_model
+
+    return apply_lora(build_model(model_name)[0])
+
+
+def _summary(timer: StepTimer, batch_size: int) -> dict:
+    steady = timer.steps[1:] or timer.steps  # the first step pays for warm-up
+    waits = timer.waits[1:] or timer.waits
+    step_s = sum(steady) / len(steady)
+    wait_s = sum(waits) / len(waits) if waits else 0.0
+    return {"samples_per_s": batch_size / (step_s + wait_s), "step_s": step_s, "data_wait_s": wait_s}
+
+
+def phase_ours(data_dir, model_name, size_hw, batch_size, steps, precision, out) -> dict:
+    """Our pipeline: captures prepared once at the model size, labels with their masks, DepthTrainer."""
+    from depth_lora.data import find_captures
+    from depth_lora.dataset import DepthDataset, LabelScheme, depth_range_mm, prepare_captures
+    from depth_lora.losses import build_loss
+    from depth_lora.trainer import DepthTrainer
+
+    prepared = prepare_captures(find_captures(data_dir), size_hw, progress=False)
+    labels = LabelScheme("minmax", *depth_range_mm(prepared))
+    timer = StepTimer()
+    trainer = DepthTrainer(
+        model=_lora_model(model_name), args=_args(out, batch_size, steps, precision),
+        train_dataset=DepthDataset(prepared, labels, flip=True, jitter=True),
+        loss_fn=build_loss("mse"), label_scheme=labels, callbacks=[timer],
+    )
+    trainer.train()
+    summary = _summary(timer, batch_size)
+    return {**summary, "data_fraction": _data_fraction(timer), "peak_rss_mb": peak_rss_mb()}
+
+
+def _data_fraction(timer: StepTimer) -> float:
+    steady, waits = timer.steps[1:], timer.waits[1:]
+    return sum(waits) / (sum(waits) + sum(steady)) if steady else 0.0
+
+
+def phase_reference(data_dir, model_name, size_hw, batch_size, steps, precision, out) -> dict:
+    """The original pipeline (benchmarks/reference_pipeline.py): decode + processor per access,
+    labels interpolated per step, fp32 on CPU and fp16 on CUDA."""
+    sys.path.insert(0, str(BENCHMARKS_DIR))
+    from reference_pipeline import ReferenceTrainer, ReferenceZividDataset, checkpoint_processor
+
+    from depth_lora.data import find_captures
+
+    files = find_captures(data_dir)
+    dataset = ReferenceZividDataset(
+        [(f.image, f.depth) for f in files], 250.0, 4000.0, checkpoint_processor(min(size_hw))
+    )
+    timer = StepTimer()
+    ref_precision = "fp16" if torch.cuda.is_available() else "fp32"
+    trainer = ReferenceTrainer(
+        model=_lora_model(model_name), args=_args(out, batch_size, steps, ref_precision),
+        train_dataset=dataset, callbacks=[timer],
+    )
+    trainer.train()
+    return {**_summary(timer, batch_size), "precision": ref_precision, "peak_rss_mb": peak_rss_mb()}
+
+
+def phase_model_only(data_dir, model_name, size_hw, batch_size, steps, precision, out) -> dict:
+    """Forward + backward + AdamW step on one pre-loaded batch: the bare model's speed."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = _lora_model(model_name).to(device).train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-5)
+    x = torch.randn(batch_size, 3, *size_hw, device=device)
+    y = torch.rand(batch_size, *size_hw, device=device)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            pred = model(pixel_values=x).predicted_depth
+        loss = torch.nn.functional.mse_loss(pred.float(), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    steady = times[1:] or times
+    return {"samples_per_s": batch_size * len(steady) / sum(steady), "peak_rss_mb": peak_rss_mb()}
+
+
+def phase_inference(data_dir, model_name, size_hw, batch_size, steps, precision, out) -> dict:
+    """One full-resolution PNG in -> depth in mm at full resolution out, end to end."""
+    from depth_lora.data import find_captures, load_rgb
+    from depth_lora.dataset import LabelScheme
+    from depth_lora.predict import ModelBundle, predict_depth_mm
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = _lora_model(model_name).to(device).eval()
+    bundle = ModelBundle(model, LabelScheme("minmax", 250.0, 4000.0), tuple(size_hw), {}, Path(out))
+    image = find_captures(data_dir)[0].image
+    times = []
+    for _ in range(max(steps, 2)):
+        start = time.perf_counter()
+        depth = predict_depth_mm(bundle, load_rgb(image))
+        times.append(time.perf_counter() - start)
+    steady = times[1:]
+    seconds = sum(steady) / len(steady)
+    return {"s_per_capture": seconds, "size_hw": list(depth.shape), "peak_rss_mb": peak_rss_mb()}
+
+
+def _child(phase, args, queue):
+    torch.manual_seed(0)
+    try:
+        result = phase(*args)
+        if torch.cuda.is_available():
+            result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        queue.put(result)
+    except Exception as exc:  # reported by the parent, with the phase's name
+        queue.put({"error": f"{exc.__class__.__name__}: {exc}"})
+
+
+def run_phase(name: str, *args) -> dict:
+    """Run one phase in a fresh spawned process and return its result dict."""
+    phase = {"ours": phase_ours, "reference": phase_reference, "model_only": phase_model_only,
+             "inference": phase_inference}[name]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(phase, args, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    if "error" in result:
+        raise ConfigError(f"bench phase {name!r} failed: {result['error']}")
+    return result
+
+
+def run_bench(data_dir, model_name="small-random", size_hw=(518, 840), batch_size=4, steps=6,
+              precision="auto", out_dir="/tmp/depth_lora_bench") -> dict:
+    """All phases on the same captures, model and size; returns the report dict."""
+    from depth_lora.data import find_captures
+    from depth_lora.trainer import resolve_precision
+
+    if steps < 2:
+        raise ConfigError("--steps must be >= 2 (the first step is excluded as warm-up)")
+    files = find_captures(data_dir)
+    if len(files) < batch_size:
+        raise DataError(data_dir, f"only {len(files)} captures, fewer than --batch-size {batch_size}")
+    precision = resolve_precision(precision)
+    args = (str(data_dir), model_name, tuple(size_hw), batch_size, steps, precision, str(out_dir))
+    report = {"machine": machine(), "model": model_name, "image_size_hw": list(size_hw),
+              "batch_size": batch_size, "steps": steps, "precision": precision, "captures": len(files)}
+    for name in ("inference", "model_only", "ours", "reference"):
+        print(f"bench: {name} ...", flush=True)
+        report[name] = run_phase(name, *args)
+    ours, ref, bare = report["ours"], report["reference"], report["model_only"]
+    report.update(
+        train_samples_per_s=ours["samples_per_s"],
+        reference_samples_per_s=ref["samples_per_s"],
+        speedup_vs_reference=ours["samples_per_s"] / ref["samples_per_s"],
+        model_only_samples_per_s=bare["samples_per_s"],
+        overhead=bare["samples_per_s"] / ours["samples_per_s"] - 1,
+        data_fraction=ours["data_fraction"],
+        infer_s_per_capture=report["inference"]["s_per_capture"],
+        train_peak_rss_mb=ours["peak_rss_mb"],
+        infer_peak_rss_mb=report["inference"]["peak_rss_mb"],
+    )
+    return report
+
+
+def format_bench(report: dict) -> str:
+    m = report["machine"]
+    h, w = report["inference"]["size_hw"]
+    lines = [
+        f"machine: {m['device']} | torch {m['torch']} | precision {report['precision']} "
+        f"(reference: {report['reference']['precision']})",
+        f"model {report['model']}, {report['image_size_hw'][0]}x{report['image_size_hw'][1]}, "
+        f"batch {report['batch_size']}, {report['steps']} steps (first excluded)",
+        f"train_samples_per_s      {report['train_samples_per_s']:.3f}",
+        f"reference_samples_per_s  {report['reference_samples_per_s']:.3f}",
+        f"speedup vs reference     {report['speedup_vs_reference']:.2f}x",
+        f"model_only_samples_per_s {report['model_only_samples_per_s']:.3f} "
+        f"(overhead {100 * report['overhead']:.1f} %)",
+        f"data_fraction            {100 * report['data_fraction']:.1f} %",
+        f"infer_s_per_capture      {report['infer_s_per_capture']:.3f} s ({h}x{w} PNG -> depth mm)",
+        f"peak RSS                 train {report['train_peak_rss_mb']:.0f} MB, "
+        f"inference {report['infer_peak_rss_mb']:.0f} MB, "
+        f"reference {report['reference']['peak_rss_mb']:.0f} MB",
+    ]
+    if "peak_gpu_mb" in report["ours"]:
+        lines.append(f"peak GPU memory          train {report['ours']['peak_gpu_mb']:.0f} MB")
+    return "\n".join(lines)
+
+
+def write_bench_json(report: dict, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return path

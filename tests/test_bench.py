@@ -1,0 +1,29 @@
+"""`depth-lora bench` measures every figure it promises (tiny model: numbers, not speed)."""
+
+from __future__ import annotations
+
+import json
+
+from depth_lora.cli import main
+from depth_lora.synthetic import generate_demo_captures
+
+
+def test_bench_reports_ours_reference_bare_model_inference_and_memory(tmp_path, capsys):
+    data = tmp_path / "data"
+    generate_demo_captures(data, 4, seed=11, size_hw=(120, 194), workers=1)
+    out = tmp_path / "bench.json"
+    args = ["bench", "--data", data, "--model", "tiny", "--image-size", 70, 112, "--batch-size", 2,
+            "--steps", 3, "--precision", "fp32", "--json", out]
+    assert main([str(a) for a in args]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    for key in ("train_samples_per_s", "reference_samples_per_s", "speedup_vs_reference",
+                "model_only_samples_per_s", "overhead", "data_fraction", "infer_s_per_capture",
+                "train_peak_rss_mb", "infer_peak_rss_mb"):
+        assert report[key] == report[key] and report[key] is not None, key  # present, not NaN
+    assert report["train_samples_per_s"] > 0 and report["reference_samples_per_s"] > 0
+    assert 0 <= report["data_fraction"] < 1
+    assert report["inference"]["size_hw"] == [120, 194]  # depth at the capture's full resolution
+    assert report["reference"]["precision"] == "fp32"  # the original trained fp32 on CPU
+    assert report["machine"]["device"].startswith("CPU") and report["machine"]["torch"]
+    assert "speedup vs reference" in printed
