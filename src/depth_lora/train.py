@@ -161,11 +161,9 @@ def run_training(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     train_mean_mm = float(np.nanmean(np.concatenate([c.depth_mm.ravel() for c in prepared["train"]])))
 
     model, model_info = build_model(cfg.model, seed=cfg.seed)
-    base_dir = None
     if not model_info.get("pretrained", False) and rank0:
         # A random-init base cannot be rebuilt from a hub id: keep its weights with the adapter.
-        base_dir = output / "base_model"
-        model.save_pretrained(base_dir)
+        model.save_pretrained(output / "base_model")
     if cfg.finetune == "lora":
         model = apply_lora(
             model,
