@@ -165,3 +165,17 @@ def test_config_rejects_bad_values():
         TrainConfig(lora_targets=["everything"])
     with pytest.raises(ConfigError, match="exclude each other"):
         TrainConfig(resume=True, overwrite=True)
+
+
+def test_gradient_checkpointing_gives_the_same_first_step(demo12, tmp_path):
+    # Recomputing activations must not change the maths: same seed, same first loss.
+    losses = []
+    for gc in (False, True):
+        result = run_training(
+            tiny_config(demo12, tmp_path / f"out{gc}", max_steps=1, gradient_checkpointing=gc,
+                        flip=False, color_jitter=False, lora_dropout=0.0),
+            progress=False,
+        )
+        state = json.loads((result.output_dir / "checkpoint-1" / "trainer_state.json").read_text())
+        losses.append(next(e["loss"] for e in state["log_history"] if "loss" in e))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)

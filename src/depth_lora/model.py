@@ -372,6 +372,7 @@ def apply_lora(
     bias: str = "none",
     targets=("qkv",),
     train_head: bool = False,
+    gradient_checkpointing: bool = False,
 ) -> PeftModel:
     """Wrap the model with LoRA adapters on backbone layers (PEFT), freezing everything else.
 
@@ -384,6 +385,8 @@ def apply_lora(
         targets: target groups, see ``resolve_lora_targets``.
         train_head: also train the whole DPT head (``modules_to_save=["head"]``), saved with the
             adapter. Needed to learn from a random-init model, whose head starts near zero.
+        gradient_checkpointing: recompute the backbone's activations in backward (less memory,
+            slower); non-reentrant, so the frozen input needs no gradient.
 
     Returns:
         The ``peft.PeftModel``; ``trainable_parameters_line`` describes it.
@@ -396,6 +399,8 @@ def apply_lora(
         raise ConfigError(f"LoRA dropout must be in [0, 1), got {dropout!r}")
     if bias not in LORA_BIAS_CHOICES:
         raise ConfigError(f"LoRA bias must be one of {', '.join(LORA_BIAS_CHOICES)}, got {bias!r}")
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     config = LoraConfig(
         r=rank,
         lora_alpha=alpha,

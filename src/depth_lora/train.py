@@ -173,9 +173,12 @@ def run_training(cfg: TrainConfig, progress: bool = True) -> TrainResult:
             bias=cfg.lora_bias,
             targets=tuple(cfg.lora_targets),
             train_head=cfg.train_head,
+            gradient_checkpointing=cfg.gradient_checkpointing,
         )
     else:
         model.requires_grad_(True)
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     trainable = trainable_parameters_line(model)
     print(trainable)
 
