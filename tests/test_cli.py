@@ -81,11 +81,31 @@ def test_train_options_come_from_a_yaml_file_and_flags_win(tmp_path, capsys):
     assert "RMSE" in stdout
 
 
-def test_bad_config_file_is_one_line(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("learning_rat: 0.1\n", "run.yaml: unknown option(s) learning_rat"),
+        ("finetune: LoRA\n", "run.yaml: --finetune must be one of lora, full, got 'LoRA'"),
+        ("batch_size: two\n", "run.yaml: --batch-size must be int, got 'two'"),
+        ("image_size: 518\n", "run.yaml: --image-size takes a list, got 518"),
+        ("[1, 2]\n", "run.yaml: expected a mapping"),
+    ],
+)
+def test_bad_config_files_are_one_line(tmp_path, capsys, text, message):
     config = tmp_path / "run.yaml"
-    config.write_text("learning_rat: 0.1\n")
-    code, _, err = run_cli(["train", "--config", config], capsys)
-    assert code == 2 and "run.yaml: unknown option(s) learning_rat" in error_line(err)
+    config.write_text(text)
+    code, _, err = run_cli(["train", "--config", config, "--output", tmp_path / "out"], capsys)
+    assert code == 2 and message in error_line(err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_yaml_numbers_written_like_5e_5_are_read_as_numbers(tmp_path):
+    from depth_lora.config import TrainConfig, read_config_file
+
+    config = tmp_path / "run.yaml"
+    config.write_text("learning_rate: 5e-5\nepochs: 3\n")  # PyYAML reads 5e-5 as a string
+    cfg = TrainConfig(**read_config_file(config))
+    assert cfg.learning_rate == 5e-5 and cfg.epochs == 3.0
 
 
 def test_quickstart_offline_falls_back_to_the_demo_model_loudly(tmp_path, capsys, monkeypatch):

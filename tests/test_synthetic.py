@@ -147,6 +147,15 @@ def test_overwrite_replaces_only_capture_files(tmp_path):
     assert notes.read_text() == "keep me" and (tmp_path / "split.json").exists()
 
 
+def test_overwrite_never_deletes_a_users_own_captures(tmp_path):
+    generate_demo_captures(tmp_path, 1, seed=1, size_hw=SIZE_HW, workers=1)
+    mine = tmp_path / "depth" / "2026-03-01_Zivid_acquisition_rawDepth.npy"
+    np.save(mine, np.ones((4, 4), np.float32))
+    with pytest.raises(DataError, match="not demo captures .*choose another folder"):
+        generate_demo_captures(tmp_path, 1, seed=2, size_hw=SIZE_HW, overwrite=True, workers=1)
+    assert mine.is_file() and len(list((tmp_path / "images").glob("demo-*.png"))) == 1
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -168,14 +168,50 @@ def test_config_rejects_bad_values():
 
 
 def test_gradient_checkpointing_gives_the_same_first_step(demo12, tmp_path):
-    # Recomputing activations must not change the maths: same seed, same first loss.
-    losses = []
+    # Recomputing activations must not change the maths: same seed, same loss, same gradients.
+    losses, grad_norms = [], []
     for gc in (False, True):
         result = run_training(
             tiny_config(demo12, tmp_path / f"out{gc}", max_steps=1, gradient_checkpointing=gc,
-                        flip=False, color_jitter=False, lora_dropout=0.0),
+                        flip=False, color_jitter=False, lora_dropout=0.0, train_head=True),
             progress=False,
         )
         state = json.loads((result.output_dir / "checkpoint-1" / "trainer_state.json").read_text())
-        losses.append(next(e["loss"] for e in state["log_history"] if "loss" in e))
+        entry = next(e for e in state["log_history"] if "loss" in e)
+        losses.append(entry["loss"])
+        grad_norms.append(entry["grad_norm"])
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+    assert grad_norms[0] > 0 and grad_norms[0] == pytest.approx(grad_norms[1], rel=1e-3)
+
+
+def test_overwrite_replaces_an_earlier_run_but_keeps_the_folders_readme(demo12, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "README.md").write_text("about this folder")
+    run_training(tiny_config(demo12, out, max_steps=5), progress=False)
+    assert (out / "checkpoint-5").is_dir()
+    run_training(tiny_config(demo12, out, max_steps=2, overwrite=True), progress=False)
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+    assert (out / "README.md").read_text() == "about this folder"
+
+
+def test_resume_with_different_model_options_is_refused(demo12, tmp_path):
+    out = tmp_path / "out"
+    run_training(tiny_config(demo12, out, max_steps=5), progress=False)
+    with pytest.raises(ConfigError, match="lora_rank 16 -> 4"):
+        run_training(tiny_config(demo12, out, max_steps=10, resume=True, lora_rank=4), progress=False)
+
+
+@pytest.mark.parametrize("options", [{"labels": "inverse", "loss": "silog"}, {"loss": "l1"},
+                                     {"finetune": "full"}])
+def test_other_label_schemes_losses_and_full_fine_tuning_train_and_evaluate(demo12, tmp_path, options):
+    from depth_lora.evaluate import run_evaluation
+
+    result = run_training(tiny_config(demo12, tmp_path / "out", max_steps=3, **options), progress=False)
+    assert np.isfinite(result.metrics["val"]["rmse_mm"])
+    report = run_evaluation(demo12, result.output_dir, split="test", progress=False)
+    for method in ("fine_tuned", "zero_shot_aligned", "constant"):
+        assert np.isfinite(report.mean[method]["rmse_mm"]), method
+    if options.get("finetune") == "full":
+        assert (result.output_dir / "model.safetensors").is_file()
+        assert not (result.output_dir / "adapter_config.json").exists()

@@ -195,7 +195,13 @@ def run_phase(name: str, *args) -> dict:
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(phase, args, queue))
     proc.start()
-    result = queue.get()
+    result = None
+    while result is None:
+        try:
+            result = queue.get(timeout=5)
+        except Exception:  # queue.Empty: still running, unless the process died (e.g. out of memory)
+            if not proc.is_alive():
+                result = {"error": f"the process ended with exit code {proc.exitcode} and no result"}
     proc.join()
     if "error" in result:
         raise ConfigError(f"bench phase {name!r} failed: {result['error']}")

@@ -6,7 +6,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args, get_origin, get_type_hints
 
 from depth_lora.errors import ConfigError
 
@@ -93,6 +93,10 @@ class TrainConfig:
     overwrite: bool = field(default=False, metadata=_help("replace an earlier run in --output"))
 
     def __post_init__(self):
+        self._check_types()
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"--val-fraction must be in (0, 1): validation picks the best checkpoint, "
+                              f"got {self.val_fraction}")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise ConfigError("set --epochs > 0 or --max-steps > 0")
         if self.batch_size < 1:
@@ -100,7 +104,10 @@ class TrainConfig:
         if self.learning_rate <= 0:
             raise ConfigError(f"--learning-rate must be > 0, got {self.learning_rate}")
         if self.image_size is not None:
-            self.image_size = [int(v) for v in self.image_size]
+            try:
+                self.image_size = [int(v) for v in self.image_size]
+            except (TypeError, ValueError):
+                raise ConfigError(f"--image-size takes two integers H W, got {self.image_size}") from None
             if len(self.image_size) != 2 or any(v < 14 or v % 14 for v in self.image_size):
                 raise ConfigError(
                     f"--image-size takes H W, each a multiple of 14 (>= 14), got {self.image_size}"
@@ -114,8 +121,47 @@ class TrainConfig:
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite exclude each other")
 
+    def _check_types(self) -> None:
+        """Coerce and check every field against its annotation (values from the Python API or a
+        config file skip argparse: "5e-5" may arrive as a string, a typo'd choice is not caught)."""
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, coerce_field(f.name, getattr(self, f.name)))
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+_FIELD_TYPES = get_type_hints(TrainConfig)
+
+
+def coerce_field(name: str, value):
+    """`value` converted to the type of TrainConfig field `name`; ConfigError if it cannot be."""
+    kind, flag = _FIELD_TYPES[name], "--" + name.replace("_", "-")
+    if get_origin(kind) is Literal:
+        if value not in get_args(kind):
+            raise ConfigError(f"{flag} must be one of {', '.join(get_args(kind))}, got {value!r}")
+        return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{flag} must be true or false, got {value!r}")
+        return value
+    if kind in (int, float, str):
+        try:
+            if kind is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{flag} must be {kind.__name__}, got {value!r}") from None
+    if value is not None and not isinstance(value, list):
+        raise ConfigError(f"{flag} takes a list, got {value!r}")
+    return value
+
+
+# Changing these on --resume would continue a checkpoint with a different model or labels.
+RESUME_MUST_MATCH = (
+    "data", "model", "image_size", "lora_rank", "lora_alpha", "lora_bias", "lora_targets",
+    "train_head", "finetune", "labels", "val_fraction", "test_fraction", "seed", "depth_unit",
+)
 
 
 def field_names(cls=TrainConfig) -> set[str]:
@@ -144,4 +190,7 @@ def read_config_file(path: str | Path) -> dict:
     unknown = sorted(set(values) - field_names())
     if unknown:
         raise ConfigError(f"{path}: unknown option(s) {', '.join(unknown)}")
-    return values
+    try:
+        return {k: coerce_field(k, v) for k, v in values.items()}
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

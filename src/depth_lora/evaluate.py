@@ -9,16 +9,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from depth_lora.align import align_disparity_to_depth_mm
 from depth_lora.data import Capture, find_captures, load_capture, load_split
-from depth_lora.dataset import resize_rgb, rgb_to_pixel_values
 from depth_lora.errors import DataError
 from depth_lora.metrics import PooledDepthMetrics, depth_metrics, mean_over_captures
-from depth_lora.predict import ModelBundle, load_base_model, load_bundle, predict_depth_mm
+from depth_lora.predict import ModelBundle, load_base_model, load_bundle, predict_depth_mm, predict_raw
 
 METHODS = ("fine_tuned", "zero_shot_aligned", "constant")
 HEADLINE = ("rmse_mm", "mae_mm", "abs_rel", "delta1")
@@ -49,23 +46,21 @@ class EvaluationReport:
         }
 
 
-@torch.no_grad()
 def predict_zero_shot_disparity(bundle: ModelBundle, rgb: np.ndarray, base=None) -> np.ndarray:
     """The base model's raw (relative, disparity-like) output at the image's resolution.
 
-    With an adapter, PEFT's disable_adapter() gives the base model from the same weights; a whole
-    fine-tuned model needs its `base` model passed in.
+    With an adapter, PEFT's disable_adapter() gives the base model from the same weights; otherwise
+    `base` (see `zero_shot_base`) is used.
     """
-    pixel_values = rgb_to_pixel_values(resize_rgb(rgb, bundle.image_size_hw))[None].to(bundle.device)
     with nullcontext() if base is not None else bundle.model.disable_adapter():
-        pred = (base or bundle.model)(pixel_values=pixel_values).predicted_depth.float()
-    pred = F.interpolate(pred[:, None], size=rgb.shape[:2], mode="bilinear", align_corners=False)[0, 0]
-    return pred.cpu().numpy()
+        return predict_raw(base or bundle.model, rgb, bundle.image_size_hw).cpu().numpy()
 
 
 def zero_shot_base(bundle: ModelBundle):
-    """None for an adapter (disable_adapter() gives the base); else the base model, loaded."""
-    if hasattr(bundle.model, "disable_adapter"):
+    """None for an adapter whose biases were not trained (PEFT's disable_adapter() then gives the
+    base model exactly); else the base model, loaded (disable_adapter() keeps trained biases)."""
+    lora_bias = bundle.meta.get("config", {}).get("lora_bias", "none")
+    if hasattr(bundle.model, "disable_adapter") and lora_bias == "none":
         return None
     return load_base_model(bundle.folder, bundle.meta).to(bundle.device).eval()
 
@@ -76,7 +71,7 @@ def predict_all_methods(bundle: ModelBundle, capture: Capture, base=None) -> dic
     constant_mm = bundle.meta.get("train_depth_mean_mm")
     if constant_mm is None:
         raise DataError(bundle.folder / "depth_lora.json", "has no train_depth_mean_mm")
-    if base is None and not hasattr(bundle.model, "disable_adapter"):
+    if base is None:
         base = zero_shot_base(bundle)
     labels = bundle.labels
     disparity = predict_zero_shot_disparity(bundle, capture.rgb, base)

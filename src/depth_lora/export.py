@@ -87,6 +87,9 @@ def merge_adapter(adapter_dir: str | Path, output_dir: str | Path) -> Path:
         raise ModelError(f"{adapter_dir}: cannot merge the adapter ({exc})") from None
     merged.save_pretrained(output_dir)
     meta = {**bundle.meta, "merged": True, "merged_from": str(adapter_dir)}
+    split_file = Path(adapter_dir) / meta.get("split_file", "split.json")
+    if split_file.is_file():  # so that `evaluate --adapter MERGED` finds the held-out split
+        shutil.copy2(split_file, output_dir / split_file.name)
     if meta.get("base_model_dir"):  # a random-init base: keep it for the zero-shot baseline
         shutil.copytree(Path(adapter_dir) / meta["base_model_dir"], output_dir / meta["base_model_dir"])
     (output_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")

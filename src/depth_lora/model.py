@@ -400,7 +400,7 @@ def apply_lora(
     if bias not in LORA_BIAS_CHOICES:
         raise ConfigError(f"LoRA bias must be one of {', '.join(LORA_BIAS_CHOICES)}, got {bias!r}")
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)
     config = LoraConfig(
         r=rank,
         lora_alpha=alpha,
@@ -410,6 +410,19 @@ def apply_lora(
         modules_to_save=["head"] if train_head else None,
     )
     return get_peft_model(model, config)
+
+
+def enable_activation_checkpointing(model: nn.Module) -> None:
+    """Recompute activations in backward instead of storing them (less memory, slower).
+
+    Non-reentrant checkpointing, so a frozen input needs no gradient. transformers 5 renamed
+    gradient_checkpointing_enable to activation_checkpointing_enable; both are supported.
+    """
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def trainable_parameters_line(model: nn.Module) -> str:

@@ -82,14 +82,24 @@ def load_base_model(folder: Path, meta: dict) -> torch.nn.Module:
 
 
 @torch.no_grad()
+def predict_raw(model: torch.nn.Module, rgb: np.ndarray, size_hw: tuple[int, int]) -> torch.Tensor:
+    """The model's raw output for one image, upsampled (bilinear) to the image's resolution.
+
+    rgb: (H, W, 3) uint8, resized to `size_hw` for the model. Returns (H, W) float32 tensor in
+    the model's output units (labels for a fine-tuned model, disparity-like for a base model).
+    """
+    device = next(model.parameters()).device
+    pixel_values = rgb_to_pixel_values(resize_rgb(rgb, size_hw))[None].to(device)
+    pred = model(pixel_values=pixel_values).predicted_depth.float()  # (1, h, w)
+    return F.interpolate(pred[:, None], size=rgb.shape[:2], mode="bilinear", align_corners=False)[0, 0]
+
+
 def predict_depth_mm(bundle: ModelBundle, rgb: np.ndarray) -> np.ndarray:
     """Depth in mm for one image, at the image's own resolution.
 
     rgb: (H, W, 3) uint8. Returns (H, W) float32 mm (bilinear upsampling of the model's output).
     """
-    pixel_values = rgb_to_pixel_values(resize_rgb(rgb, bundle.image_size_hw))[None].to(bundle.device)
-    pred = bundle.model(pixel_values=pixel_values).predicted_depth.float()  # (1, h, w) label units
-    pred = F.interpolate(pred[:, None], size=rgb.shape[:2], mode="bilinear", align_corners=False)[0, 0]
+    pred = predict_raw(bundle.model, rgb, bundle.image_size_hw)
     return bundle.labels.decode(pred).cpu().numpy().astype(np.float32)
 
 

@@ -398,10 +398,13 @@ def render_capture(seed: int, size_hw=ZIVID_SIZE_HW) -> tuple[np.ndarray, np.nda
     return rgb, np.stack([xs * z, ys * z, z], axis=-1)
 
 
+DEMO_PREFIX = "demo-"  # every generated capture's name starts so; --overwrite deletes only those
+
+
 def capture_stamp(seed: int, index: int) -> str:
     """Zivid-like stamp 'demo-YYYY-MM-DD_HH-MM-SS': a day per seed, captures 45 s apart."""
     start = _STAMP_EPOCH + dt.timedelta(days=seed % 3650, seconds=45 * index)
-    return "demo-" + start.strftime("%Y-%m-%d_%H-%M-%S")
+    return DEMO_PREFIX + start.strftime("%Y-%m-%d_%H-%M-%S")
 
 
 def _capture_seed(seed: int, index: int) -> int:
@@ -434,7 +437,8 @@ def generate_demo_captures(
     invalid), stamps from `capture_stamp(seed, i)`; capture i renders with a seed derived from
     (seed, i). size_hw: (H, W) pixels, each >= 64. workers: processes (default: all cores).
     A folder already holding captures (images/*.png or depth/*.npy) is refused unless
-    `overwrite`, which first deletes those files and nothing else.
+    `overwrite` and all of them are demo captures (names starting with "demo-"), which are then
+    deleted first: a user's own captures are never deleted.
     Returns the (image, depth) paths in capture order. Raises ConfigError for a bad count, seed,
     size or workers, DataError (naming `out_dir`) for a folder that holds captures.
     """
@@ -450,7 +454,14 @@ def generate_demo_captures(
         raise DataError(
             out_dir,
             f"already holds {len(old)} capture file(s) in images/ and "
-            "depth/; pass overwrite=True (--overwrite) to replace them",
+            "depth/; pass overwrite=True (--overwrite) to replace earlier demo captures",
+        )
+    mine = [p.name for p in old if not p.name.startswith(DEMO_PREFIX)]
+    if mine:
+        raise DataError(
+            out_dir,
+            f"holds {len(mine)} file(s) that are not demo captures (e.g. {mine[0]}); "
+            "demo captures never replace those: choose another folder",
         )
     for path in old:
         path.unlink()

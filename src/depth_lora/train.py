@@ -16,7 +16,7 @@ from transformers import TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from depth_lora import __version__
-from depth_lora.config import TrainConfig
+from depth_lora.config import RESUME_MUST_MATCH, TrainConfig
 from depth_lora.data import find_captures, load_split, make_split, save_split
 from depth_lora.dataset import (
     DepthDataset,
@@ -27,7 +27,12 @@ from depth_lora.dataset import (
 )
 from depth_lora.errors import ConfigError, DataError
 from depth_lora.losses import build_loss
-from depth_lora.model import apply_lora, build_model, trainable_parameters_line
+from depth_lora.model import (
+    apply_lora,
+    build_model,
+    enable_activation_checkpointing,
+    trainable_parameters_line,
+)
 from depth_lora.predict import META_FILE
 from depth_lora.trainer import HEADLINE_METRIC, DepthTrainer, make_compute_metrics, resolve_precision
 
@@ -80,6 +85,19 @@ def prepare_output_dir(output: Path, resume: bool, overwrite: bool) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
+def check_resume_config(output: Path, cfg: TrainConfig) -> None:
+    """Refuse to resume a run with options that change the model, the labels or the data."""
+    path = output / RUN_CONFIG_FILE
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text())
+    changed = [k for k in RESUME_MUST_MATCH if k in saved and saved[k] != getattr(cfg, k)]
+    if changed:
+        diffs = ", ".join(f"{k} {saved[k]!r} -> {getattr(cfg, k)!r}" for k in changed)
+        raise ConfigError(f"{output}: --resume with different options ({diffs}); "
+                          "resume with the run's own options or start a new --output")
+
+
 def image_size_of(path: Path) -> tuple[int, int]:
     """(H, W) from the PNG header, without decoding the pixels."""
     try:
@@ -117,8 +135,9 @@ def build_training_arguments(cfg: TrainConfig, precision: str) -> TrainingArgume
         dataloader_num_workers=cfg.num_workers,
         dataloader_pin_memory=cuda,
         seed=cfg.seed,
-        # DDP: the DPT neck/head are frozen under LoRA; no parameter is unused in forward.
-        ddp_find_unused_parameters=False,
+        # DDP: with LoRA (no trainable bias) every trainable parameter is used in forward; a full
+        # fine-tune or trainable biases include parameters that get no gradient (mask token, ...).
+        ddp_find_unused_parameters=cfg.finetune == "full" or cfg.lora_bias != "none",
     )
 
 
@@ -133,13 +152,18 @@ def run_training(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     if Path(cfg.data).resolve() == output.resolve():
         raise ConfigError("--output must not be the data folder")
     rank0 = int(os.environ.get("RANK", "0")) == 0
+    precision = resolve_precision(cfg.precision)
+    loss_fn = build_loss(cfg.loss)
     if rank0:
         prepare_output_dir(output, cfg.resume, cfg.overwrite)
-    precision = resolve_precision(cfg.precision)
+        if cfg.resume:
+            check_resume_config(output, cfg)
+        (output / RUN_CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     set_seed(cfg.seed)
 
     split_path = output / "split.json"
-    if cfg.resume and split_path.is_file():
+    resumed_split = cfg.resume and split_path.is_file()
+    if resumed_split:
         split = load_split(split_path)
     else:
         split = make_split([f.key for f in files], cfg.val_fraction, cfg.test_fraction, cfg.seed)
@@ -178,7 +202,7 @@ def run_training(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     else:
         model.requires_grad_(True)
         if cfg.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_activation_checkpointing(model)
     trainable = trainable_parameters_line(model)
     print(trainable)
 
@@ -199,8 +223,7 @@ def run_training(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         "versions": library_versions(),
         "config": cfg.to_dict(),
     }
-    if rank0:
-        (output / RUN_CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    if rank0 and not resumed_split:
         save_split(split, split_path, seed=cfg.seed, data=str(cfg.data))
 
     args = build_training_arguments(cfg, precision)
@@ -212,7 +235,7 @@ def run_training(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         train_dataset=DepthDataset(prepared["train"], labels, flip=cfg.flip, jitter=cfg.color_jitter),
         eval_dataset=DepthDataset(prepared["val"], labels),
         compute_metrics=make_compute_metrics(labels),
-        loss_fn=build_loss(cfg.loss),
+        loss_fn=loss_fn,
         label_scheme=labels,
         panel_capture=prepared["val"][0],
     )
