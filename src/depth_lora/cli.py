@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from depth_lora import __version__
 from depth_lora.config import DEFAULT_DATA, DEFAULT_OUTPUT, TrainConfig, field_names, read_config_file
@@ -285,6 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code. Bad input ends in one line on stderr, exit code 2."""
+    # PEFT 0.21 calls an API transformers 5 deprecated; the warning says nothing a user can act on.
+    warnings.filterwarnings(
+        "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+    )
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

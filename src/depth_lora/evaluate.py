@@ -163,7 +163,8 @@ def format_report_table(report: EvaluationReport, keys=None) -> str:
         m = report.mean[method]
         lines.append(f"{method:<20}" + "".join(f"{m.get(k, float('nan')):>13.4g}" for k in keys))
     n = report.mean["fine_tuned"].get("captures", 0)
-    lines.append(f"({n} {report.split} captures, mean over captures, full resolution; {NOTE})")
+    which = "all captures" if report.split == "all" else f"the {report.split} split"
+    lines.append(f"({n} captures: {which}; mean over captures, at full resolution. {NOTE})")
     return "\n".join(lines)
 
 
