@@ -128,3 +128,39 @@ def test_build_loss_knows_three_names_and_rejects_others():
     assert isinstance(build_loss("silog"), SiLogLoss)
     with pytest.raises(ConfigError, match="unknown loss 'huber'; choose from mse, l1, silog"):
         build_loss("huber")
+
+
+# ---- scale-and-shift-invariant loss -------------------------------------------------------
+
+def test_ssi_matches_a_hand_computed_value():
+    from depth_lora.losses import ScaleShiftInvariantLoss
+
+    # target [1, 2, 3, 4]: (lower) median 2, mean |d - 2| = (1 + 0 + 1 + 2) / 4 = 1 -> [-1, 0, 1, 2]
+    # pred   [1, 1, 1, 5]: median 1, mean |d - 1| = 4 / 4 = 1 -> [0, 0, 0, 4]
+    # mean |difference| = (1 + 0 + 1 + 2) / 4 = 1.0
+    target = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]])
+    pred = torch.tensor([[[1.0, 1.0], [1.0, 5.0]]])
+    assert ScaleShiftInvariantLoss()(pred, target).item() == pytest.approx(1.0)
+
+
+def test_ssi_ignores_scale_and_shift_but_not_a_flip():
+    from depth_lora.losses import ScaleShiftInvariantLoss
+
+    target = torch.rand(2, 6, 7) * 3 + 1
+    loss = ScaleShiftInvariantLoss()
+    assert loss(2.5 * target + 7.0, target).item() == pytest.approx(0.0, abs=1e-5)
+    assert loss(-target, target).item() > 0.5
+
+
+def test_ssi_is_nan_safe_and_skips_images_without_valid_pixels():
+    from depth_lora.losses import ScaleShiftInvariantLoss
+
+    target = torch.tensor([[[1.0, 2.0], [3.0, 4.0]], [[float("nan"), 1.0], [2.0, 3.0]]])
+    mask = torch.tensor([[[True, True], [True, True]], [[False, False], [False, True]]])  # 2nd: 1 pixel
+    pred = torch.tensor([[[1.0, 1.0], [1.0, 5.0]], [[float("nan"), 9.0], [9.0, 9.0]]], requires_grad=True)
+    value = ScaleShiftInvariantLoss()(pred, target, mask)
+    value.backward()
+    assert value.item() == pytest.approx(1.0)  # only the first image counts
+    assert torch.isfinite(pred.grad).all() and (pred.grad[1] == 0).all()
+    empty = ScaleShiftInvariantLoss()(pred, target, torch.zeros_like(mask))
+    assert empty.item() == 0.0

@@ -67,7 +67,11 @@ class TrainConfig:
         metadata=_help("lora: LoRA adapters (the point of this tool); full: train every weight, no "
                        "adapter (a baseline; saves a whole model)"),
     )
-    loss: Literal["mse", "l1", "silog"] = field(default="mse", metadata=_help("masked loss on the labels"))
+    loss: Literal["mse", "l1", "silog", "ssi"] = field(
+        default="mse",
+        metadata=_help("masked loss on the labels; ssi (scale-and-shift invariant) learns relative "
+                       "depth only, for pretraining"),
+    )
     labels: Literal["minmax", "inverse"] = field(
         default="minmax",
         metadata=_help("minmax: (z - min) / (max - min) with min/max of the training split (the "

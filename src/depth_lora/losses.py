@@ -1,7 +1,9 @@
-"""Masked training losses: MSE, L1 and scale-invariant log (SiLog), NaN-safe and in fp32.
+"""Masked training losses: MSE, L1, scale-invariant log (SiLog) and the affine-invariant loss of
+relative-depth pretraining (SSI), NaN-safe and in fp32.
 
 Every loss takes ``pred``, ``target`` (B, H, W) and ``valid_mask`` (B, H, W) bool and averages
-over the valid pixels of the whole batch (pooled, not a mean of per-image means). A pixel counts
+over the valid pixels of the whole batch (pooled, not a mean of per-image means; SSI, which
+normalises each image, averages per image). A pixel counts
 only where the mask is True and the target is finite (SiLog: and both values are positive), so a
 NaN or inf label never reaches the arithmetic: invalid entries are replaced with ``torch.where``
 *before* any operation, which keeps both the loss and its gradient finite. A batch without a valid
@@ -105,11 +107,53 @@ class SiLogLoss(nn.Module):
             )
 
 
-LOSSES = {"mse": MaskedMSELoss, "l1": MaskedL1Loss, "silog": SiLogLoss}
+class ScaleShiftInvariantLoss(nn.Module):
+    """Affine-invariant loss of MiDaS and Depth Anything's relative pretraining.
+
+    Per image, prediction and target are each shifted by their median and divided by their mean
+    absolute deviation from it over the valid pixels; the loss is the mean absolute difference of
+    the two, averaged over the images with at least 2 valid pixels. Any prediction s * target + t
+    (s > 0) scores 0: it teaches relative depth (on inverse-depth labels, relative disparity),
+    not millimetres. Images without 2 valid pixels add nothing.
+
+    Args:
+        eps: floor of the deviation (a flat image would divide by zero).
+    """
+
+    def __init__(self, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+
+    def forward(
+        self, pred: torch.Tensor, target: torch.Tensor, valid_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Args: pred, target (B, H, W); valid_mask (B, H, W) bool. Returns a scalar tensor."""
+        with torch.autocast(device_type=pred.device.type, enabled=False):
+            pred, target, valid = _prepare(pred, target, valid_mask)
+            pred, target, valid = pred.flatten(1), target.flatten(1), valid.flatten(1)
+            usable = valid.sum(1) >= 2  # (B,)
+            # An unusable image becomes a zero image with every pixel "valid": all finite, loss 0.
+            valid = valid | ~usable[:, None]
+            keep = usable[:, None]
+            pred = torch.where(keep, pred, torch.zeros_like(pred))
+            target = torch.where(keep, target, torch.zeros_like(target))
+            count = valid.sum(1, keepdim=True)
+
+            def normalise(x: torch.Tensor) -> torch.Tensor:
+                median = torch.where(valid, x, torch.nan).nanmedian(dim=1, keepdim=True).values
+                deviation = torch.where(valid, (x - median).abs(), torch.zeros_like(x)).sum(1, keepdim=True)
+                return (x - median) / (deviation / count).clamp(min=self.eps)
+
+            error = torch.where(valid, (normalise(pred) - normalise(target)).abs(), torch.zeros_like(pred))
+            per_image = error.sum(1) / count[:, 0]
+            return (per_image * usable).sum() / usable.sum().clamp(min=1)
+
+
+LOSSES = {"mse": MaskedMSELoss, "l1": MaskedL1Loss, "silog": SiLogLoss, "ssi": ScaleShiftInvariantLoss}
 
 
 def build_loss(name: str) -> nn.Module:
-    """The loss module for ``name``: "mse", "l1" or "silog" (case-insensitive).
+    """The loss module for ``name``: "mse", "l1", "silog" or "ssi" (case-insensitive).
 
     Raises:
         ConfigError: an unknown name.
