@@ -164,6 +164,43 @@ def plot_depth_map(rgb: np.ndarray, depth_mm: np.ndarray, title: str = "") -> Fi
     return fig
 
 
+def plot_depth_grid(capture: Capture, preds_mm: dict[str, np.ndarray], columns: int = 4) -> Figure:
+    """RGB, the camera's depth, then one panel per prediction (mm, one colour scale, RMSE in titles)."""
+    panels = [("RGB", None), ("target (camera)", capture.depth_mm), *preds_mm.items()]
+    rows = -(-len(panels) // columns)
+    lo, hi = depth_limits_mm(capture.depth_mm)
+    fig = Figure(figsize=(4 * columns, 3 * rows), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax, (name, depth) in zip(axes, panels, strict=False):
+        if depth is None:
+            ax.imshow(capture.rgb)
+        else:
+            im = ax.imshow(np.ma.masked_invalid(depth), cmap=DEPTH_CMAP, vmin=lo, vmax=hi)
+            if depth is not capture.depth_mm:
+                err = (depth - capture.depth_mm)[capture.valid_mask]
+                name = f"{name}: RMSE {np.sqrt(np.mean(err**2)):.0f} mm"
+        ax.set_title(name, fontsize=9)
+    for ax in axes:
+        ax.set_axis_off()
+    fig.colorbar(im, ax=axes.tolist(), label="Z (mm)", shrink=0.6)
+    fig.suptitle(capture.key, fontsize=9)
+    return fig
+
+
+def plot_learning_curves(curves: dict[str, list[tuple[int, float]]], title: str = "") -> Figure:
+    """Validation RMSE (mm) against training step, one line per method."""
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    for name, points in curves.items():
+        if points:
+            steps, rmse = zip(*points, strict=True)
+            ax.plot(steps, rmse, marker=".", label=name)
+    ax.set(xlabel="training step", ylabel="validation RMSE (mm)", title=title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
+
+
 def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
     """Save a figure as PNG, creating the folder."""
     path = Path(path)
