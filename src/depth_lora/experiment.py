@@ -83,14 +83,18 @@ def adapt(method: str, pretrained: Path, target_dir: Path, out_dir: Path, seed: 
     result = run_training(TrainConfig(**values), progress=False)
     seconds = time.perf_counter() - start
     report = run_evaluation(target_dir, out_dir, split="test", progress=False)
-    state = json.loads(sorted(out_dir.glob("checkpoint-*/trainer_state.json"))[-1].read_text())
-    curve = [(e["step"], e["eval_rmse_mm"]) for e in state["log_history"] if "eval_rmse_mm" in e]
+    curve = validation_curve(result.log_history)
     trainable = int(result.trainable_line.split("trainable params: ")[1].split(" ||")[0].replace(",", ""))
     return {
         "method": method, "seed": seed, "train_seconds": seconds, "trainable_params": trainable,
         "test": report.mean["fine_tuned"], "zero_shot_aligned": report.mean["zero_shot_aligned"],
         "constant": report.mean["constant"], "curve": curve,
     }
+
+
+def validation_curve(log_history: list[dict]) -> list[tuple[int, float]]:
+    """(step, validation RMSE mm) at each evaluation of a training loop."""
+    return [(e["step"], e["eval_rmse_mm"]) for e in log_history if "eval_rmse_mm" in e]
 
 
 def run_experiment(out_dir: str | Path, quick: bool = False) -> dict:

@@ -46,6 +46,7 @@ class TrainResult:
     metrics: dict  # {"val": {...}, "test": {...}} in mm, at the model's input size
     trainable_line: str
     model: torch.nn.Module  # the trained PeftModel, best checkpoint loaded
+    log_history: list[dict]  # the Trainer's logs of the training loop (loss, eval_* each epoch)
 
 
 def library_versions() -> dict[str, str]:
@@ -240,6 +241,7 @@ def run_training(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         panel_capture=prepared["val"][0],
     )
     trainer.train(resume_from_checkpoint=True if cfg.resume else None)
+    log_history = list(trainer.state.log_history)  # before the final evaluations add to it
 
     # The best checkpoint (lowest validation RMSE in mm) is loaded at the end; evaluate it.
     metrics = {"val": _strip(trainer.evaluate(metric_key_prefix="eval"), "eval_")}
@@ -258,7 +260,7 @@ def run_training(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         meta["global_step"] = trainer.state.global_step
         (output / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return TrainResult(output, metrics, trainable, trainer.model)
+    return TrainResult(output, metrics, trainable, trainer.model, log_history)
 
 
 def _strip(metrics: dict, prefix: str) -> dict:
