@@ -412,14 +412,18 @@ def _capture_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
+def write_pair(out_dir: Path, key: str, rgb: np.ndarray, depth: np.ndarray) -> tuple[Path, Path]:
+    """Write images/<key>_color.png and depth/<key>_rawDepth.npy; returns both paths."""
+    image = out_dir / "images" / f"{key}{IMAGE_SUFFIX}.png"
+    depth_file = out_dir / "depth" / f"{key}{DEPTH_SUFFIX}.npy"
+    Image.fromarray(rgb).save(image, compress_level=1)  # fast; the size on disk matters less
+    np.save(depth_file, depth)
+    return image, depth_file
+
+
 def _write_capture(job) -> tuple[Path, Path]:
     out_dir, stamp, seed, size_hw = job
-    rgb, xyz = render_capture(seed, size_hw)
-    image = out_dir / "images" / f"{stamp}_Zivid_acquisition{IMAGE_SUFFIX}.png"
-    depth = out_dir / "depth" / f"{stamp}_Zivid_acquisition{DEPTH_SUFFIX}.npy"
-    Image.fromarray(rgb).save(image, compress_level=1)  # fast; the size on disk matters less
-    np.save(depth, xyz)
-    return image, depth
+    return write_pair(out_dir, f"{stamp}_Zivid_acquisition", *render_capture(seed, size_hw))
 
 
 def generate_demo_captures(

@@ -16,13 +16,11 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from depth_lora import synthetic  # the target generator: its ray caster, textures and checks are reused
-from depth_lora.data import DEPTH_SUFFIX, IMAGE_SUFFIX
 from depth_lora.errors import ConfigError, DataError
-from depth_lora.synthetic import _box, _Mat, _Prim, _yaw
+from depth_lora.synthetic import _box, _Mat, _Prim, _yaw, write_pair
 
 SOURCE_PREFIX = "source-"  # every generated scene's file name starts so
 SOURCE_SIZE_HW = (240, 320)
@@ -365,12 +363,7 @@ def _scene_seed(seed: int, index: int) -> int:
 
 def _write_scene(job) -> tuple[Path, Path]:
     out_dir, key, seed, size_hw = job
-    rgb, depth = render_source_scene(seed, size_hw)
-    image = out_dir / "images" / f"{key}{IMAGE_SUFFIX}.png"
-    depth_file = out_dir / "depth" / f"{key}{DEPTH_SUFFIX}.npy"
-    Image.fromarray(rgb).save(image, compress_level=1)  # fast; the size on disk matters less
-    np.save(depth_file, depth)
-    return image, depth_file
+    return write_pair(out_dir, key, *render_source_scene(seed, size_hw))
 
 
 def generate_source_scenes(
