@@ -298,6 +298,23 @@ def _albedo_factor(mat: _Mat, u, v, lat) -> np.ndarray:
     return f.astype(np.float32)
 
 
+def _materials(prims, rects, ids, pts, nrm, lat, pattern):
+    """Albedo (3, H, W), specular strength and exponent (H, W) of every hit pixel, object by object,
+    with the texture `pattern(mat, u, v, lat)` in the object's own face coordinates (mm)."""
+    alb = np.zeros_like(pts)
+    spec, shiny = np.zeros(ids.shape, np.float32), np.ones(ids.shape, np.float32)
+    for k, (p, (rv, ru)) in enumerate(zip(prims, rects, strict=True)):
+        m = ids[rv, ru] == k
+        if not m.any():
+            continue
+        pl = _mat3(p.rot.T, pts[:, rv, ru][:, m] - p.center.astype(np.float32)[:, None])
+        ax = np.abs(_mat3(p.rot.T, nrm[:, rv, ru][:, m])).argmax(0)  # face: drop that axis
+        u, v = np.where(ax == 0, pl[1], pl[0]), np.where(ax == 2, pl[1], pl[2])
+        alb[:, rv, ru][:, m] = np.float32(p.mat.rgb)[:, None] * pattern(p.mat, u, v, lat)
+        spec[rv, ru][m], shiny[rv, ru][m] = p.mat.spec, p.mat.shiny
+    return alb, spec, shiny
+
+
 def _lit_by_projector(prims, pts, ndl, eye, rot, intr, size_hw) -> np.ndarray:
     """(H, W) bool: the projector reaches the point (shadow map rendered from the projector)."""
     # The projector sits _BASELINE_MM along the camera x, toed in; half resolution, wider field.
@@ -350,17 +367,7 @@ def render_capture(seed: int, size_hw=ZIVID_SIZE_HW) -> tuple[np.ndarray, np.nda
     pts = eye.astype(np.float32)[:, None, None] + zhit * rays  # (3, H, W) world mm
     # Albedo and gloss, object by object, with the texture in the object's own frame (mm).
     lat = np.pad(rng.uniform(-1, 1, (256, 256)).astype(np.float32), (0, 1), mode="wrap")
-    alb = np.zeros_like(pts)
-    spec, shiny = np.zeros(size_hw, np.float32), np.ones(size_hw, np.float32)
-    for k, (p, (rv, ru)) in enumerate(zip(prims, rects, strict=True)):
-        m = ids[rv, ru] == k
-        if not m.any():
-            continue
-        pl = _mat3(p.rot.T, pts[:, rv, ru][:, m] - p.center.astype(np.float32)[:, None])
-        ax = np.abs(_mat3(p.rot.T, nrm[:, rv, ru][:, m])).argmax(0)  # face: drop that axis
-        u, v = np.where(ax == 0, pl[1], pl[0]), np.where(ax == 2, pl[1], pl[2])
-        alb[:, rv, ru][:, m] = np.float32(p.mat.rgb)[:, None] * _albedo_factor(p.mat, u, v, lat)
-        spec[rv, ru][m], shiny[rv, ru][m] = p.mat.spec, p.mat.shiny
+    alb, spec, shiny = _materials(prims, rects, ids, pts, nrm, lat, _albedo_factor)
     # The projector is the light (it is for a Zivid colour image too): n.l / distance^2.
     to_l = (eye + _BASELINE_MM * rot[0]).astype(np.float32)[:, None, None] - pts
     dist2 = np.maximum((to_l * to_l).sum(0), np.float32(1))

@@ -326,17 +326,7 @@ def render_source_scene(seed: int, size_hw=SOURCE_SIZE_HW) -> tuple[np.ndarray, 
     zhit = np.where(hit, zs, np.float32(0))
     pts = eye.astype(np.float32)[:, None, None] + zhit * rays  # (3, 2H, 2W) world mm
     lat = np.pad(rng.uniform(-1, 1, (256, 256)).astype(np.float32), (0, 1), mode="wrap")
-    alb = np.zeros_like(pts)
-    spec, shiny = np.zeros(ss_hw, np.float32), np.ones(ss_hw, np.float32)
-    for k, (p, (rv, ru)) in enumerate(zip(prims, rects, strict=True)):
-        m = ids[rv, ru] == k
-        if not m.any():
-            continue
-        pl = synthetic._mat3(p.rot.T, pts[:, rv, ru][:, m] - p.center.astype(np.float32)[:, None])
-        ax = np.abs(synthetic._mat3(p.rot.T, nrm[:, rv, ru][:, m])).argmax(0)  # the face: drop that axis
-        u, v = np.where(ax == 0, pl[1], pl[0]), np.where(ax == 2, pl[1], pl[2])
-        alb[:, rv, ru][:, m] = np.float32(p.mat.rgb)[:, None] * _pattern(p.mat, u, v, lat)
-        spec[rv, ru][m], shiny[rv, ru][m] = p.mat.spec, p.mat.shiny
+    alb, spec, shiny = synthetic._materials(prims, rects, ids, pts, nrm, lat, _pattern)
     # A flash at the camera: n.l / distance^2 (the half vector is the view direction), exposed for a
     # distance that only partly follows the scene's, so overall brightness still says how far.
     dist2 = np.maximum(zhit * zhit * (rays * rays).sum(0), np.float32(1))
