@@ -76,3 +76,36 @@ def test_bad_depth_range_is_rejected():
         align_disparity_to_depth_mm(
             np.ones(2), np.array([1.0, 2.0]), min_depth_mm=10, max_depth_mm=5
         )
+
+
+def test_align_to_recovers_an_affine_map_and_ignores_masked_and_nan_pixels():
+    from depth_lora.align import align_to
+
+    rng = np.random.default_rng(1)
+    y = rng.uniform(0.1, 1.0, size=(20, 30))
+    pred = 4.0 * y - 2.5
+    valid = np.ones(y.shape, dtype=bool)
+    valid[:5] = False
+    pred[:5] = 1e6  # outliers under the mask must not move the fit
+    y_nan = y.copy()
+    y_nan[5, :3] = np.nan
+    aligned = align_to(pred, y_nan, valid)
+    np.testing.assert_allclose(aligned[5:], y[5:], rtol=1e-9)
+    # Fewer than 2 usable pixels: the prediction comes back unchanged.
+    np.testing.assert_array_equal(align_to(pred, y, np.zeros(y.shape, dtype=bool)), pred)
+
+
+@pytest.mark.parametrize("kind", ["inverse", "minmax"])
+def test_align_in_label_space_recovers_depth_from_a_relative_prediction(kind):
+    from depth_lora.align import align_in_label_space
+    from depth_lora.dataset import LabelScheme
+
+    labels = LabelScheme(kind, 300.0, 2500.0)
+    rng = np.random.default_rng(2)
+    target_mm = rng.uniform(300.0, 2500.0, size=(30, 40))
+    target_mm[0, :10] = np.nan  # holes are skipped
+    relative = 0.37 * labels.encode(target_mm) + 11.0  # any scale and shift
+    relative[0, :10] = 5.0
+    depth_mm = align_in_label_space(relative, target_mm, None, labels)
+    valid = np.isfinite(target_mm)
+    np.testing.assert_allclose(depth_mm[valid], target_mm[valid], rtol=1e-6)

@@ -203,7 +203,7 @@ def test_resume_with_different_model_options_is_refused(demo12, tmp_path):
 
 
 @pytest.mark.parametrize("options", [{"labels": "inverse", "loss": "silog"}, {"loss": "l1"},
-                                     {"finetune": "full"}])
+                                     {"finetune": "full"}, {"labels": "inverse", "loss": "ssi"}])
 def test_other_label_schemes_losses_and_full_fine_tuning_train_and_evaluate(demo12, tmp_path, options):
     from depth_lora.evaluate import run_evaluation
 
@@ -215,3 +215,40 @@ def test_other_label_schemes_losses_and_full_fine_tuning_train_and_evaluate(demo
     if options.get("finetune") == "full":
         assert (result.output_dir / "model.safetensors").is_file()
         assert not (result.output_dir / "adapter_config.json").exists()
+    # A relative (ssi) model is scored after the oracle alignment, and the report says so.
+    assert report.relative == (options.get("loss") == "ssi")
+    assert ("scale-and-shift-invariant" in report.to_json()["note"]) == report.relative
+
+
+def test_relative_validation_metrics_score_depth_up_to_scale_and_shift():
+    from transformers import EvalPrediction
+
+    from depth_lora.dataset import LabelScheme
+    from depth_lora.trainer import make_compute_metrics
+
+    scheme = LabelScheme("inverse", 300.0, 3000.0)
+    rng = np.random.default_rng(0)
+    labels = rng.uniform(0.1, 1.0, size=(2, 8, 12)).astype(np.float32)
+    valid = np.ones(labels.shape, dtype=bool)
+    preds = np.stack([2.0 * labels[0] + 0.3, 0.5 * labels[1] - 0.01])  # per-capture scale and shift
+    eval_pred = EvalPrediction(predictions=preds, label_ids=(labels, valid))
+    assert make_compute_metrics(scheme, relative=True)(eval_pred)["rmse_mm"] < 1e-2
+    assert make_compute_metrics(scheme, relative=False)(eval_pred)["rmse_mm"] > 100
+
+
+def test_split_of_an_earlier_run_is_reused_and_bad_split_files_are_named(trained, demo12, tmp_path):
+    earlier = json.loads((trained.output_dir / "split.json").read_text())
+    run_training(tiny_config(demo12, tmp_path / "b", max_steps=1, seed=7,
+                             split=str(trained.output_dir / "split.json")), progress=False)
+    reused = json.loads((tmp_path / "b" / "split.json").read_text())
+    for name in ("train", "val", "test"):
+        assert reused[name] == earlier[name]
+    assert reused["from_split"] == str(trained.output_dir / "split.json")
+
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text(json.dumps({"train": ["nope"], "val": earlier["val"], "test": []}))
+    with pytest.raises(DataError, match="foreign.json.*not in"):
+        run_training(tiny_config(demo12, tmp_path / "c", max_steps=1, split=str(foreign)), progress=False)
+    with pytest.raises(DataError, match="missing.json.*does not exist"):
+        run_training(tiny_config(demo12, tmp_path / "d", max_steps=1, split=str(tmp_path / "missing.json")),
+                     progress=False)

@@ -41,13 +41,42 @@ def fit_scale_shift(pred_disparity, target_mm, valid_mask=None) -> tuple[float, 
     count = int(valid.sum())
     if count < 2:
         raise ConfigError(f"cannot fit scale and shift: {count} valid pixel(s), need at least 2")
-    x = pred[valid]
-    y = 1.0 / target[valid]
+    return fit_affine(pred[valid], 1.0 / target[valid])
+
+
+def fit_affine(x, y) -> tuple[float, float]:
+    """Least-squares ``(s, t)`` minimising ``sum((s * x + t - y)^2)`` over paired 1-D samples."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     # Centred closed form: better conditioned than the raw normal equations (y ~ 1e-3 / mm).
     x_mean, y_mean = x.mean(), y.mean()
     x_var = np.sum((x - x_mean) ** 2)
     scale = float(np.sum((x - x_mean) * (y - y_mean)) / x_var) if x_var > 0 else 0.0
     return scale, float(y_mean - scale * x_mean)
+
+
+def align_to(pred, y, valid_mask) -> np.ndarray:
+    """``s * pred + t`` with ``(s, t)`` fitted to ``y`` by least squares where the mask is True
+    and both are finite; ``pred`` unchanged (float64) if fewer than 2 such pixels."""
+    pred, y = np.asarray(pred, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    valid = np.asarray(valid_mask, dtype=bool) & np.isfinite(pred) & np.isfinite(y)
+    if int(valid.sum()) < 2:
+        return pred
+    scale, shift = fit_affine(pred[valid], y[valid])
+    return scale * pred + shift
+
+
+def align_in_label_space(pred, target_mm, valid_mask, labels) -> np.ndarray:
+    """Depth in mm from a relative prediction trained with a scale-and-shift-invariant loss.
+
+    Fits ``s * pred + t`` to ``labels.encode(target_mm)`` on the valid pixels (for inverse labels
+    this is the MiDaS disparity fit), then decodes with ``labels`` (a LabelScheme). An oracle, like
+    the zero-shot alignment: the result scores the model's relative depth only.
+    """
+    target = np.asarray(target_mm, dtype=np.float64)
+    valid = valid_depth_mask(pred, target, valid_mask)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = labels.encode(target)
+    return labels.decode(align_to(pred, y, valid))
 
 
 def align_disparity_to_depth_mm(

@@ -85,6 +85,11 @@ class TrainConfig:
     test_fraction: float = field(default=0.1, metadata=_help("share of captures held out for the final test"))
     depth_unit: Literal["mm", "m"] = field(default="mm", metadata=_help("unit of the depth .npy files"))
     seed: int = field(default=0, metadata=_help("seed for the split, initialisation and data order"))
+    split: str | None = field(
+        default=None,
+        metadata=_help("reuse the train/val/test split of an earlier run (its split.json), so runs "
+                       "are compared on the same held-out captures; default: drawn with --seed"),
+    )
     logging_steps: int = field(default=10, metadata=_help("log the training loss every N steps"))
     save_total_limit: int = field(default=3, metadata=_help("checkpoints kept (the best one is always kept)"))
     num_workers: int = field(default=0, metadata=_help("DataLoader worker processes"))
@@ -141,6 +146,10 @@ _FIELD_TYPES = get_type_hints(TrainConfig)
 def coerce_field(name: str, value):
     """`value` converted to the type of TrainConfig field `name`; ConfigError if it cannot be."""
     kind, flag = _FIELD_TYPES[name], "--" + name.replace("_", "-")
+    if kind == str | None:  # an optional path
+        if value is None:
+            return None
+        kind = str
     if get_origin(kind) is Literal:
         if value not in get_args(kind):
             raise ConfigError(f"{flag} must be one of {', '.join(get_args(kind))}, got {value!r}")

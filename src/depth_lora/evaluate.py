@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from depth_lora.align import align_disparity_to_depth_mm
+from depth_lora.align import align_disparity_to_depth_mm, align_in_label_space
 from depth_lora.data import Capture, find_captures, load_capture, load_split
 from depth_lora.errors import DataError
+from depth_lora.losses import RELATIVE_LOSSES
 from depth_lora.metrics import PooledDepthMetrics, depth_metrics, mean_over_captures
 from depth_lora.predict import ModelBundle, load_base_model, load_bundle, predict_depth_mm, predict_raw
 
@@ -23,6 +24,10 @@ NOTE = (
     "zero_shot_aligned gets an oracle per-capture least-squares scale and shift in inverse-depth "
     "space against the capture's own ground truth (MiDaS protocol); fine_tuned gets no alignment; "
     "constant predicts the training split's mean depth everywhere."
+)
+RELATIVE_NOTE = (
+    "This run was trained with a scale-and-shift-invariant loss (relative depth): fine_tuned also "
+    "gets the oracle per-capture alignment, in label space."
 )
 
 
@@ -34,6 +39,7 @@ class EvaluationReport:
     mean: dict[str, dict]
     pooled: dict[str, dict]
     captures: list[dict] = field(default_factory=list)  # one row per capture and method
+    relative: bool = False  # the fine-tuned model is relative (ssi): its row is oracle-aligned too
 
     def to_json(self) -> dict:
         return {
@@ -42,8 +48,13 @@ class EvaluationReport:
             "captures": self.captures,
             "split": self.split,
             "averaging": "top-level metrics: mean over captures; 'pooled': over all valid pixels",
-            "note": NOTE,
+            "note": NOTE + (f" {RELATIVE_NOTE}" if self.relative else ""),
         }
+
+
+def is_relative(bundle: ModelBundle) -> bool:
+    """True for a run trained with a scale-and-shift-invariant loss (`--loss ssi`)."""
+    return bundle.meta.get("config", {}).get("loss") in RELATIVE_LOSSES
 
 
 def predict_zero_shot_disparity(bundle: ModelBundle, rgb: np.ndarray, base=None) -> np.ndarray:
@@ -75,8 +86,13 @@ def predict_all_methods(bundle: ModelBundle, capture: Capture, base=None) -> dic
         base = zero_shot_base(bundle)
     labels = bundle.labels
     disparity = predict_zero_shot_disparity(bundle, capture.rgb, base)
+    if is_relative(bundle):  # trained scale-and-shift invariant: its scale is arbitrary
+        raw = predict_raw(bundle.model, capture.rgb, bundle.image_size_hw).cpu().numpy()
+        fine_tuned = align_in_label_space(raw, capture.depth_mm, capture.valid_mask, labels)
+    else:
+        fine_tuned = predict_depth_mm(bundle, capture.rgb)
     return {
-        "fine_tuned": predict_depth_mm(bundle, capture.rgb),
+        "fine_tuned": fine_tuned,
         "zero_shot_aligned": align_disparity_to_depth_mm(
             disparity, capture.depth_mm, capture.valid_mask,
             min_depth_mm=labels.depth_min_mm / 2, max_depth_mm=labels.depth_max_mm * 2,
@@ -144,6 +160,7 @@ def run_evaluation(
         mean={m: mean_over_captures(per_method[m]) for m in METHODS},
         pooled={m: pooled[m].compute() for m in METHODS},
         captures=rows,
+        relative=is_relative(bundle),
     )
     if plots_dir is not None:
         from depth_lora.viz import plot_metric_bars, save_figure
@@ -164,7 +181,8 @@ def format_report_table(report: EvaluationReport, keys=None) -> str:
         lines.append(f"{method:<20}" + "".join(f"{m.get(k, float('nan')):>13.4g}" for k in keys))
     n = report.mean["fine_tuned"].get("captures", 0)
     which = "all captures" if report.split == "all" else f"the {report.split} split"
-    lines.append(f"({n} captures: {which}; mean over captures, at full resolution. {NOTE})")
+    note = NOTE + (f" {RELATIVE_NOTE}" if report.relative else "")
+    lines.append(f"({n} captures: {which}; mean over captures, at full resolution. {note})")
     return "\n".join(lines)
 
 

@@ -149,6 +149,9 @@ class ScaleShiftInvariantLoss(nn.Module):
             return (per_image * usable).sum() / usable.sum().clamp(min=1)
 
 
+# Losses blind to the output's scale and shift: such a model predicts relative depth, scored after a
+# per-capture least-squares alignment (validation, `evaluate`).
+RELATIVE_LOSSES = ("ssi",)
 LOSSES = {"mse": MaskedMSELoss, "l1": MaskedL1Loss, "silog": SiLogLoss, "ssi": ScaleShiftInvariantLoss}
 
 

@@ -26,7 +26,7 @@ from depth_lora.dataset import (
     prepare_captures,
 )
 from depth_lora.errors import ConfigError, DataError
-from depth_lora.losses import build_loss
+from depth_lora.losses import RELATIVE_LOSSES, build_loss
 from depth_lora.model import (
     apply_lora,
     build_model,
@@ -155,6 +155,7 @@ def run_training(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     rank0 = int(os.environ.get("RANK", "0")) == 0
     precision = resolve_precision(cfg.precision)
     loss_fn = build_loss(cfg.loss)
+    given_split = load_split(cfg.split) if cfg.split else None  # read before --overwrite clears OUT
     if rank0:
         prepare_output_dir(output, cfg.resume, cfg.overwrite)
         if cfg.resume:
@@ -166,12 +167,17 @@ def run_training(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     resumed_split = cfg.resume and split_path.is_file()
     if resumed_split:
         split = load_split(split_path)
+    elif given_split is not None:
+        split = given_split
     else:
         split = make_split([f.key for f in files], cfg.val_fraction, cfg.test_fraction, cfg.seed)
     by_key = {f.key: f for f in files}
     missing = [k for s in split.values() for k in s if k not in by_key]
     if missing:
-        raise DataError(split_path, f"split names captures not in {cfg.data}: {', '.join(missing[:5])}")
+        source = split_path if resumed_split or not cfg.split else Path(cfg.split)
+        raise DataError(source, f"split names captures not in {cfg.data}: {', '.join(missing[:5])}")
+    if cfg.split and not (split["train"] and split["val"]):
+        raise DataError(cfg.split, "split has no train or no validation captures")
     if not split["val"]:
         raise DataError(cfg.data, f"{len(files)} capture(s): need at least 3 (train, val, test)")
 
@@ -225,7 +231,8 @@ def run_training(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         "config": cfg.to_dict(),
     }
     if rank0 and not resumed_split:
-        save_split(split, split_path, seed=cfg.seed, data=str(cfg.data))
+        origin = {"from_split": str(cfg.split)} if cfg.split else {"seed": cfg.seed}
+        save_split(split, split_path, **origin, data=str(cfg.data))
 
     args = build_training_arguments(cfg, precision)
     if not progress:
@@ -235,7 +242,7 @@ def run_training(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         args=args,
         train_dataset=DepthDataset(prepared["train"], labels, flip=cfg.flip, jitter=cfg.color_jitter),
         eval_dataset=DepthDataset(prepared["val"], labels),
-        compute_metrics=make_compute_metrics(labels),
+        compute_metrics=make_compute_metrics(labels, relative=cfg.loss in RELATIVE_LOSSES),
         loss_fn=loss_fn,
         label_scheme=labels,
         panel_capture=prepared["val"][0],

@@ -8,6 +8,7 @@ from torch import nn
 from transformers import EvalPrediction, Trainer
 from transformers.integrations import TensorBoardCallback
 
+from depth_lora.align import align_to
 from depth_lora.dataset import LabelScheme, PreparedCapture, rgb_to_pixel_values
 from depth_lora.metrics import depth_metrics, mean_over_captures
 
@@ -102,16 +103,22 @@ class DepthTrainer(Trainer):
         writer.flush()
 
 
-def make_compute_metrics(label_scheme: LabelScheme):
+def make_compute_metrics(label_scheme: LabelScheme, relative: bool = False):
     """Build the Trainer's compute_metrics: per-capture mm metrics, averaged over captures.
 
     The predictions and labels here are at the model's input size (the final evaluation with
-    `depth-lora evaluate` compares at each capture's full resolution).
+    `depth-lora evaluate` compares at each capture's full resolution). `relative` (a model trained
+    with the scale-and-shift-invariant loss): each prediction is first fitted to its labels by
+    least squares (`align_to`), so the metrics score relative depth, and the best
+    checkpoint is chosen by it rather than by an arbitrary output scale.
     """
 
     def compute_metrics(eval_pred: EvalPrediction) -> dict[str, float]:
         preds = np.asarray(eval_pred.predictions, dtype=np.float32)  # (N, H, W) model output
         labels, valid = (np.asarray(a) for a in eval_pred.label_ids)  # (N, H, W) each
+        if relative:
+            aligned = [align_to(p, t, v) for p, t, v in zip(preds, labels, valid, strict=True)]
+            preds = np.stack(aligned).astype(np.float32)
         pred_mm = label_scheme.decode(preds)
         target_mm = label_scheme.decode(labels.astype(np.float32))
         per_capture = [
@@ -121,3 +128,4 @@ def make_compute_metrics(label_scheme: LabelScheme):
         return {k: float(v) for k, v in summary.items()}
 
     return compute_metrics
+
