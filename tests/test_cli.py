@@ -114,12 +114,14 @@ def test_quickstart_offline_falls_back_to_the_demo_model_loudly(tmp_path, capsys
     generate_demo_captures(data, 8, seed=4, size_hw=(120, 194), workers=1)
     code, stdout, err = run_cli(["quickstart", "--data", data, "--output", out], capsys)
     assert code == 0, err
-    assert "OFFLINE DEMO MODEL 'tiny'" in stdout and "NOT DEPTH ANYTHING'S" in stdout
+    assert "OFFLINE DEMO MODEL 'demo-pretrained'" in stdout and "NOT DEPTH ANYTHING'S" in stdout
     assert "depth mean (mm)" in stdout and "zero_shot_aligned" in stdout and "rmse_mm" in stdout
     for name in ("analysis/stats.json", "analysis/depth_histogram.png", "analysis/capture_gallery.png",
                  "adapter_model.safetensors", "depth_lora.json", "metrics.json"):
         assert (out / name).is_file(), name
-    assert json.loads((out / "depth_lora.json").read_text())["base_model"] == "tiny"
+    meta = json.loads((out / "depth_lora.json").read_text())
+    assert meta["base_model"] == "demo-pretrained" and meta["base_model_dir"] is None
+    assert meta["config"]["lora_targets"] == ["qkv", "out", "mlp", "neck"] and meta["config"]["train_head"]
     # Running it again does not replace the earlier run.
     code, _, err = run_cli(["quickstart", "--data", data, "--output", out], capsys)
     assert code == 2 and "output folder is not empty" in error_line(err)

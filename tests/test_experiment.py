@@ -21,7 +21,13 @@ def test_quick_experiment_pretrains_adapts_evaluates_and_plots(tmp_path):
         assert row["curve"], row["method"]  # validation RMSE logged during training
     by_method = {r["method"]: r["trainable_params"] for r in rows}
     assert by_method["lora_r4"] < by_method["lora_r8"] < by_method["lora_r16"] < by_method["lora_r16_head"]
-    assert by_method["lora_r16_head"] < by_method["full_finetune"] == by_method["scratch"]
+    assert by_method["lora_r16_head"] < by_method["lora_r16_all_head"] < by_method["full_finetune"]
+    assert by_method["full_finetune"] == by_method["scratch"]
+    # Every method was trained and tested on the experiment's one target split.
+    split = json.loads((tmp_path / "exp" / "target_split.json").read_text())
+    for method in METHODS:
+        run_split = json.loads((tmp_path / "exp" / "runs" / f"{method}_s0" / "split.json").read_text())
+        assert run_split["test"] == split["test"] and run_split["train"] == split["train"], method
     # The pretrained model is a normal model folder.
     AutoModelForDepthEstimation.from_pretrained(tmp_path / "exp" / "pretrained")
     for name in ("results.json", "table.md", "learning_curves.png", "predictions.png"):

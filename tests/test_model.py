@@ -8,6 +8,7 @@ import threading
 import time
 
 import huggingface_hub.constants
+import numpy as np
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
@@ -192,7 +193,7 @@ def test_uncached_hub_id_offline_fails_fast_with_what_to_do(monkeypatch):
     assert "\n" not in message
     assert "cannot be reached (HF_HUB_OFFLINE is set)" in message
     assert f"hf download {DEFAULT_MODEL} --local-dir DIR" in message
-    assert "'tiny'" in message
+    assert "'demo-pretrained'" in message
 
 
 def test_uncached_hub_id_with_unreachable_endpoint_fails_fast(monkeypatch):
@@ -299,10 +300,33 @@ def test_targets_on_the_installed_transformers_names(tiny):
     assert resolve_lora_targets(tiny, "out") == [f"{layer}.{i}.attention.o_proj" for i in range(4)]
     assert len(resolve_lora_targets(tiny, ("mlp",))) == 8
     assert len(resolve_lora_targets(tiny, ("qkv", "out", "mlp"))) == 24
+    # neck: 4 reassemble projections, 4 neck.convs, 4 fusion blocks x (projection + 4 residual convs)
+    neck = resolve_lora_targets(tiny, "neck")
+    assert len(neck) == 4 + 4 + 4 * 5 and all(n.startswith("neck.") and "resize" not in n for n in neck)
+
+
+def test_neck_lora_trains_saves_and_reloads_like_the_backbone_adapters(tiny, tmp_path):
+    from peft import PeftModel
+
+    model = apply_lora(tiny, rank=4, targets=("qkv", "neck"))
+    conv_adapters = [n for n, m in model.named_modules() if hasattr(m, "lora_A") and ".neck." in n]
+    assert len(conv_adapters) == 28
+    x = torch.randn(1, 3, 56, 56)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
+    model(pixel_values=x).predicted_depth.mean().backward()
+    optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        expected = model(pixel_values=x).predicted_depth
+    model.save_pretrained(tmp_path)
+    base, _ = build_model("tiny")
+    with torch.no_grad():
+        reloaded = PeftModel.from_pretrained(base, tmp_path).eval()(pixel_values=x).predicted_depth
+    torch.testing.assert_close(reloaded, expected)
 
 
 def test_target_group_that_matches_nothing_or_is_unknown_is_a_config_error():
-    with pytest.raises(ConfigError, match=r"'mlp' matched no backbone Linear layer \(looked for"):
+    with pytest.raises(ConfigError, match=r"'mlp' matched no layer \(looked for"):
         resolve_lora_targets(_Model4x(mlp=False), ("qkv", "mlp"))
     with pytest.raises(ConfigError, match="unknown LoRA target group"):
         resolve_lora_targets(_Model4x(), ("ffn",))
@@ -342,3 +366,25 @@ def test_train_head_makes_the_whole_head_trainable(tiny):
 def test_apply_lora_rejects_bad_arguments(tiny, kwargs, message):
     with pytest.raises(ConfigError, match=message):
         apply_lora(tiny, **kwargs)
+
+
+def test_demo_pretrained_ships_with_the_package_and_predicts_relative_depth(tmp_path):
+    """The bundled model loads offline by name, is small, and has learned depth: on scenes of its
+    source domain, its output follows inverse depth far better than chance."""
+    from depth_lora.data import find_captures, load_capture
+    from depth_lora.model import BUNDLED_MODELS
+    from depth_lora.predict import predict_raw
+    from depth_lora.synthetic_source import generate_source_scenes
+
+    folder = BUNDLED_MODELS["demo-pretrained"]
+    assert (folder / "model.safetensors").stat().st_size < 15e6
+    assert (folder / "README.md").is_file()
+    model, info = build_model("demo-pretrained")
+    assert info["pretrained"] and info["source"] == "bundled" and info["num_parameters"] == 510_097
+    generate_source_scenes(tmp_path, 3, seed=999, size_hw=(240, 320))
+    for files in find_captures(tmp_path):
+        capture = load_capture(files)
+        pred = predict_raw(model.eval(), capture.rgb, (168, 224)).numpy()
+        valid = capture.valid_mask
+        corr = np.corrcoef(pred[valid], 1.0 / capture.depth_mm[valid])[0, 1]
+        assert corr > 0.7, (files.key, corr)

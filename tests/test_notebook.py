@@ -1,4 +1,4 @@
-"""The walkthrough notebook runs headless, top to bottom, on generated captures and `tiny`."""
+"""The walkthrough notebook runs headless, top to bottom, offline, on generated captures."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def test_notebook_is_committed_without_outputs_and_with_a_parameters_cell():
     assert lines and not any(line.lstrip().startswith(("def ", "class ")) for line in lines)
 
 
-def test_notebook_runs_headless_with_the_tiny_model(tmp_path, monkeypatch):
+def test_notebook_runs_headless_offline_with_the_demo_pretrained_model(tmp_path, monkeypatch):
     papermill = pytest.importorskip("papermill")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "out"
@@ -29,10 +29,8 @@ def test_notebook_runs_headless_with_the_tiny_model(tmp_path, monkeypatch):
         str(NOTEBOOK),
         str(tmp_path / "executed.ipynb"),
         parameters=dict(
-            DATA=str(tmp_path / "data"), OUTPUT=str(out), MODEL="tiny", DEMO=True, DEMO_COUNT=12,
-            DEMO_SIZE=[240, 388], IMAGE_SIZE=[126, 196], EPOCHS=3, BATCH_SIZE=2, TRAIN_HEAD=True,
-            LEARNING_RATE=1e-3,
-        ),
+            DATA=str(tmp_path / "data"), OUTPUT=str(out), DEMO=True, DEMO_COUNT=12, DEMO_SIZE=[240, 388],
+        ),  # MODEL None, offline: the notebook falls back to demo-pretrained and its recipe
         cwd=str(tmp_path),
         progress_bar=False,
         kernel_name="python3",
@@ -40,10 +38,13 @@ def test_notebook_runs_headless_with_the_tiny_model(tmp_path, monkeypatch):
     outputs = [o for c in executed["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
     assert not [o for o in outputs if o["output_type"] == "error"]
     text = "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream")
-    for expected in ("generated 12 Zivid-like demo captures", "depth mean (mm)", "trainable params",
+    for expected in ("OFFLINE DEMO MODEL 'demo-pretrained'", "demo-pretrained recipe",
+                     "generated 12 Zivid-like demo captures", "depth mean (mm)", "trainable params",
                      "def compute_loss", "fine_tuned", "zero_shot_aligned", "constant", ".ply"):
         assert expected in text, expected
     figures = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(figures) >= 6  # histogram, gallery, model input, metrics, held-out comparison, new image
     for name in ("adapter_model.safetensors", "depth_lora.json", "split.json"):
         assert (out / name).is_file(), name
+    meta = json.loads((out / "depth_lora.json").read_text())
+    assert meta["base_model"] == "demo-pretrained" and meta["global_step"] == 400

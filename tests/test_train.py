@@ -165,6 +165,17 @@ def test_config_rejects_bad_values():
         TrainConfig(lora_targets=["everything"])
     with pytest.raises(ConfigError, match="exclude each other"):
         TrainConfig(resume=True, overwrite=True)
+    with pytest.raises(ConfigError, match="--eval-steps must be >= 1"):
+        TrainConfig(eval_steps=0)
+    with pytest.raises(ConfigError, match="--eval-steps must be int"):
+        TrainConfig(eval_steps="often")
+
+
+def test_eval_steps_evaluates_and_checkpoints_every_n_steps_instead_of_every_epoch(demo12, tmp_path):
+    result = run_training(tiny_config(demo12, tmp_path / "out", max_steps=4, eval_steps=2), progress=False)
+    assert [e["step"] for e in result.log_history if "eval_rmse_mm" in e] == [2, 4]
+    kept = sorted(p.name for p in (tmp_path / "out").glob("checkpoint-*"))
+    assert kept == ["checkpoint-2", "checkpoint-4"]
 
 
 def test_gradient_checkpointing_gives_the_same_first_step(demo12, tmp_path):

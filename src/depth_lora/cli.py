@@ -175,8 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         default=None,
-        help="hub id, local model folder or 'tiny' (default: depth-anything/Depth-Anything-V2-Small-hf; "
-        "if the hub is unreachable quickstart says so and uses the offline demo model 'tiny')",
+        help="hub id, local model folder, 'demo-pretrained' or 'tiny' (default: "
+        "depth-anything/Depth-Anything-V2-Small-hf; if the hub is unreachable quickstart says so and "
+        "uses the offline demo model 'demo-pretrained', shipped with the package)",
     )
     p.add_argument("--output", default=DEFAULT_OUTPUT, help=f"output folder (default: {DEFAULT_OUTPUT})")
     p.add_argument(

@@ -13,7 +13,7 @@ from depth_lora.errors import ConfigError
 DEFAULT_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
 DEFAULT_DATA = "DATASET_DEVOIR"
 DEFAULT_OUTPUT = "depth_anything_finetuned_lora_zivid"
-LORA_TARGET_GROUPS = ("qkv", "out", "mlp")
+LORA_TARGET_GROUPS = ("qkv", "out", "mlp", "neck")
 
 
 def _help(text: str, **extra) -> dict:
@@ -29,7 +29,8 @@ class TrainConfig:
     model: str = field(
         default=DEFAULT_MODEL,
         metadata=_help(
-            "hub id, local model folder, 'tiny' (random init, offline demo and tests) or 'small-random'"
+            "hub id, local model folder, 'demo-pretrained' (small, pretrained on synthetic scenes, shipped "
+            "for offline demos), 'tiny' (random init, for tests) or 'small-random'"
         ),
     )
     epochs: float = field(default=10.0, metadata=_help("training epochs"))
@@ -59,7 +60,8 @@ class TrainConfig:
     lora_bias: Literal["none", "all", "lora_only"] = field(default="none", metadata=_help("PEFT LoRA bias"))
     lora_targets: list[str] = field(
         default_factory=lambda: ["qkv"],
-        metadata=_help("backbone layers that get LoRA: any of qkv, out (attention output), mlp"),
+        metadata=_help("layers that get LoRA: any of qkv, out (attention output), mlp (backbone), neck "
+                       "(the DPT neck's convolutions)"),
     )
     train_head: bool = field(default=False, metadata=_help("also train the DPT head fully (modules_to_save)"))
     finetune: Literal["lora", "full"] = field(
@@ -91,6 +93,11 @@ class TrainConfig:
                        "are compared on the same held-out captures; default: drawn with --seed"),
     )
     logging_steps: int = field(default=10, metadata=_help("log the training loss every N steps"))
+    eval_steps: int | None = field(
+        default=None,
+        metadata=_help("evaluate and save a checkpoint every N steps instead of every epoch (for "
+                       "small datasets, where epochs are a few steps long)"),
+    )
     save_total_limit: int = field(default=3, metadata=_help("checkpoints kept (the best one is always kept)"))
     num_workers: int = field(default=0, metadata=_help("DataLoader worker processes"))
     gradient_checkpointing: bool = field(
@@ -110,6 +117,8 @@ class TrainConfig:
             raise ConfigError("set --epochs > 0 or --max-steps > 0")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.eval_steps is not None and self.eval_steps < 1:
+            raise ConfigError(f"--eval-steps must be >= 1, got {self.eval_steps}")
         if self.learning_rate <= 0:
             raise ConfigError(f"--learning-rate must be > 0, got {self.learning_rate}")
         if self.image_size is not None:
@@ -146,10 +155,10 @@ _FIELD_TYPES = get_type_hints(TrainConfig)
 def coerce_field(name: str, value):
     """`value` converted to the type of TrainConfig field `name`; ConfigError if it cannot be."""
     kind, flag = _FIELD_TYPES[name], "--" + name.replace("_", "-")
-    if kind == str | None:  # an optional path
+    if kind in (str | None, int | None):  # an optional path or step count
         if value is None:
             return None
-        kind = str
+        kind = next(a for a in get_args(kind) if a is not type(None))
     if get_origin(kind) is Literal:
         if value not in get_args(kind):
             raise ConfigError(f"{flag} must be one of {', '.join(get_args(kind))}, got {value!r}")

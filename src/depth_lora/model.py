@@ -8,6 +8,7 @@ import re
 import threading
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,22 @@ from depth_lora.errors import ConfigError, ModelError
 
 logger = logging.getLogger(__name__)
 
+# PEFT (0.21) calls transformers' deprecated `is_gradient_checkpointing` on every wrap; the warning
+# is about PEFT's code, not the user's, and would otherwise show in every notebook cell that trains.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+
 DEFAULT_HUB_ENDPOINT = "https://huggingface.co"
 
 # Names that build a random-init model (RANDOM_ARCHITECTURES below) instead of loading weights.
 # They win over a folder of the same name in the working directory.
 RANDOM_MODELS = ("tiny", "small-random")
+
+# Models shipped inside the package, loaded offline by name (they win over a folder of the same
+# name too). demo-pretrained: the `tiny` architecture pretrained from scratch on synthetic rooms and
+# tabletops by `depth-lora experiment` (see assets/demo-pretrained/README.md); not Depth Anything.
+BUNDLED_MODELS = {"demo-pretrained": Path(__file__).parent / "assets" / "demo-pretrained"}
+OFFLINE_HINT = ("or use 'demo-pretrained' (a 0.5 M-parameter model pretrained on synthetic scenes, "
+                "shipped with the package) for an offline demo whose numbers are not Depth Anything's")
 
 # A random-init Depth Anything ends in ReLU after small-std convolutions, so it outputs ~1e-7
 # everywhere and gradients barely reach the backbone. Starting the last conv's bias here puts the
@@ -44,6 +56,7 @@ TARGET_GROUPS = {
     "qkv": "attention query/key/value projections (q_proj/k_proj/v_proj, query/key/value, qkv)",
     "out": "attention output projection (o_proj, out_proj, attention.output.dense)",
     "mlp": "MLP layers (mlp.fc1/fc2, mlp.weights_in/weights_out)",
+    "neck": "DPT neck convolutions (reassemble projections, neck.convs, fusion blocks; not resize layers)",
 }
 _QKV_LEAVES = {"q_proj", "k_proj", "v_proj", "query", "key", "value", "qkv"}
 _MLP_LEAVES = {"fc1", "fc2", "weights_in", "weights_out"}
@@ -138,10 +151,12 @@ def build_model(
 
     Args:
         name: a hub id (e.g. ``depth-anything/Depth-Anything-V2-Small-hf``), a local folder saved
-            by ``save_pretrained`` / ``hf download``, ``"tiny"`` (a ~0.5 M-parameter random-init
-            model for offline demos and tests) or ``"small-random"`` (the Small architecture,
-            random init). A hub id is loaded from the local cache; if it is not cached it is
-            downloaded only when the hub answers, otherwise a ModelError explains what to do.
+            by ``save_pretrained`` / ``hf download``, ``"demo-pretrained"`` (the ``tiny``
+            architecture pretrained on synthetic scenes, shipped with the package, for offline
+            demos), ``"tiny"`` (the same ~0.5 M-parameter architecture, random init, for tests)
+            or ``"small-random"`` (the Small architecture, random init). A hub id is loaded from
+            the local cache; if it is not cached it is downloaded only when the hub answers,
+            otherwise a ModelError explains what to do.
             Never falls back to a random model.
         seed: torch seed for random-init models (the global RNG state is restored afterwards).
         attn_implementation: attention for the Dinov2 backbone ("sdpa", "eager", ...). The DPT
@@ -150,7 +165,7 @@ def build_model(
 
     Returns:
         ``(model, info)``. ``info`` has ``name``, ``pretrained``, ``source`` ("folder", "hub",
-        "random"), ``attn_implementation`` (what the backbone uses) and ``num_parameters``;
+        "bundled", "random"), ``attn_implementation`` (what the backbone uses) and ``num_parameters``;
         random-init models add ``seed``, ``config`` (``config.to_dict()``, enough to rebuild the
         architecture) and ``head_bias_init``.
 
@@ -164,6 +179,11 @@ def build_model(
         )
     if name in RANDOM_MODELS:
         model, info = _build_random(name, seed=seed, attn_implementation=attn_implementation)
+    elif name in BUNDLED_MODELS:
+        path = BUNDLED_MODELS[name]
+        _check_model_folder(path, name)
+        model = _load(str(path), attn_implementation, local_files_only=True)
+        info = {"name": name, "pretrained": True, "source": "bundled", "path": str(path)}
     else:
         model, info = _build_pretrained(name, attn_implementation=attn_implementation)
     info["attn_implementation"] = model.backbone.config._attn_implementation
@@ -217,7 +237,7 @@ def _build_pretrained(
             f"cannot load {name!r}: no such folder, not in the local Hugging Face cache, and the "
             f"hub ({_hub_endpoint()}) cannot be reached ({reason}). Download it on a machine with "
             f"network (hf download {name} --local-dir DIR), copy DIR here and pass the folder, "
-            "or use 'tiny' for an offline demo whose numbers are not Depth Anything's."
+            f"{OFFLINE_HINT}."
         ) from cache_error
     model = _load(name, attn_implementation, local_files_only=False)
     return model, {"name": name, "pretrained": True, "source": "hub"}
@@ -228,7 +248,8 @@ def _check_model_folder(path: Path, name: str) -> None:
         raise ModelError(f"model folder not found: {name}")
     if not path.is_dir():
         raise ModelError(
-            f"{path}: not a folder; pass a model folder, a hub id, 'tiny' or 'small-random'"
+            f"{path}: not a folder; pass a model folder, a hub id, 'demo-pretrained', 'tiny' "
+            "or 'small-random'"
         )
     if not (path / "config.json").is_file():
         hint = (
@@ -304,7 +325,7 @@ def _one_line(err: BaseException) -> str:
 
 
 def resolve_lora_targets(model: nn.Module, targets=("qkv",)) -> list[str]:
-    """Full names of the backbone Linear layers that LoRA should adapt, read from the model.
+    """Full names of the layers that LoRA should adapt, read from the model.
 
     Works on both attention naming schemes (transformers 4.x ``attention.attention.query`` ...,
     5.18+ ``attention.q_proj`` ...), so the same call serves any installed version.
@@ -313,7 +334,8 @@ def resolve_lora_targets(model: nn.Module, targets=("qkv",)) -> list[str]:
         model: the model to adapt, not yet wrapped (names are relative to it); only modules
             under a ``backbone`` are used.
         targets: groups among ``"qkv"`` (query/key/value), ``"out"`` (attention output
-            projection) and ``"mlp"`` (both MLP layers).
+            projection), ``"mlp"`` (both MLP layers) of the backbone, and ``"neck"`` (the DPT
+            neck's Conv2d layers, except the reassemble stage's resize layers).
 
     Returns:
         Sorted-by-position full module names, usable as ``LoraConfig.target_modules``.
@@ -335,15 +357,18 @@ def resolve_lora_targets(model: nn.Module, targets=("qkv",)) -> list[str]:
     found: dict[str, list[str]] = {g: [] for g in groups}
     for full_name, module in model.named_modules():
         parts = full_name.split(".")
-        if not isinstance(module, nn.Linear) or "backbone" not in parts:
+        if isinstance(module, nn.Linear) and "backbone" in parts:
+            group = _target_group(parts[parts.index("backbone") :])
+        elif type(module) is nn.Conv2d and "neck" in parts and "resize" not in parts:
+            group = "neck"
+        else:
             continue
-        group = _target_group(parts[parts.index("backbone") :])
         if group in found:
             found[group].append(full_name)
     for group, names in found.items():
         if not names:
             raise ConfigError(
-                f"LoRA target group {group!r} matched no backbone Linear layer "
+                f"LoRA target group {group!r} matched no layer "
                 f"(looked for {TARGET_GROUPS[group]})"
             )
     wanted = {n for names in found.values() for n in names}

@@ -187,17 +187,22 @@ def plot_depth_grid(capture: Capture, preds_mm: dict[str, np.ndarray], columns: 
     return fig
 
 
-def plot_learning_curves(curves: dict[str, list[tuple[int, float]]], title: str = "") -> Figure:
-    """Validation RMSE (mm) against training step, one line per method."""
+def plot_learning_curves(
+    curves: dict[str, list[tuple[int, float]]], title: str = "", references: dict[str, float] | None = None
+) -> Figure:
+    """Validation RMSE (mm, log scale) against training step, one line per method; `references`
+    (name -> RMSE mm, e.g. baselines) are drawn as dashed horizontal lines."""
     fig = Figure(figsize=(8, 4.5), layout="constrained")
     ax = fig.add_subplot()
     for name, points in curves.items():
         if points:
             steps, rmse = zip(*points, strict=True)
             ax.plot(steps, rmse, marker=".", label=name)
-    ax.set(xlabel="training step", ylabel="validation RMSE (mm)", title=title)
+    for (name, value), color in zip((references or {}).items(), ("0.3", "0.6", "0.8"), strict=False):
+        ax.axhline(value, color=color, linestyle="--", linewidth=1, label=f"{name} ({value:.0f} mm)")
+    ax.set(xlabel="training step", ylabel="validation RMSE (mm, log scale)", title=title, yscale="log")
     ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    ax.grid(alpha=0.3, which="both")
     return fig
 
 
