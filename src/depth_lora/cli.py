@@ -60,7 +60,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(format_metrics_summary(result.metrics))
     print(f"adapter, depth_lora.json and metrics.json written to {result.output_dir}")
     print(f"TensorBoard: tensorboard --logdir {result.output_dir / 'runs'}")
+    _end_process_group()
     return 0
+
+
+def _end_process_group() -> None:
+    """Under torchrun / accelerate: wait for every rank (rank 0 writes the files last), then close
+    the process group, so no rank exits with the group's threads still running (a 2-process test
+    run once aborted at exit with "terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def format_metrics_summary(metrics: dict) -> str:
