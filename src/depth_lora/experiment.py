@@ -57,7 +57,11 @@ METHODS = {
     "scratch": {"finetune": "full", "learning_rate": 1e-3},
 }
 LORA_LEARNING_RATE = 5e-3
-TYPICAL_METHOD = "lora_r16_all_neck_head"  # predictions.png shows the test capture of its median error
+# The best recipe: the offline demo's (quickstart, notebook); predictions.png shows the test capture
+# of its median error.
+DEMO_METHOD = "lora_r16_all_neck_head"
+# What every adaptation run shares; inverse-depth labels keep the pretrained head's direction.
+ADAPT_SETTINGS = {"labels": "inverse", "image_size": TARGET_INPUT}
 
 
 def pretrain(source_dir: Path, out_dir: Path, budget: Budget) -> Path:
@@ -84,11 +88,9 @@ def adapt(
     overrides = dict(METHODS[method])
     values = dict(
         data=str(target_dir), output=str(out_dir), seed=seed, split=str(split), max_steps=budget.adapt_steps,
-        batch_size=4, image_size=TARGET_INPUT, color_jitter=False, logging_steps=10,
-        learning_rate=LORA_LEARNING_RATE, save_total_limit=1,
-        # Inverse-depth labels keep the pretrained head's direction (near = large).
-        labels="inverse",
-        model="tiny" if method == "scratch" else str(pretrained.resolve()),
+        batch_size=4, color_jitter=False, logging_steps=10, learning_rate=LORA_LEARNING_RATE,
+        save_total_limit=1, model="tiny" if method == "scratch" else str(pretrained.resolve()),
+        **ADAPT_SETTINGS,
     )
     values.update(overrides)
     start = time.perf_counter()
@@ -159,7 +161,7 @@ def write_figures(out_dir: Path, target_dir: Path, rows: list[dict]) -> None:
     bundles = {m: load_bundle(out_dir / "runs" / f"{m}_s{seed}", "cpu") for m in METHODS}
     by_key = {f.key: f for f in find_captures(target_dir)}
     captures = [load_capture(by_key[k]) for k in load_split(out_dir / "target_split.json")["test"]]
-    errors = [depth_metrics(predict_depth_mm(bundles[TYPICAL_METHOD], c.rgb), c.depth_mm, c.valid_mask)
+    errors = [depth_metrics(predict_depth_mm(bundles[DEMO_METHOD], c.rgb), c.depth_mm, c.valid_mask)
               for c in captures]
     order = np.argsort([e["rmse_mm"] if e else np.inf for e in errors])
     capture = captures[order[len(order) // 2]]

@@ -180,10 +180,9 @@ def build_model(
     if name in RANDOM_MODELS:
         model, info = _build_random(name, seed=seed, attn_implementation=attn_implementation)
     elif name in BUNDLED_MODELS:
-        path = BUNDLED_MODELS[name]
-        _check_model_folder(path, name)
-        model = _load(str(path), attn_implementation, local_files_only=True)
-        info = {"name": name, "pretrained": True, "source": "bundled", "path": str(path)}
+        path = str(BUNDLED_MODELS[name])
+        model, info = _build_pretrained(path, attn_implementation=attn_implementation)
+        info.update(name=name, source="bundled", path=path)
     else:
         model, info = _build_pretrained(name, attn_implementation=attn_implementation)
     info["attn_implementation"] = model.backbone.config._attn_implementation

@@ -7,14 +7,14 @@ from pathlib import Path
 
 from depth_lora.config import DEFAULT_MODEL, TrainConfig
 from depth_lora.data import has_captures
+from depth_lora.experiment import ADAPT_SETTINGS, DEMO_METHOD, FULL, METHODS
 
 # The offline demo model, shipped with the package: the `tiny` architecture pretrained on synthetic
-# rooms and tabletops (experiments/domain_adaptation/). Its recipe is the one that adapted it best
-# there (lora_r16_all_neck_head): LoRA on the backbone's Linear layers and the neck's convolutions
-# plus the head, inverse-depth labels, 126x196 input, 400 steps. Its numbers are not Depth Anything's.
+# rooms and tabletops by `depth-lora experiment`. It is fine-tuned with the recipe that adapted it
+# best there (LoRA on the backbone's Linear layers and the neck's convolutions plus the head), with
+# the experiment's labels, input size and steps. Its numbers are not Depth Anything's.
 OFFLINE_DEMO = {
-    "model": "demo-pretrained", "train_head": True, "lora_targets": ["qkv", "out", "mlp", "neck"],
-    "learning_rate": 2e-3, "labels": "inverse", "image_size": [126, 196], "max_steps": 400,
+    "model": "demo-pretrained", **METHODS[DEMO_METHOD], **ADAPT_SETTINGS, "max_steps": FULL.adapt_steps,
     "eval_steps": 40,  # 10 evaluations: demo epochs are only a few steps long
 }
 BANNER = "!" * 100

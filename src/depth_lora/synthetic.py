@@ -453,14 +453,7 @@ def generate_demo_captures(
     Returns the (image, depth) paths in capture order. Raises ConfigError for a bad count, seed,
     size or workers, DataError (naming `out_dir`) for a folder that holds captures.
     """
-    size_hw = _check_size(size_hw)
-    for name, value, low in (("count", count, 1), ("seed", seed, 0), ("workers", workers or 1, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DataError(out_dir, "exists and is not a folder")
-    old = sorted((out_dir / "images").glob("*.png")) + sorted((out_dir / "depth").glob("*.npy"))
+    out_dir, size_hw, old = check_generation_request(out_dir, count, seed, size_hw, workers)
     if old and not overwrite:
         raise DataError(
             out_dir,
@@ -476,12 +469,38 @@ def generate_demo_captures(
         )
     for path in old:
         path.unlink()
+    jobs = [(out_dir, capture_stamp(seed, i), _capture_seed(seed, i), size_hw) for i in range(count)]
+    return run_generation(out_dir, _write_capture, jobs, workers, "demo captures", "capture")
+
+
+def check_generation_request(
+    out_dir: str | Path, count: int, seed: int, size_hw, workers: int | None
+) -> tuple[Path, tuple[int, int], list[Path]]:
+    """A generator's checked arguments: (out_dir, size_hw, the capture files already in out_dir).
+
+    Raises ConfigError for a bad count, seed, size or workers (None = all cores), DataError if
+    out_dir exists and is not a folder.
+    """
+    size_hw = _check_size(size_hw)
+    checks = (("count", count, 1), ("seed", seed, 0), ("workers", 1 if workers is None else workers, 1))
+    for name, value, low in checks:
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(out_dir, "exists and is not a folder")
+    old = sorted((out_dir / "images").glob("*.png")) + sorted((out_dir / "depth").glob("*.npy"))
+    return out_dir, size_hw, old
+
+
+def run_generation(out_dir: Path, write, jobs: list, workers: int | None, desc: str, unit: str) -> list:
+    """`write` over `jobs` (in order) into out_dir/images and out_dir/depth, with a progress bar, in
+    `workers` processes (None: all cores)."""
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     (out_dir / "depth").mkdir(parents=True, exist_ok=True)
-    jobs = [(out_dir, capture_stamp(seed, i), _capture_seed(seed, i), size_hw) for i in range(count)]
-    workers = min(workers or os.cpu_count() or 1, count)
-    bar = {"total": count, "desc": "demo captures", "unit": "capture"}
+    workers = min(workers or os.cpu_count() or 1, len(jobs))
+    bar = {"total": len(jobs), "desc": desc, "unit": unit}
     if workers == 1:
-        return [_write_capture(job) for job in tqdm(jobs, **bar)]
+        return [write(job) for job in tqdm(jobs, **bar)]
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(tqdm(pool.map(_write_capture, jobs), **bar))
+        return list(tqdm(pool.map(write, jobs), **bar))

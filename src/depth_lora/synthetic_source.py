@@ -11,15 +11,12 @@ a ray hits nothing (sky above a roofless room) or lies beyond 12 m.
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from depth_lora import synthetic  # the target generator: its ray caster, textures and checks are reused
-from depth_lora.errors import ConfigError, DataError
+from depth_lora.errors import DataError
 from depth_lora.synthetic import _box, _Mat, _Prim, _yaw, write_pair
 
 SOURCE_PREFIX = "source-"  # every generated scene's file name starts so
@@ -368,24 +365,9 @@ def generate_source_scenes(
     size or workers, DataError (naming `out_dir`) if it already holds images/*.png or depth/*.npy
     (nothing is deleted).
     """
-    size_hw = synthetic._check_size(size_hw)
-    checks = (("count", count, 1), ("seed", seed, 0), ("workers", 1 if workers is None else workers, 1))
-    for name, value, low in checks:
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DataError(out_dir, "exists and is not a folder")
-    old = sorted((out_dir / "images").glob("*.png")) + sorted((out_dir / "depth").glob("*.npy"))
+    out_dir, size_hw, old = synthetic.check_generation_request(out_dir, count, seed, size_hw, workers)
     if old:
         raise DataError(out_dir, f"already holds {len(old)} capture file(s) in images/ and depth/; "
                         "source scenes are written only into a folder without captures")
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    (out_dir / "depth").mkdir(parents=True, exist_ok=True)
     jobs = [(out_dir, f"{SOURCE_PREFIX}{i:06d}", _scene_seed(seed, i), size_hw) for i in range(count)]
-    workers = min(workers or os.cpu_count() or 1, count)
-    bar = {"total": count, "desc": "source scenes", "unit": "scene"}
-    if workers == 1:
-        return [_write_scene(job) for job in tqdm(jobs, **bar)]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(tqdm(pool.map(_write_scene, jobs), **bar))
+    return synthetic.run_generation(out_dir, _write_scene, jobs, workers, "source scenes", "scene")

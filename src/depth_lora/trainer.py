@@ -128,4 +128,3 @@ def make_compute_metrics(label_scheme: LabelScheme, relative: bool = False):
         return {k: float(v) for k, v in summary.items()}
 
     return compute_metrics
-
