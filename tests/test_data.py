@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -11,15 +12,18 @@ from conftest import random_capture, write_capture
 from PIL import Image
 
 from depth_lora.data import (
+    capture_time,
     find_captures,
+    group_captures,
     load_capture,
     load_depth_mm,
     load_rgb,
     load_split,
     make_split,
     save_split,
+    straddling_groups,
 )
-from depth_lora.errors import DataError
+from depth_lora.errors import ConfigError, DataError
 
 
 def listing(folder: Path) -> list[str]:
@@ -179,6 +183,58 @@ def test_split_round_trips_through_json(tmp_path):
     path = save_split(split, tmp_path / "split.json", seed=3)
     assert json.loads(path.read_text())["seed"] == 3
     assert load_split(path) == split
+
+
+def zivid_sessions(sessions: int, per_session: int, minutes_apart: int = 45) -> list[str]:
+    """Zivid export names (YY-MM-DD-HH-MM-SS): `sessions` sessions of `per_session` captures 30 s
+    apart, sessions `minutes_apart` minutes apart."""
+    start = dt.datetime(2021, 3, 15, 8, 0, 0)
+    return [
+        (start + dt.timedelta(minutes=minutes_apart * s, seconds=30 * j)).strftime("%y-%m-%d-%H-%M-%S")
+        + "_Zivid_acquisition"
+        for s in range(sessions) for j in range(per_session)
+    ]
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("sessions, per_session", [(12, 3), (5, 4), (20, 1), (3, 6)])
+def test_a_session_never_lands_in_two_splits(seed, sessions, per_session):
+    keys = zivid_sessions(sessions, per_session)
+    groups = group_captures(keys, "session")
+    assert len(set(groups.values())) == sessions
+    split = make_split(keys, 0.15, 0.2, seed, groups)
+    assert sorted(sum(split.values(), [])) == sorted(keys)
+    assert straddling_groups(split, groups) == []
+    assert all(split[name] for name in ("train", "val", "test"))  # 3 or more sessions: all three
+
+
+def test_sessions_are_consecutive_stamps_less_than_ten_minutes_apart_in_both_stamp_styles():
+    keys = ["21-03-15-10-00-00_Zivid_acquisition", "21-03-15-10-09-59_Zivid_acquisition",
+            "21-03-15-10-19-59_Zivid_acquisition",  # exactly 10 min after the previous one: new session
+            "2021-03-15_10-25-00_color", "capture_without_stamp", "21-13-45-99-00-00_not_a_date"]
+    groups = group_captures(keys)
+    assert groups[keys[0]] == groups[keys[1]] != groups[keys[2]]
+    assert groups[keys[3]] == groups[keys[2]]  # 5 min 1 s after it, the other stamp style
+    assert groups["capture_without_stamp"] == "capture_without_stamp"
+    assert groups[keys[5]] == keys[5]  # month 13: not a stamp, its own group
+    assert capture_time("21-03-15-10-00-00_x") == dt.datetime(2021, 3, 15, 10, 0, 0)
+
+
+def test_group_by_none_and_regex():
+    keys = ["binA_001", "binA_002", "binB_001", "loose"]
+    assert group_captures(keys, "none") == {k: k for k in keys}
+    groups = group_captures(keys, r"regex:^(bin\w)_")
+    assert groups == {"binA_001": "binA", "binA_002": "binA", "binB_001": "binB", "loose": "loose"}
+    for bad, message in [("regex:(", "bad regular expression"), ("regex:bin", "capture group"),
+                         ("sessions", "--group-by takes")]:
+        with pytest.raises(ConfigError, match=message):
+            group_captures(keys, bad)
+
+
+def test_too_few_sessions_leave_nothing_to_hold_out():
+    keys = zivid_sessions(2, 5)
+    split = make_split(keys, 0.1, 0.1, 0, group_captures(keys))
+    assert split["val"] == split["test"] == [] and len(split["train"]) == 10
 
 
 def test_bad_split_file(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from depth_lora.errors import ConfigError, DataError
 from depth_lora.synthetic import (
     camera_intrinsics,
     capture_stamp,
+    capture_stamps,
     generate_demo_captures,
     render_capture,
 )
@@ -89,11 +91,30 @@ def test_image_brightness_falls_with_distance(captures):
 
 
 def test_capture_stamps_look_like_zivid_and_sort_in_capture_order():
-    stamps = [capture_stamp(3, i) for i in range(3000)]  # crosses midnight
+    stamps = capture_stamps(3, 3000)  # crosses midnight
     assert all(re.fullmatch(r"demo-\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", s) for s in stamps)
     assert sorted(stamps) == stamps and len(set(stamps)) == len(stamps)
     assert capture_stamp(0, 0) == "demo-2026-01-01_08-00-00"
     assert capture_stamp(4, 0) != capture_stamp(3, 0)
+    assert [capture_stamp(3, i) for i in range(5)] == stamps[:5]
+
+
+def test_demo_captures_come_in_sessions_that_the_split_keeps_together(tmp_path):
+    from depth_lora.data import group_captures
+
+    stamps = capture_stamps(1, 40)
+    groups = group_captures(stamps)
+    sizes = sorted(Counter(groups.values()).values())
+    assert 2 <= sizes[0] and sizes[-1] <= 4 and len(sizes) >= 10, sizes
+    # One session is one cell seen from one pose: the crates and the camera stay, the parts move.
+    pairs = generate_demo_captures(tmp_path, 3, seed=1, size_hw=SIZE_HW, workers=1)
+    assert len(set(group_captures([p.name.removesuffix("_color.png") for p, _ in pairs]).values())) < 3
+    (_, a), (_, b) = pairs[0], pairs[1]
+    za, zb = np.load(a)[..., 2], np.load(b)[..., 2]
+    both = np.isfinite(za) & np.isfinite(zb)
+    same = np.abs(za[both] - zb[both]) < 5  # mm
+    assert same.mean() > 0.5  # mostly the same surfaces at the same depths
+    assert not np.array_equal(np.isnan(za), np.isnan(zb))  # but not the same capture
 
 
 def test_generate_writes_zivid_named_pairs_in_capture_order(tmp_path):

@@ -9,8 +9,10 @@ with NaN (or inf, or <= 0) where the camera returned nothing. The Zivid export n
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,31 +177,123 @@ def load_capture(files: CaptureFiles, depth_unit: str = "mm") -> Capture:
 SPLITS = ("train", "val", "test")
 
 
-def make_split(
-    keys: list[str], val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0
-) -> dict[str, list[str]]:
-    """Split capture keys into train/val/test by a seeded shuffle (same keys + seed, same split).
+# Capture stamps: the Zivid export's YY-MM-DD-HH-MM-SS and the common YYYY-MM-DD_HH-MM-SS (also
+# with "-", "_", "T" or " " between date and time). Captures of one session (same bin, same camera
+# pose, seconds apart) look alike: they must not land in train and test both.
+_STAMP = re.compile(
+    r"(?<!\d)(?P<year>\d{4}|\d{2})-(?P<month>\d{2})-(?P<day>\d{2})[-_T ]"
+    r"(?P<hour>\d{2})-(?P<minute>\d{2})-(?P<second>\d{2})(?!\d)"
+)
+SESSION_GAP = dt.timedelta(minutes=10)
+GROUP_BY_HELP = "'session', 'none' or 'regex:PATTERN' (PATTERN with a capture group)"
 
-    With 3 or more captures, val and test get at least one each; train keeps at least one.
+
+def capture_time(key: str) -> dt.datetime | None:
+    """The time stamped in a capture's name, or None if it has no (valid) stamp."""
+    match = _STAMP.search(key)
+    if match is None:
+        return None
+    year = int(match["year"])
+    year += 2000 if len(match["year"]) == 2 else 0
+    try:
+        return dt.datetime(year, *(int(match[k]) for k in ("month", "day", "hour", "minute", "second")))
+    except ValueError:  # 13th month, 61st second: not a stamp
+        return None
+
+
+def parse_group_by(group_by: str) -> tuple[str, re.Pattern | None]:
+    """("session" | "none" | "regex", compiled pattern or None); ConfigError if malformed."""
+    if group_by in ("session", "none"):
+        return group_by, None
+    if group_by.startswith("regex:"):
+        try:
+            pattern = re.compile(group_by[len("regex:"):])
+        except re.error as exc:
+            raise ConfigError(f"--group-by: bad regular expression ({exc})") from None
+        if pattern.groups < 1:
+            raise ConfigError("--group-by regex:PATTERN needs a capture group, e.g. 'regex:^(bin\\d+)_'")
+        return "regex", pattern
+    raise ConfigError(f"--group-by takes {GROUP_BY_HELP}, got {group_by!r}")
+
+
+def group_captures(
+    keys: list[str], group_by: str = "session", gap: dt.timedelta = SESSION_GAP
+) -> dict[str, str]:
+    """Name the group of each capture key; captures of one group always share a split.
+
+    session: stamped captures sorted by time form one session while consecutive stamps are less
+    than `gap` apart (named after the session's first capture); an unstamped capture is its own
+    group. none: every capture is its own group. regex:PATTERN: the first capture group of
+    PATTERN (re.search) names the group; a key it does not match is its own group.
+    """
+    mode, pattern = parse_group_by(group_by)
+    keys = sorted(set(keys))
+    if mode == "none":
+        return {k: k for k in keys}
+    if mode == "regex":
+        return {k: (m.group(1) if (m := pattern.search(k)) and m.group(1) else k) for k in keys}
+    stamped = sorted((t, k) for k in keys if (t := capture_time(k)) is not None)
+    groups = {k: k for k in keys}
+    previous, name = None, None
+    for time, key in stamped:
+        if previous is None or time - previous >= gap:
+            name = f"session {time:%Y-%m-%d %H:%M:%S}"
+        groups[key] = name
+        previous = time
+    return groups
+
+
+def make_split(
+    keys: list[str],
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    groups: dict[str, str] | None = None,
+) -> dict[str, list[str]]:
+    """Split capture keys into train/val/test by a seeded shuffle of groups (same input, same split).
+
+    `groups` maps each key to its group (see `group_captures`; default: every capture alone); a
+    group is never spread over two splits. Whole groups go to test, then validation, until each
+    holds its share of the captures (at least one group each when there are 3 groups or more);
+    the rest is train. With fewer than 3 groups there is nothing to hold out: val and test are empty.
     """
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise ConfigError("val and test fractions must be in [0, 1) and sum to less than 1")
     keys = sorted(set(keys))
-    random.Random(seed).shuffle(keys)
+    groups = groups or {k: k for k in keys}
+    members: dict[str, list[str]] = {}
+    for key in keys:
+        members.setdefault(groups.get(key, key), []).append(key)
+    order = sorted(members)
+    random.Random(seed).shuffle(order)
     n = len(keys)
-    n_val, n_test = round(n * val_fraction), round(n * test_fraction)
-    if n >= 3:
-        n_val, n_test = max(n_val, 1 if val_fraction > 0 else 0), max(n_test, 1 if test_fraction > 0 else 0)
-        while n - n_val - n_test < 1:
-            n_val, n_test = (n_val - 1, n_test) if n_val >= n_test else (n_val, n_test - 1)
-    else:
-        n_val = n_test = 0
-    split = {
-        "test": keys[:n_test],
-        "val": keys[n_test : n_test + n_val],
-        "train": keys[n_test + n_val :],
-    }
+    split: dict[str, list[str]] = {name: [] for name in SPLITS}
+    if len(order) >= 3:
+        want = {"test": test_fraction * n, "val": val_fraction * n}
+        for name in ("test", "val"):
+            while order and want[name] > 0 and (
+                not split[name] or len(split[name]) + len(members[order[-1]]) / 2 <= want[name]
+            ):
+                if len(order) == 1:  # train keeps at least one group
+                    break
+                split[name] += members[order.pop()]
+    for group in order:
+        split["train"] += members[group]
     return {name: sorted(split[name]) for name in SPLITS}
+
+
+def straddling_groups(split: dict[str, list[str]], groups: dict[str, str]) -> list[str]:
+    """Groups with captures in more than one split (a leak: held-out numbers are optimistic)."""
+    seen: dict[str, set[str]] = {}
+    for name in SPLITS:
+        for key in split[name]:
+            seen.setdefault(groups.get(key, key), set()).add(name)
+    return sorted(g for g, names in seen.items() if len(names) > 1)
+
+
+def split_groups(split: dict[str, list[str]], groups: dict[str, str]) -> dict[str, list[str]]:
+    """For each split, the groups it holds (sorted)."""
+    return {name: sorted({groups.get(k, k) for k in split[name]}) for name in SPLITS}
 
 
 def save_split(split: dict[str, list[str]], path: str | Path, **meta) -> Path:

@@ -139,8 +139,11 @@ def _fill_bin(prims, rng, center_xy, yaw, size) -> None:
             prims.append(_part(name, (*xy, z), rng.uniform(0, np.pi), rng))
 
 
-def _build_scene(rng) -> tuple[list[_Prim], np.ndarray, np.ndarray, float]:
-    """Primitives, camera centre (3,) mm, world-to-camera rotation (3, 3), work distance mm."""
+def _build_scene(rng, parts_rng) -> tuple[list[_Prim], np.ndarray, np.ndarray, float]:
+    """Primitives, camera centre (3,) mm, world-to-camera rotation (3, 3), work distance mm.
+
+    `rng` draws the cell (table, crates, clutter, camera pose), `parts_rng` the parts in the
+    crates: one cell with new parts is the next capture of the same session."""
     floor_z = -rng.uniform(700, 900)
     floor = _Mat((0.2, 0.2, 0.19), "tiles", 300.0)
     prims = [_Prim("plane", np.array([0, 0, floor_z]), np.eye(3), np.zeros(3), floor)]
@@ -153,7 +156,7 @@ def _build_scene(rng) -> tuple[list[_Prim], np.ndarray, np.ndarray, float]:
     for k in range(n):
         xy = target[:2] + (_yaw(yaw) @ [(k - (n - 1) / 2) * (size[0] + 10), 0, 0])[:2]
         _add_bin(prims, xy, yaw, size, color)
-        _fill_bin(prims, rng, xy, yaw, size)
+        _fill_bin(prims, parts_rng, xy, yaw, size)
     keep_out = n * (size[0] + 10) / 2 + 120  # clutter stays clear of the crates
     black = _Mat((0.025, 0.025, 0.03), "noise", 10.0)
     for _ in range(rng.integers(2, 8)):
@@ -349,24 +352,30 @@ def _check_size(size_hw) -> tuple[int, int]:
     return h, w
 
 
-def render_capture(seed: int, size_hw=ZIVID_SIZE_HW) -> tuple[np.ndarray, np.ndarray]:
+def render_capture(
+    seed: int, size_hw=ZIVID_SIZE_HW, scene_seed: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Render one Zivid-like capture of a random bin-picking cell.
 
     seed: non-negative int; the same seed gives the same capture. size_hw: (H, W) pixels, each
-    >= 64 (the intrinsics scale with it). Returns rgb (H, W, 3) uint8 and xyz (H, W, 3) float32
+    >= 64 (the intrinsics scale with it). scene_seed: the cell (table, crates, clutter, camera
+    pose, textures); default `seed`. Captures sharing a scene_seed are one session: the same cell
+    seen from the same pose, with other parts in the crates and new noise.
+    Returns rgb (H, W, 3) uint8 and xyz (H, W, 3) float32
     X, Y, Z in mm in the camera frame (Z forward; X = (u - cx) Z / fx, Y = (v - cy) Z / fy with
     `camera_intrinsics(size_hw)`), NaN in all three channels where the camera returns nothing.
     """
     size_hw = _check_size(size_hw)
     rng = np.random.default_rng(seed)
-    prims, eye, rot, work_mm = _build_scene(rng)
+    scene_rng = np.random.default_rng(seed if scene_seed is None else scene_seed)
+    prims, eye, rot, work_mm = _build_scene(scene_rng, rng)
     intr = camera_intrinsics(size_hw)
     depth, ids, nrm, rays, rects = _cast(prims, eye, rot, intr, size_hw)
     hit = np.isfinite(depth)
     zhit = np.where(hit, depth, np.float32(0))
     pts = eye.astype(np.float32)[:, None, None] + zhit * rays  # (3, H, W) world mm
     # Albedo and gloss, object by object, with the texture in the object's own frame (mm).
-    lat = np.pad(rng.uniform(-1, 1, (256, 256)).astype(np.float32), (0, 1), mode="wrap")
+    lat = np.pad(scene_rng.uniform(-1, 1, (256, 256)).astype(np.float32), (0, 1), mode="wrap")
     alb, spec, shiny = _materials(prims, rects, ids, pts, nrm, lat, _albedo_factor)
     # The projector is the light (it is for a Zivid colour image too): n.l / distance^2.
     to_l = (eye + _BASELINE_MM * rot[0]).astype(np.float32)[:, None, None] - pts
@@ -408,15 +417,40 @@ def render_capture(seed: int, size_hw=ZIVID_SIZE_HW) -> tuple[np.ndarray, np.nda
 DEMO_PREFIX = "demo-"  # every generated capture's name starts so; --overwrite deletes only those
 
 
+# Demo captures come in sessions, as a cell's captures do: a few captures of one cell and camera
+# pose, seconds apart, then the next cell an hour later.
+SESSION_SIZES = (2, 5)  # captures per session: 2 to 4
+_SECONDS_APART, _SESSION_HOURS = 20, 1
+
+
+def session_plan(seed: int, count: int) -> list[tuple[int, int]]:
+    """(session, index within the session) of each of `count` captures of a run seeded `seed`."""
+    rng = np.random.default_rng([seed, 7])
+    plan: list[tuple[int, int]] = []
+    session = 0
+    while len(plan) < count:
+        plan += [(session, j) for j in range(int(rng.integers(*SESSION_SIZES)))]
+        session += 1
+    return plan[:count]
+
+
+def capture_stamps(seed: int, count: int) -> list[str]:
+    """Zivid-like stamps 'demo-YYYY-MM-DD_HH-MM-SS' of a run: a day per seed, sessions an hour
+    apart, captures of a session 20 s apart."""
+    return [
+        DEMO_PREFIX + (_STAMP_EPOCH + dt.timedelta(days=seed % 3650, hours=_SESSION_HOURS * session,
+                                                   seconds=_SECONDS_APART * j)).strftime("%Y-%m-%d_%H-%M-%S")
+        for session, j in session_plan(seed, count)
+    ]
+
+
 def capture_stamp(seed: int, index: int) -> str:
-    """Zivid-like stamp 'demo-YYYY-MM-DD_HH-MM-SS': a day per seed, captures 45 s apart."""
-    start = _STAMP_EPOCH + dt.timedelta(days=seed % 3650, seconds=45 * index)
-    return DEMO_PREFIX + start.strftime("%Y-%m-%d_%H-%M-%S")
+    """The stamp of capture `index` of a run seeded `seed` (see `capture_stamps`)."""
+    return capture_stamps(seed, index + 1)[index]
 
 
-def _capture_seed(seed: int, index: int) -> int:
-    """Independent, reproducible seed of capture `index` of a run seeded with `seed`."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+def _derived_seed(*key: int) -> int:
+    return int(np.random.SeedSequence(list(key)).generate_state(1)[0])
 
 
 def write_pair(out_dir: Path, key: str, rgb: np.ndarray, depth: np.ndarray) -> tuple[Path, Path]:
@@ -429,8 +463,8 @@ def write_pair(out_dir: Path, key: str, rgb: np.ndarray, depth: np.ndarray) -> t
 
 
 def _write_capture(job) -> tuple[Path, Path]:
-    out_dir, stamp, seed, size_hw = job
-    return write_pair(out_dir, f"{stamp}_Zivid_acquisition", *render_capture(seed, size_hw))
+    out_dir, stamp, (seed, scene_seed), size_hw = job
+    return write_pair(out_dir, f"{stamp}_Zivid_acquisition", *render_capture(seed, size_hw, scene_seed))
 
 
 def generate_demo_captures(
@@ -445,8 +479,9 @@ def generate_demo_captures(
 
     Files: `images/<stamp>_Zivid_acquisition_color.png` (8-bit RGB) and
     `depth/<stamp>_Zivid_acquisition_rawDepth.npy` (float32 (H, W, 3) X, Y, Z in mm, NaN =
-    invalid), stamps from `capture_stamp(seed, i)`; capture i renders with a seed derived from
-    (seed, i). size_hw: (H, W) pixels, each >= 64. workers: processes (default: all cores).
+    invalid), stamps from `capture_stamp(seed, i)`. Captures come in sessions of 2-4 (same cell and
+    camera pose, other parts, 20 s apart; sessions an hour apart), as `session_plan` says.
+    size_hw: (H, W) pixels, each >= 64. workers: processes (default: all cores).
     A folder already holding captures (images/*.png or depth/*.npy) is refused unless
     `overwrite` and all of them are demo captures (names starting with "demo-"), which are then
     deleted first: a user's own captures are never deleted.
@@ -469,7 +504,10 @@ def generate_demo_captures(
         )
     for path in old:
         path.unlink()
-    jobs = [(out_dir, capture_stamp(seed, i), _capture_seed(seed, i), size_hw) for i in range(count)]
+    plan, stamps = session_plan(seed, count), capture_stamps(seed, count)
+    # (capture seed, scene seed): a capture's own parts and noise, its session's cell and pose.
+    seeds = [(_derived_seed(seed, session, j, 1), _derived_seed(seed, session)) for session, j in plan]
+    jobs = [(out_dir, stamp, pair, size_hw) for stamp, pair in zip(stamps, seeds, strict=True)]
     return run_generation(out_dir, _write_capture, jobs, workers, "demo captures", "capture")
 
 

@@ -1,0 +1,132 @@
+"""The zero-shot baseline a user can actually run: the base model plus ONE affine map to mm.
+
+Depth Anything's relative head predicts disparity up to an unknown scale and shift. A user without
+fine-tuning would fit that scale and shift once, on the captures they have (the training split),
+and apply it unchanged to every new capture. That is `zero_shot_calibrated`, the row a fine-tuned
+model must beat. (The per-capture fit against each capture's own ground truth,
+`zero_shot_aligned`, is an oracle nobody has at inference time.)
+
+The map is fitted in two spaces, by least squares over all valid pixels of the training split
+(pooled: every pixel weighs the same), and the space with the lower RMSE on the validation split
+is kept:
+
+- ``inverse_depth``: ``1 / z = s * raw + t`` (the MiDaS protocol's space; the head's own);
+- ``depth``: ``z = s * raw + t``.
+
+Depth is clamped to [min / 2, 2 * max] of the training depths either way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from depth_lora.dataset import PreparedCapture
+from depth_lora.errors import ModelError
+from depth_lora.metrics import depth_metrics, mean_over_captures
+from depth_lora.predict import predict_raw
+
+SPACES = ("inverse_depth", "depth")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """One affine map from the base model's raw output to depth in mm (see the module doc)."""
+
+    space: str  # "inverse_depth" or "depth"
+    scale: float
+    shift: float
+    min_depth_mm: float
+    max_depth_mm: float
+    train_captures: int = 0
+    train_pixels: int = 0
+    val_rmse_mm: dict | None = None  # validation RMSE of each space, for the record
+
+    def apply(self, raw) -> np.ndarray:
+        """(H, W) raw model output -> (H, W) float64 depth in mm."""
+        y = self.scale * np.asarray(raw, dtype=np.float64) + self.shift
+        if self.space == "inverse_depth":
+            y = 1.0 / np.clip(y, 1.0 / self.max_depth_mm, 1.0 / self.min_depth_mm)
+        return np.clip(y, self.min_depth_mm, self.max_depth_mm)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "depth_lora.json") -> Calibration:
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise ModelError(f"{source}: bad zero_shot_calibration ({exc})") from None
+
+
+class _AffineSums:
+    """Running sums for a pooled least-squares fit of y = s * x + t (float64, constant memory)."""
+
+    def __init__(self):
+        self.n = self.sx = self.sy = self.sxx = self.sxy = 0.0
+
+    def update(self, x: np.ndarray, y: np.ndarray) -> None:
+        x, y = x.astype(np.float64), y.astype(np.float64)
+        self.n += x.size
+        self.sx += x.sum()
+        self.sy += y.sum()
+        self.sxx += (x * x).sum()
+        self.sxy += (x * y).sum()
+
+    def solve(self) -> tuple[float, float]:
+        if self.n < 2:
+            raise ModelError("cannot calibrate the zero-shot model: fewer than 2 valid training pixels")
+        var = self.sxx - self.sx * self.sx / self.n
+        scale = (self.sxy - self.sx * self.sy / self.n) / var if var > 0 else 0.0
+        return float(scale), float((self.sy - scale * self.sx) / self.n)
+
+
+@torch.no_grad()
+def raw_outputs(model: torch.nn.Module, captures: list[PreparedCapture]) -> list[np.ndarray]:
+    """The model's raw output for each prepared capture, at the capture's (input) size, fp32."""
+    was_training = model.training
+    model.eval()
+    outputs = [predict_raw(model, c.rgb, c.rgb.shape[:2]).cpu().numpy() for c in captures]
+    model.train(was_training)
+    return outputs
+
+
+def fit_calibration(
+    raw_train: list[np.ndarray],
+    train: list[PreparedCapture],
+    raw_val: list[np.ndarray],
+    val: list[PreparedCapture],
+) -> Calibration:
+    """Fit the map in each space on the training captures, keep the one better on validation.
+
+    raw_*: the base model's raw outputs, each the shape of its capture's depth_mm (mm, NaN holes).
+    """
+    valid_train = [np.isfinite(c.depth_mm) & np.isfinite(r) for r, c in zip(raw_train, train, strict=True)]
+    depths = np.concatenate([c.depth_mm[v] for c, v in zip(train, valid_train, strict=True)])
+    if depths.size < 2:
+        raise ModelError("cannot calibrate the zero-shot model: no valid pixel in the training split")
+    lo, hi = float(depths.min()) / 2, float(depths.max()) * 2
+    candidates = []
+    for space in SPACES:
+        sums = _AffineSums()
+        for r, c, v in zip(raw_train, train, valid_train, strict=True):
+            z = c.depth_mm[v].astype(np.float64)
+            sums.update(r[v], 1.0 / z if space == "inverse_depth" else z)
+        scale, shift = sums.solve()
+        calib = Calibration(space, scale, shift, lo, hi, len(train), int(sums.n))
+        scores = [depth_metrics(calib.apply(r), c.depth_mm) for r, c in zip(raw_val, val, strict=True)]
+        rmse = mean_over_captures(scores).get("rmse_mm", float("inf"))
+        candidates.append((rmse, space, calib))
+    best = min(candidates, key=lambda item: item[0])[2]
+    record = {space: round(float(rmse), 3) for rmse, space, _ in candidates}
+    return Calibration(**{**best.to_dict(), "val_rmse_mm": record})
+
+
+def fit_zero_shot_calibration(
+    model: torch.nn.Module, train: list[PreparedCapture], val: list[PreparedCapture]
+) -> Calibration:
+    """Run the base `model` on the training and validation captures and fit its calibration."""
+    return fit_calibration(raw_outputs(model, train), train, raw_outputs(model, val), val)
