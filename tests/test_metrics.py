@@ -133,3 +133,27 @@ def test_shape_mismatch_is_an_error():
         depth_metrics(np.ones((2, 2)), np.ones((2, 3)))
     with pytest.raises(ValueError, match="valid_mask"):
         depth_metrics(np.ones((2, 2)), np.ones((2, 2)), np.ones(4, dtype=bool))
+
+
+def test_bootstrap_interval_holds_the_mean_is_seeded_and_widens_with_spread():
+    from depth_lora.metrics import bootstrap_ci95
+
+    rng = np.random.default_rng(0)
+    narrow, wide = rng.normal(300, 5, 20), rng.normal(300, 50, 20)
+    lo, hi = bootstrap_ci95(narrow)
+    assert lo < narrow.mean() < hi and bootstrap_ci95(narrow) == [lo, hi]
+    wide_lo, wide_hi = bootstrap_ci95(wide)
+    assert wide_hi - wide_lo > 5 * (hi - lo)
+    assert bootstrap_ci95([7.0]) == [7.0, 7.0]
+    assert all(np.isnan(bootstrap_ci95([])))
+
+
+def test_one_readable_log_line_per_evaluation_and_per_loss_log():
+    from depth_lora.trainer import format_log_line
+
+    line = format_log_line({"eval_rmse_mm": 229.14, "eval_mae_mm": 206.1, "eval_abs_rel": 0.1834,
+                            "eval_delta1": 0.634, "eval_loss": 0.05}, 50, 150)
+    assert line == "step  50/150  val RMSE 229.1 mm  MAE 206.1 mm  AbsRel 0.183  d<1.25 0.63"
+    line = format_log_line({"loss": 0.02661, "learning_rate": 6e-4, "grad_norm": 0.2871}, 10, 150)
+    assert line == "step  10/150  loss 0.02661  lr 6.0e-04  grad norm 0.287"
+    assert format_log_line({"total_flos": 1.0}, 10, 150) is None

@@ -300,9 +300,17 @@ def test_targets_on_the_installed_transformers_names(tiny):
     assert resolve_lora_targets(tiny, "out") == [f"{layer}.{i}.attention.o_proj" for i in range(4)]
     assert len(resolve_lora_targets(tiny, ("mlp",))) == 8
     assert len(resolve_lora_targets(tiny, ("qkv", "out", "mlp"))) == 24
-    # neck: 4 reassemble projections, 4 neck.convs, 4 fusion blocks x (projection + 4 residual convs)
+    # neck: 4 reassemble projections, 4 neck.convs, 4 fusion blocks x (projection + 4 residual convs),
+    # less the 2 convs of the first fusion block's skip branch, which forward never calls.
     neck = resolve_lora_targets(tiny, "neck")
-    assert len(neck) == 4 + 4 + 4 * 5 and all(n.startswith("neck.") and "resize" not in n for n in neck)
+    assert len(neck) == 4 + 4 + 4 * 5 - 2 and all(n.startswith("neck.") and "resize" not in n for n in neck)
+
+
+def test_every_lora_parameter_gets_a_gradient_on_every_target_group(tiny):
+    model = apply_lora(tiny, targets=("qkv", "out", "mlp", "neck"), train_head=True)
+    model(pixel_values=torch.randn(1, 3, 70, 112)).predicted_depth.sum().backward()
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and [n for n, p in trainable if p.grad is None] == []
 
 
 def test_neck_lora_trains_saves_and_reloads_like_the_backbone_adapters(tiny, tmp_path):
@@ -310,7 +318,7 @@ def test_neck_lora_trains_saves_and_reloads_like_the_backbone_adapters(tiny, tmp
 
     model = apply_lora(tiny, rank=4, targets=("qkv", "neck"))
     conv_adapters = [n for n, m in model.named_modules() if hasattr(m, "lora_A") and ".neck." in n]
-    assert len(conv_adapters) == 28
+    assert len(conv_adapters) == 26
     x = torch.randn(1, 3, 56, 56)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
     model(pixel_values=x).predicted_depth.mean().backward()

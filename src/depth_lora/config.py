@@ -8,12 +8,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args, get_origin, get_type_hints
 
+from depth_lora.data import parse_group_by
 from depth_lora.errors import ConfigError
 
 DEFAULT_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
 DEFAULT_DATA = "DATASET_DEVOIR"
 DEFAULT_OUTPUT = "depth_anything_finetuned_lora_zivid"
 LORA_TARGET_GROUPS = ("qkv", "out", "mlp", "neck")
+
+# Training recipes: the settings a run takes for every option left unset (None). Explicit options
+# (flags, config file, Python) always win. `original` is exactly the seed project's notebook; it
+# stays one flag away for anyone reproducing it. `recommended` is what this project measured to
+# adapt (experiments/domain_adaptation/RESULTS.md) and what published LoRA adaptations of depth
+# foundation models do (Surgical-DINO, EndoDAC: LoRA plus a trained head or neck): adapters on every
+# backbone Linear layer and the DPT neck's convolutions, the head trained, labels in the pretrained
+# head's own direction (inverse depth: near = large), a learning-rate warm-up, and a label range
+# from robust percentiles (one stray pixel must not set the scale).
+RECIPES: dict[str, dict] = {
+    "original": {
+        "epochs": 10.0, "batch_size": 4, "learning_rate": 5e-5, "warmup_steps": 0.0,
+        "lora_rank": 16, "lora_alpha": 32.0, "lora_dropout": 0.05, "lora_targets": ["qkv"],
+        "train_head": False, "loss": "mse", "labels": "minmax", "label_percentiles": [0.0, 100.0],
+    },
+    "recommended": {
+        "epochs": 10.0, "batch_size": 4, "learning_rate": 1e-3, "warmup_steps": 0.1,
+        "lora_rank": 16, "lora_alpha": 32.0, "lora_dropout": 0.05,
+        "lora_targets": ["qkv", "out", "mlp", "neck"], "train_head": True, "loss": "mse",
+        "labels": "inverse", "label_percentiles": [0.5, 99.5],
+    },
+}
+DEFAULT_RECIPE = "recommended"
 
 
 def _help(text: str, **extra) -> dict:
@@ -33,14 +57,26 @@ class TrainConfig:
             "for offline demos), 'tiny' (random init, for tests) or 'small-random'"
         ),
     )
-    epochs: float = field(default=10.0, metadata=_help("training epochs"))
+    recipe: Literal["recommended", "original"] = field(
+        default=DEFAULT_RECIPE,
+        metadata=_help("settings for every option not given: 'recommended' (LoRA on the backbone and "
+                       "the DPT neck, head trained, inverse-depth labels, warm-up) or 'original' (the "
+                       "seed project: LoRA r16 on q/k/v, min-max labels, frozen head, lr 5e-5)"),
+    )
+    epochs: float | None = field(default=None, metadata=_help("training epochs (recipe: 10)"))
     max_steps: int = field(
         default=-1, metadata=_help("stop after this many optimiser steps (-1: use --epochs)")
     )
-    batch_size: int = field(default=4, metadata=_help("captures per batch and device"))
-    learning_rate: float = field(default=5e-5, metadata=_help("AdamW learning rate"))
+    batch_size: int | None = field(default=None, metadata=_help("captures per batch and device (recipe: 4)"))
+    learning_rate: float | None = field(
+        default=None, metadata=_help("AdamW learning rate (recipe: recommended 1e-3, original 5e-5)")
+    )
     weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
-    warmup_steps: int = field(default=0, metadata=_help("linear learning-rate warm-up steps"))
+    warmup_steps: float | None = field(
+        default=None,
+        metadata=_help("linear learning-rate warm-up: a number of steps, or a fraction of all steps "
+                       "if below 1 (recipe: recommended 0.1, original 0)"),
+    )
     image_size: list[int] | None = field(
         default=None,
         metadata=_help(
@@ -54,30 +90,44 @@ class TrainConfig:
             "auto: bf16 on CUDA if supported, else fp16; bf16 autocast on a CPU that has it, else fp32"
         ),
     )
-    lora_rank: int = field(default=16, metadata=_help("LoRA rank r"))
-    lora_alpha: float = field(default=32.0, metadata=_help("LoRA alpha (scaling alpha / r)"))
-    lora_dropout: float = field(default=0.05, metadata=_help("dropout on the LoRA branch"))
-    lora_bias: Literal["none", "all", "lora_only"] = field(default="none", metadata=_help("PEFT LoRA bias"))
-    lora_targets: list[str] = field(
-        default_factory=lambda: ["qkv"],
-        metadata=_help("layers that get LoRA: any of qkv, out (attention output), mlp (backbone), neck "
-                       "(the DPT neck's convolutions)"),
+    lora_rank: int | None = field(default=None, metadata=_help("LoRA rank r (recipe: 16)"))
+    lora_alpha: float | None = field(
+        default=None, metadata=_help("LoRA alpha, scaling alpha / r (recipe: 32)")
     )
-    train_head: bool = field(default=False, metadata=_help("also train the DPT head fully (modules_to_save)"))
+    lora_dropout: float | None = field(
+        default=None, metadata=_help("dropout on the LoRA branch (recipe: 0.05)")
+    )
+    lora_bias: Literal["none", "all", "lora_only"] = field(default="none", metadata=_help("PEFT LoRA bias"))
+    lora_targets: list[str] | None = field(
+        default=None,
+        metadata=_help("layers that get LoRA: any of qkv, out (attention output), mlp (backbone), neck "
+                       "(the DPT neck's convolutions) (recipe: recommended qkv out mlp neck, original qkv)"),
+    )
+    train_head: bool | None = field(
+        default=None,
+        metadata=_help("also train the DPT head fully, saved with the adapter (recipe: recommended "
+                       "yes, original no)"),
+    )
     finetune: Literal["lora", "full"] = field(
         default="lora",
         metadata=_help("lora: LoRA adapters (the point of this tool); full: train every weight, no "
                        "adapter (a baseline; saves a whole model)"),
     )
-    loss: Literal["mse", "l1", "silog", "ssi"] = field(
-        default="mse",
+    loss: Literal["mse", "l1", "silog", "ssi"] | None = field(
+        default=None,
         metadata=_help("masked loss on the labels; ssi (scale-and-shift invariant) learns relative "
-                       "depth only, for pretraining"),
+                       "depth only, for pretraining (recipe: mse)"),
     )
-    labels: Literal["minmax", "inverse"] = field(
-        default="minmax",
-        metadata=_help("minmax: (z - min) / (max - min) with min/max of the training split (the "
-                       "original's scheme); inverse: min / z (disparity-like, near = large)"),
+    labels: Literal["minmax", "inverse"] | None = field(
+        default=None,
+        metadata=_help("minmax: (z - min) / (max - min), growing with distance (the original's "
+                       "scheme); inverse: min / z, near = large like the pretrained head's disparity; "
+                       "min/max from the training split (recipe: recommended inverse, original minmax)"),
+    )
+    label_percentiles: list[float] | None = field(
+        default=None,
+        metadata=_help("percentiles of the training split's valid depths that set the label range "
+                       "min/max (recipe: recommended 0.5 99.5, robust to stray pixels; original 0 100)"),
     )
     flip: bool = field(default=True, metadata=_help("augment with random horizontal flips"))
     color_jitter: bool = field(
@@ -86,6 +136,13 @@ class TrainConfig:
     val_fraction: float = field(default=0.1, metadata=_help("share of captures held out for validation"))
     test_fraction: float = field(default=0.1, metadata=_help("share of captures held out for the final test"))
     depth_unit: Literal["mm", "m"] = field(default="mm", metadata=_help("unit of the depth .npy files"))
+    group_by: str = field(
+        default="session",
+        metadata=_help("captures that must stay in one split: 'session' (stamps YY-MM-DD-HH-MM-SS or "
+                       "YYYY-MM-DD_HH-MM-SS less than 10 minutes apart; unstamped names alone), 'none' "
+                       "(every capture alone), or 'regex:PATTERN' (the first group of PATTERN names the "
+                       "group)"),
+    )
     seed: int = field(default=0, metadata=_help("seed for the split, initialisation and data order"))
     split: str | None = field(
         default=None,
@@ -110,9 +167,20 @@ class TrainConfig:
 
     def __post_init__(self):
         self._check_types()
+        for name, value in RECIPES[self.recipe].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        self._check_types()  # recipe values too (lists copied, types checked)
+        parse_group_by(self.group_by)  # ConfigError on a bad value
+        lo, hi = self.label_percentiles if len(self.label_percentiles) == 2 else (None, None)
+        if lo is None or not 0 <= lo < hi <= 100:
+            raise ConfigError(f"--label-percentiles takes LO HI with 0 <= LO < HI <= 100, "
+                              f"got {self.label_percentiles}")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"--val-fraction must be in (0, 1): validation picks the best checkpoint, "
                               f"got {self.val_fraction}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"--warmup-steps must be >= 0, got {self.warmup_steps}")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise ConfigError("set --epochs > 0 or --max-steps > 0")
         if self.batch_size < 1:
@@ -148,6 +216,10 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def explicit_options(self) -> dict:
+        """The options that differ from the recipe (what a user changed), for the run's banner."""
+        return {k: getattr(self, k) for k, v in RECIPES[self.recipe].items() if getattr(self, k) != v}
+
 
 _FIELD_TYPES = get_type_hints(TrainConfig)
 
@@ -155,7 +227,7 @@ _FIELD_TYPES = get_type_hints(TrainConfig)
 def coerce_field(name: str, value):
     """`value` converted to the type of TrainConfig field `name`; ConfigError if it cannot be."""
     kind, flag = _FIELD_TYPES[name], "--" + name.replace("_", "-")
-    if kind in (str | None, int | None):  # an optional path or step count
+    if type(None) in get_args(kind):  # optional: None means "not given" (a recipe value, a default)
         if value is None:
             return None
         kind = next(a for a in get_args(kind) if a is not type(None))
@@ -176,13 +248,20 @@ def coerce_field(name: str, value):
             raise ConfigError(f"{flag} must be {kind.__name__}, got {value!r}") from None
     if value is not None and not isinstance(value, list):
         raise ConfigError(f"{flag} takes a list, got {value!r}")
+    if get_origin(kind) is list and value is not None:
+        item = get_args(kind)[0]
+        try:
+            return [item(v) for v in value]
+        except (TypeError, ValueError):
+            raise ConfigError(f"{flag} takes a list of {item.__name__}, got {value!r}") from None
     return value
 
 
 # Changing these on --resume would continue a checkpoint with a different model or labels.
 RESUME_MUST_MATCH = (
     "data", "model", "image_size", "lora_rank", "lora_alpha", "lora_bias", "lora_targets",
-    "train_head", "finetune", "labels", "val_fraction", "test_fraction", "seed", "depth_unit",
+    "train_head", "finetune", "labels", "label_percentiles", "val_fraction", "test_fraction",
+    "group_by", "seed", "depth_unit",
 )
 
 

@@ -201,14 +201,21 @@ def prepare_captures(
     """Load and resize captures once (each full-size capture is dropped right after)."""
     return [
         prepare_capture(load_capture(f, depth_unit), size_hw)
-        for f in tqdm(files, desc=f"prepare {size_hw[0]}x{size_hw[1]}", unit="capture", disable=not progress)
+        for f in tqdm(files, desc=f"prepare {size_hw[0]} x {size_hw[1]}", unit="capture",
+                      disable=not progress)
     ]
 
 
-def depth_range_mm(captures: list[PreparedCapture]) -> tuple[float, float]:
-    """(min, max) valid depth in mm over prepared captures."""
-    lo = min(float(np.nanmin(c.depth_mm)) for c in captures)
-    hi = max(float(np.nanmax(c.depth_mm)) for c in captures)
+def depth_range_mm(captures: list[PreparedCapture], percentiles=(0.0, 100.0)) -> tuple[float, float]:
+    """(lo, hi) percentiles of the valid depths in mm, pooled over prepared captures.
+
+    (0, 100) is the plain min and max (the original project's range); (0.5, 99.5) ignores the
+    stray 1 % of pixels (flying pixels, a far wall) that would otherwise set the label scale.
+    """
+    valid = np.concatenate([c.depth_mm[np.isfinite(c.depth_mm)] for c in captures])
+    if valid.size == 0:
+        raise ConfigError("no valid depth pixel in the training captures")
+    lo, hi = (float(v) for v in np.percentile(valid, list(percentiles)))
     if not math.isfinite(lo) or hi <= lo:
         hi = lo + 1.0
     return lo, hi

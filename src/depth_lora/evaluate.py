@@ -1,4 +1,4 @@
-"""Held-out evaluation in mm: fine-tuned vs zero-shot (aligned) vs constant, at full resolution."""
+"""Held-out evaluation in mm at full resolution: fine-tuned vs the baselines a user has (and the oracles)."""
 
 from __future__ import annotations
 
@@ -12,43 +12,89 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from depth_lora.align import align_disparity_to_depth_mm, align_in_label_space
+from depth_lora.calibration import Calibration
 from depth_lora.data import Capture, find_captures, load_capture, load_split
 from depth_lora.errors import DataError
 from depth_lora.losses import RELATIVE_LOSSES
-from depth_lora.metrics import PooledDepthMetrics, depth_metrics, mean_over_captures
-from depth_lora.predict import ModelBundle, load_base_model, load_bundle, predict_depth_mm, predict_raw
-
-METHODS = ("fine_tuned", "zero_shot_aligned", "constant")
-HEADLINE = ("rmse_mm", "mae_mm", "abs_rel", "delta1")
-NOTE = (
-    "zero_shot_aligned gets an oracle per-capture least-squares scale and shift in inverse-depth "
-    "space against the capture's own ground truth (MiDaS protocol); fine_tuned gets no alignment; "
-    "constant predicts the training split's mean depth everywhere."
+from depth_lora.metrics import (
+    EPS_MM,
+    PooledDepthMetrics,
+    bootstrap_ci95,
+    depth_metrics,
+    mean_with_ci95,
 )
+from depth_lora.predict import ModelBundle, load_base_model, load_bundle, predict_depth_mm, predict_raw
+from depth_lora.text import plural
+
+METHODS = ("fine_tuned", "fine_tuned_aligned", "zero_shot_calibrated", "zero_shot_aligned", "constant")
+HEADLINE = ("rmse_mm", "mae_mm", "abs_rel", "delta1")
+# What each row is, in the words the printed table and report.json use.
+DESCRIPTIONS = {
+    "fine_tuned": "the fine-tuned model, output turned into mm with its stored constants; no "
+                  "per-capture help",
+    "fine_tuned_aligned": "the fine-tuned output given the oracle per-capture scale and shift (inverse "
+                          "depth) against the capture's own ground truth: how good its shape is",
+    "zero_shot_calibrated": "the base model without fine-tuning, with ONE scale and shift fitted on the "
+                            "training split and applied unchanged: what you can do without fine-tuning",
+    "zero_shot_aligned": "the base model given the oracle per-capture scale and shift (MiDaS protocol): "
+                         "a bound on its shape, not a baseline anyone can run",
+    "constant": "the training split's mean depth everywhere",
+}
 RELATIVE_NOTE = (
     "This run was trained with a scale-and-shift-invariant loss (relative depth): fine_tuned also "
     "gets the oracle per-capture alignment, in label space."
 )
+ANECDOTE_CAPTURES = 10  # below this many evaluated captures the numbers are anecdotes
 
 
 @dataclass
 class EvaluationReport:
-    """Per-method metrics averaged over captures (`mean`) and pooled over pixels (`pooled`)."""
+    """Per-method metrics averaged over captures with 95 % bootstrap intervals (`mean`), pooled
+    over pixels (`pooled`), per capture (`captures`), and the paired fine-tuned vs calibrated
+    zero-shot difference (`comparison`)."""
 
     split: str
     mean: dict[str, dict]
     pooled: dict[str, dict]
     captures: list[dict] = field(default_factory=list)  # one row per capture and method
     relative: bool = False  # the fine-tuned model is relative (ssi): its row is oracle-aligned too
+    comparison: dict = field(default_factory=dict)
+    leaky_split: bool = False  # the split could not keep sessions apart (too few of them)
+    warning: str | None = None  # e.g. the run started from the offline demo model
+
+    @property
+    def methods(self) -> list[str]:
+        return [m for m in METHODS if m in self.mean]
+
+    @property
+    def count(self) -> int:
+        return int(self.mean["fine_tuned"].get("captures", 0))
+
+    def notes(self) -> list[str]:
+        notes = [f"WARNING: {self.warning}."] if self.warning else []
+        notes += [f"{m}: {DESCRIPTIONS[m]}." for m in self.methods]
+        if self.relative:
+            notes.append(RELATIVE_NOTE)
+        if self.count < ANECDOTE_CAPTURES:
+            notes.append(f"Only {plural(self.count, 'capture')}: these numbers are anecdotal (wide "
+                         f"intervals); evaluate on {ANECDOTE_CAPTURES} or more held-out captures before "
+                         "trusting them.")
+        if self.leaky_split:
+            notes.append("The split could not keep capture sessions apart (too few sessions): held-out "
+                         "captures share sessions with training captures, so these numbers are optimistic.")
+        return notes
 
     def to_json(self) -> dict:
         return {
-            **{m: self.mean[m] for m in METHODS},
+            **{m: self.mean[m] for m in self.methods},
+            "comparison": self.comparison,
             "pooled": self.pooled,
             "captures": self.captures,
             "split": self.split,
-            "averaging": "top-level metrics: mean over captures; 'pooled': over all valid pixels",
-            "note": NOTE + (f" {RELATIVE_NOTE}" if self.relative else ""),
+            "averaging": "top-level metrics: mean over captures, with 95 % bootstrap intervals over "
+                         "captures (<metric>_ci95); 'pooled': over all valid pixels",
+            "methods": {m: DESCRIPTIONS[m] for m in self.methods},
+            "note": " ".join(self.notes()),
         }
 
 
@@ -77,28 +123,34 @@ def zero_shot_base(bundle: ModelBundle):
 
 
 def predict_all_methods(bundle: ModelBundle, capture: Capture, base=None) -> dict[str, np.ndarray]:
-    """Depth in mm at the capture's resolution from each method: fine-tuned, zero-shot with the
-    oracle alignment to this capture's own depth, and the training split's mean depth."""
+    """Depth in mm at the capture's resolution from each method of METHODS (see DESCRIPTIONS);
+    `zero_shot_calibrated` only when the output folder holds a calibration."""
     constant_mm = bundle.meta.get("train_depth_mean_mm")
     if constant_mm is None:
         raise DataError(bundle.folder / "depth_lora.json", "has no train_depth_mean_mm")
     if base is None:
         base = zero_shot_base(bundle)
     labels = bundle.labels
+    target, valid = capture.depth_mm, capture.valid_mask
+    depth_range = {"min_depth_mm": labels.depth_min_mm / 2, "max_depth_mm": labels.depth_max_mm * 2}
     disparity = predict_zero_shot_disparity(bundle, capture.rgb, base)
     if is_relative(bundle):  # trained scale-and-shift invariant: its scale is arbitrary
         raw = predict_raw(bundle.model, capture.rgb, bundle.image_size_hw).cpu().numpy()
-        fine_tuned = align_in_label_space(raw, capture.depth_mm, capture.valid_mask, labels)
+        fine_tuned = align_in_label_space(raw, target, valid, labels)
     else:
         fine_tuned = predict_depth_mm(bundle, capture.rgb)
-    return {
+    with np.errstate(divide="ignore"):
+        fine_tuned_disparity = 1.0 / np.maximum(fine_tuned, EPS_MM)
+    preds = {
         "fine_tuned": fine_tuned,
-        "zero_shot_aligned": align_disparity_to_depth_mm(
-            disparity, capture.depth_mm, capture.valid_mask,
-            min_depth_mm=labels.depth_min_mm / 2, max_depth_mm=labels.depth_max_mm * 2,
-        ),
-        "constant": np.full(capture.depth_mm.shape, constant_mm, np.float32),
+        "fine_tuned_aligned": align_disparity_to_depth_mm(fine_tuned_disparity, target, valid, **depth_range),
     }
+    calibration = bundle.meta.get("zero_shot_calibration")
+    if calibration is not None:
+        preds["zero_shot_calibrated"] = Calibration.from_dict(calibration).apply(disparity)
+    preds["zero_shot_aligned"] = align_disparity_to_depth_mm(disparity, target, valid, **depth_range)
+    preds["constant"] = np.full(target.shape, constant_mm, np.float32)
+    return preds
 
 
 def select_captures(data_dir: str | Path, bundle: ModelBundle, split: str):
@@ -139,8 +191,8 @@ def run_evaluation(
     bundle = load_bundle(adapter_dir, device=device)
     files = select_captures(data_dir, bundle, split)
     base = zero_shot_base(bundle)
-    per_method: dict[str, list] = {m: [] for m in METHODS}
-    pooled = {m: PooledDepthMetrics(tolerances_mm) for m in METHODS}
+    per_method: dict[str, list] = {}
+    pooled: dict[str, PooledDepthMetrics] = {}
     rows = []
     for f in tqdm(files, desc=f"evaluate {split}", unit="capture", disable=not progress):
         capture = load_capture(f, bundle.meta.get("depth_unit", "mm"))
@@ -148,8 +200,8 @@ def run_evaluation(
         preds = predict_all_methods(bundle, capture, base)
         for method, pred in preds.items():
             m = depth_metrics(pred, target, valid, tolerances_mm)
-            per_method[method].append(m)
-            pooled[method].update(pred, target, valid)
+            per_method.setdefault(method, []).append(m)
+            pooled.setdefault(method, PooledDepthMetrics(tolerances_mm)).update(pred, target, valid)
             rows.append({"capture": f.key, "method": method, **(m or {"valid_pixels": 0})})
         if plots_dir is not None:  # drawn now: full-resolution maps are not kept for all captures
             from depth_lora.viz import plot_evaluation_capture, save_figure
@@ -157,32 +209,87 @@ def run_evaluation(
             save_figure(plot_evaluation_capture(capture, preds), Path(plots_dir) / f"{f.key}.png")
     report = EvaluationReport(
         split=split,
-        mean={m: mean_over_captures(per_method[m]) for m in METHODS},
-        pooled={m: pooled[m].compute() for m in METHODS},
+        mean={m: mean_with_ci95(v, HEADLINE) for m, v in per_method.items()},
+        pooled={m: p.compute() for m, p in pooled.items()},
         captures=rows,
         relative=is_relative(bundle),
+        comparison=paired_comparison(per_method),
+        leaky_split=split != "all" and bool(bundle.meta.get("split_leaky")),
+        warning=bundle.meta.get("warning"),
     )
     if plots_dir is not None:
         from depth_lora.viz import plot_metric_bars, save_figure
 
-        title = f"Error on {split} captures ({len(files)}, mean over captures)"
+        title = f"Error on the {split} split ({plural(len(files), 'capture')}, mean over captures)"
         save_figure(plot_metric_bars(report.mean, title=title), Path(plots_dir) / "metrics.png")
     return report
 
 
-def format_report_table(report: EvaluationReport, keys=None) -> str:
-    """Rows = methods, columns = headline metrics and the within-tolerance shares (mean over captures)."""
-    if keys is None:
-        keys = HEADLINE + tuple(k for k in report.mean["fine_tuned"] if k.startswith("within_"))
-    header = f"{'method':<20}" + "".join(f"{k:>13}" for k in keys)
+def paired_comparison(per_method: dict[str, list]) -> dict:
+    """Fine-tuned minus calibrated zero-shot RMSE, capture by capture: mean and 95 % bootstrap
+    interval (negative = fine-tuning helped). Empty without a calibrated zero-shot row."""
+    if "zero_shot_calibrated" not in per_method:
+        return {}
+    pairs = [(a["rmse_mm"], b["rmse_mm"]) for a, b in zip(per_method["fine_tuned"],
+                                                           per_method["zero_shot_calibrated"], strict=True)
+             if a is not None and b is not None]
+    diffs = [a - b for a, b in pairs]
+    key = "fine_tuned_minus_zero_shot_calibrated_rmse_mm"
+    return {key: float(np.mean(diffs)) if diffs else float("nan"), f"{key}_ci95": bootstrap_ci95(diffs),
+            "captures": len(diffs)}
+
+
+def format_report_table(report: EvaluationReport) -> str:
+    """The printed table: one row per method, RMSE with its 95 % interval, MAE, AbsRel, the share
+    of pixels within 25 % of the truth and within each mm tolerance; then what each row is."""
+    first = report.mean["fine_tuned"]
+    tolerances = [k for k in first if k.startswith("within_") and not k.endswith("_ci95")]
+    header = (f"{'method':<22}{'RMSE mm [95% CI]':>26}{'MAE mm':>9}{'AbsRel':>8}{'d<1.25':>8}"
+              + "".join(f"{'<=' + k[len('within_'):].replace('mm', ' mm'):>9}" for k in tolerances))
     lines = [header, "-" * len(header)]
-    for method in METHODS:
+    for method in report.methods:
         m = report.mean[method]
-        lines.append(f"{method:<20}" + "".join(f"{m.get(k, float('nan')):>13.4g}" for k in keys))
-    n = report.mean["fine_tuned"].get("captures", 0)
-    which = "all captures" if report.split == "all" else f"the {report.split} split"
-    note = NOTE + (f" {RELATIVE_NOTE}" if report.relative else "")
-    lines.append(f"({n} captures: {which}; mean over captures, at full resolution. {note})")
+        lo, hi = m.get("rmse_mm_ci95", (float("nan"),) * 2)
+        rmse = f"{m.get('rmse_mm', float('nan')):.1f} [{lo:.1f}, {hi:.1f}]"
+        lines.append(f"{method:<22}{rmse:>26}{m.get('mae_mm', float('nan')):>9.1f}"
+                     f"{m.get('abs_rel', float('nan')):>8.3f}{100 * m.get('delta1', float('nan')):>7.1f}%"
+                     + "".join(f"{100 * m.get(k, float('nan')):>8.1f}%" for k in tolerances))
+    which = "all captures of the folder" if report.split == "all" else f"the {report.split} split"
+    lines.append(f"{plural(report.count, 'capture')} of {which}, compared at full resolution; mean over "
+                 "captures, 95 % bootstrap intervals over captures.")
+    lines += [f"  {note}" for note in report.notes()]
+    return "\n".join(lines)
+
+
+def interpret_report(report: EvaluationReport) -> str:
+    """A plain-language reading of the report: did fine-tuning pay off, and how sure is that."""
+    rmse = {m: report.mean[m].get("rmse_mm", float("nan")) for m in report.methods}
+    n = plural(report.count, "capture")
+    lines = []
+    key = "fine_tuned_minus_zero_shot_calibrated_rmse_mm"
+    if key in report.comparison:
+        diff, (lo, hi) = report.comparison[key], report.comparison[f"{key}_ci95"]
+        verdict = ("fine-tuning paid off" if hi < 0 else "fine-tuning did worse than not fine-tuning"
+                   if lo > 0 else "the difference is within the noise of these captures")
+        lines.append(
+            f"Compare fine_tuned ({rmse['fine_tuned']:.1f} mm RMSE) with zero_shot_calibrated "
+            f"({rmse['zero_shot_calibrated']:.1f} mm), what you could do without fine-tuning: {verdict} "
+            f"(difference {diff:+.1f} mm, 95 % interval [{lo:+.1f}, {hi:+.1f}] over {n})."
+        )
+    else:
+        lines.append("This output folder has no zero-shot calibration (trained by an older depth-lora): "
+                     "retrain to get the zero_shot_calibrated row fine-tuning must beat.")
+    lines.append(
+        f"fine_tuned_aligned ({rmse['fine_tuned_aligned']:.1f} mm) is the fine-tuned shape after an oracle "
+        f"scale and shift: the gap to fine_tuned is error in scale and offset, the rest is shape. "
+        f"zero_shot_aligned ({rmse['zero_shot_aligned']:.1f} mm) is the same oracle on the base model, "
+        "a bound no one can reach without ground truth."
+    )
+    if rmse["fine_tuned"] >= rmse["constant"]:
+        lines.append(f"The fine-tuned model does not beat predicting the mean depth "
+                     f"({rmse['constant']:.1f} mm): it has not learned this camera's depth.")
+    if report.count < ANECDOTE_CAPTURES:
+        lines.append(f"These rest on {n} only: anecdotal.")
     return "\n".join(lines)
 
 

@@ -198,3 +198,31 @@ class PooledDepthMetrics:
             metrics["captures"] = self.captures
             metrics["captures_skipped"] = self.captures_skipped
         return metrics
+
+
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def bootstrap_ci95(values, n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> list[float]:
+    """95 % percentile-bootstrap interval of the mean of `values` (one value per capture).
+
+    Captures are resampled with replacement `n_resamples` times (seeded: the same values give the
+    same interval). With one value the interval is that value; with none, [nan, nan].
+    """
+    values = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=np.float64)
+    if values.size == 0:
+        return [float("nan"), float("nan")]
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, values.size, size=(n_resamples, values.size))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
+def mean_with_ci95(per_capture: list[dict[str, float] | None], keys) -> dict[str, float]:
+    """``mean_over_captures`` plus ``<key>_ci95`` (a bootstrap interval over captures) for `keys`."""
+    summary = mean_over_captures(per_capture)
+    used = [m for m in per_capture if m is not None]
+    for key in keys:
+        if used and key in used[0]:
+            summary[f"{key}_ci95"] = bootstrap_ci95([m[key] for m in used])
+    return summary

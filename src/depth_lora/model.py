@@ -9,6 +9,7 @@ import threading
 import urllib.error
 import urllib.request
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from transformers import (
     DepthAnythingForDepthEstimation,
     Dinov2Config,
 )
+from transformers.models.depth_anything.modeling_depth_anything import DepthAnythingDepthEstimationHead
 
 from depth_lora.config import DEFAULT_MODEL
 from depth_lora.errors import ConfigError, ModelError
@@ -41,6 +43,10 @@ RANDOM_MODELS = ("tiny", "small-random")
 # name too). demo-pretrained: the `tiny` architecture pretrained from scratch on synthetic rooms and
 # tabletops by `depth-lora experiment` (see assets/demo-pretrained/README.md); not Depth Anything.
 BUNDLED_MODELS = {"demo-pretrained": Path(__file__).parent / "assets" / "demo-pretrained"}
+# Said with every output of a run that started from the demo model (depth_lora.json, predict, evaluate).
+DEMO_MODEL_WARNING = ("this model was fine-tuned from the offline demo model 'demo-pretrained' (0.5 M "
+                      "parameters, pretrained on synthetic scenes), not Depth Anything: do not trust its "
+                      "depth on real captures")
 OFFLINE_HINT = ("or use 'demo-pretrained' (a 0.5 M-parameter model pretrained on synthetic scenes, "
                 "shipped with the package) for an offline demo whose numbers are not Depth Anything's")
 
@@ -83,6 +89,28 @@ RANDOM_ARCHITECTURES = {
         | {"fusion_hidden_size": 64, "head_hidden_size": 32},
     ),
 }
+
+
+class DepthHeadInFp32(DepthAnythingDepthEstimationHead):
+    """The DPT depth head, computed in fp32 even under autocast.
+
+    Under bf16 autocast the head's last convolution would write the depth map in bf16: 8 bits of
+    mantissa, so min-max labels over a 250-3900 mm range move in steps of ~14 mm and small
+    gradients round away. The head is a few convolutions; fp32 there costs little. Same weights
+    and parameter names as the original head (save_pretrained / from_pretrained are unchanged).
+    """
+
+    def forward(self, hidden_states: list[torch.Tensor], patch_height, patch_width) -> torch.Tensor:
+        device_type = hidden_states[0].device.type
+        with torch.autocast(device_type=device_type, enabled=False):
+            return super().forward([h.float() for h in hidden_states], patch_height, patch_width)
+
+
+def keep_head_in_fp32(model: DepthAnythingForDepthEstimation) -> DepthAnythingForDepthEstimation:
+    """Make the model's depth head run in fp32 under autocast (see DepthHeadInFp32); in place."""
+    if type(model.head) is DepthAnythingDepthEstimationHead:
+        model.head.__class__ = DepthHeadInFp32
+    return model
 
 
 def _random_config(name: str) -> DepthAnythingConfig:
@@ -187,7 +215,7 @@ def build_model(
         model, info = _build_pretrained(name, attn_implementation=attn_implementation)
     info["attn_implementation"] = model.backbone.config._attn_implementation
     info["num_parameters"] = sum(p.numel() for p in model.parameters())
-    return model, info
+    return keep_head_in_fp32(model), info
 
 
 def _build_random(
@@ -280,11 +308,27 @@ def _load(
         )
 
     try:
-        model = _with_attention_fallback(load, attn_implementation, name)
+        with quiet_weights_io():
+            model = _with_attention_fallback(load, attn_implementation, name)
     except (OSError, ValueError, ImportError, RuntimeError) as err:
         raise ModelError(f"cannot load the weights of {name!r}: {_one_line(err)}") from err
     model.eval()
     return model
+
+
+@contextmanager
+def quiet_weights_io():
+    """No "Loading weights" / "Writing model shards" bars from transformers inside: a model of a
+    few MB loads in a blink, and the bars would interleave with our own progress lines."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _set_backbone_attention(config: DepthAnythingConfig, impl: str) -> DepthAnythingConfig:
@@ -359,7 +403,9 @@ def resolve_lora_targets(model: nn.Module, targets=("qkv",)) -> list[str]:
         if isinstance(module, nn.Linear) and "backbone" in parts:
             group = _target_group(parts[parts.index("backbone") :])
         elif type(module) is nn.Conv2d and "neck" in parts and "resize" not in parts:
-            group = "neck"
+            # The first fusion layer has no skip input, so its residual_layer1 is never called: an
+            # adapter there would never train (and DDP would stop on its missing gradient).
+            group = None if ".fusion_stage.layers.0.residual_layer1." in f".{full_name}." else "neck"
         else:
             continue
         if group in found:

@@ -59,14 +59,18 @@ def load_bundle(folder: str | Path, device: str | torch.device | None = None) ->
     from peft import PeftModel
     from transformers import AutoModelForDepthEstimation
 
+    from depth_lora.model import keep_head_in_fp32, quiet_weights_io
+
     folder = Path(folder)
     meta = read_meta(folder)
     if meta.get("merged") or meta.get("finetune") == "full":  # a whole model, no adapter
-        model = AutoModelForDepthEstimation.from_pretrained(folder)
+        with quiet_weights_io():
+            model = keep_head_in_fp32(AutoModelForDepthEstimation.from_pretrained(folder))
     else:
         if not (folder / "adapter_config.json").is_file():
             raise ModelError(f"{folder}: no adapter_config.json (the training run did not finish?)")
-        model = PeftModel.from_pretrained(load_base_model(folder, meta), folder)
+        with quiet_weights_io():
+            model = PeftModel.from_pretrained(load_base_model(folder, meta), folder)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device).eval()
     labels = LabelScheme(**meta["labels"])
@@ -162,7 +166,9 @@ def predict_files(
             np.save(f"{stem}_depth_mm.npy", depth)
             written.append(Path(f"{stem}_depth_mm.npy"))
         if "png" in formats:
-            written.append(save_figure(plot_depth_map(rgb, depth, title=path.name), f"{stem}_depth.png"))
+            title = path.name + (" (fine-tuned from the offline DEMO model: not Depth Anything)"
+                                 if bundle.meta.get("warning") else "")
+            written.append(save_figure(plot_depth_map(rgb, depth, title=title), f"{stem}_depth.png"))
         if "ply" in formats:
             write_ply(f"{stem}.ply", depth_to_points(depth, intrinsics), rgb)
             written.append(Path(f"{stem}.ply"))

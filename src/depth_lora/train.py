@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import platform
 import shutil
@@ -16,8 +17,17 @@ from transformers import TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from depth_lora import __version__
+from depth_lora.calibration import fit_zero_shot_calibration
 from depth_lora.config import RESUME_MUST_MATCH, TrainConfig
-from depth_lora.data import find_captures, load_split, make_split, save_split
+from depth_lora.data import (
+    find_captures,
+    group_captures,
+    load_split,
+    make_split,
+    save_split,
+    split_groups,
+    straddling_groups,
+)
 from depth_lora.dataset import (
     DepthDataset,
     LabelScheme,
@@ -28,13 +38,28 @@ from depth_lora.dataset import (
 from depth_lora.errors import ConfigError, DataError
 from depth_lora.losses import RELATIVE_LOSSES, build_loss
 from depth_lora.model import (
+    BUNDLED_MODELS,
+    DEMO_MODEL_WARNING,
     apply_lora,
     build_model,
     enable_activation_checkpointing,
+    quiet_weights_io,
     trainable_parameters_line,
 )
 from depth_lora.predict import META_FILE
-from depth_lora.trainer import HEADLINE_METRIC, DepthTrainer, make_compute_metrics, resolve_precision
+from depth_lora.text import plural
+from depth_lora.text import size_hw as format_size_hw
+from depth_lora.trainer import (
+    HEADLINE_METRIC,
+    DepthTrainer,
+    make_compute_metrics,
+    resolve_precision,
+    use_log_lines,
+)
+
+# PEFT's save_pretrained updates a model card and huggingface_hub warns "Repo card metadata block was
+# not found" for ours: not something a user can act on.
+logging.getLogger("huggingface_hub.repocard").setLevel(logging.ERROR)
 
 RUN_CONFIG_FILE = "train_config.json"  # written first: marks the folder as a depth-lora run
 KEEP_IN_OUTPUT = {"README.md", ".gitkeep"}
@@ -62,26 +87,43 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def prepare_output_dir(output: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to mix runs: a non-empty folder needs --resume or --overwrite.
+@dataclass(frozen=True)
+class OptionNames:
+    """How the caller spells the output-folder options, for messages a user can act on (the CLI's
+    flags, quickstart's, or the notebook's parameters); None: the caller has no such option."""
 
-    --overwrite only ever deletes a folder that an earlier depth-lora run wrote (it holds
+    resume: str | None = "--resume"
+    overwrite: str = "--overwrite"
+    output: str = "--output"
+
+
+CLI_OPTIONS = OptionNames()
+NOTEBOOK_OPTIONS = OptionNames(resume="RESUME = True", overwrite="OVERWRITE = True", output="OUTPUT")
+
+
+def prepare_output_dir(output: Path, resume: bool, overwrite: bool, names: OptionNames = CLI_OPTIONS) -> None:
+    """Refuse to mix runs: a non-empty folder needs resume or overwrite, said in `names`.
+
+    Overwrite only ever deletes a folder that an earlier depth-lora run wrote (it holds
     train_config.json), never a folder of other files.
     """
     leftovers = [p for p in output.iterdir() if p.name not in KEEP_IN_OUTPUT] if output.is_dir() else []
     if resume:
         if not output.is_dir() or get_last_checkpoint(str(output)) is None:
-            raise DataError(output, "--resume: no checkpoint-* folder to resume from")
+            raise DataError(output, f"{names.resume}: no checkpoint-* folder to resume from")
         return
     if not leftovers:
         output.mkdir(parents=True, exist_ok=True)
         return
     if not overwrite:
-        raise DataError(output, "output folder is not empty: pass --resume to continue the run in it, "
-                                "--overwrite to replace it, or choose another --output")
+        choices = ([f"{names.resume} to continue the run in it"] if names.resume else []) + [
+            f"{names.overwrite} to replace it", f"another {names.output} to keep it"]
+        raise DataError(output, "output folder is not empty (an earlier run is never replaced silently): "
+                                + ", ".join(choices))
     if not (output / RUN_CONFIG_FILE).is_file():
-        raise DataError(output, f"--overwrite refused: the folder holds files but no {RUN_CONFIG_FILE}, "
-                                "so it is not a depth-lora run; choose another --output")
+        raise DataError(output, f"{names.overwrite} refused: the folder holds files but no "
+                                f"{RUN_CONFIG_FILE}, so it is not a depth-lora run; "
+                                f"choose another {names.output}")
     for path in leftovers:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
@@ -118,7 +160,7 @@ def build_training_arguments(cfg: TrainConfig, precision: str) -> TrainingArgume
         per_device_eval_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate,
         weight_decay=cfg.weight_decay,
-        warmup_steps=cfg.warmup_steps,
+        warmup_steps=int(cfg.warmup_steps) if cfg.warmup_steps >= 1 else cfg.warmup_steps,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=not cuda,
@@ -144,7 +186,7 @@ def build_training_arguments(cfg: TrainConfig, precision: str) -> TrainingArgume
     )
 
 
-def run_training(cfg: TrainConfig, progress: bool = True) -> TrainResult:
+def run_training(cfg: TrainConfig, progress: bool = True, names: OptionNames = CLI_OPTIONS) -> TrainResult:
     """Fine-tune `cfg.model` with LoRA on `cfg.data` and write everything to `cfg.output`.
 
     Returns the output folder, the final validation/test metrics in mm and PEFT's
@@ -159,7 +201,7 @@ def run_training(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     loss_fn = build_loss(cfg.loss)
     given_split = load_split(cfg.split) if cfg.split else None  # read before --overwrite clears OUT
     if rank0:
-        prepare_output_dir(output, cfg.resume, cfg.overwrite)
+        prepare_output_dir(output, cfg.resume, cfg.overwrite, names)
         if cfg.resume:
             check_resume_config(output, cfg)
         (output / RUN_CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
@@ -167,12 +209,21 @@ def run_training(cfg: TrainConfig, progress: bool = True) -> TrainResult:
 
     split_path = output / "split.json"
     resumed_split = cfg.resume and split_path.is_file()
+    groups = group_captures([f.key for f in files], cfg.group_by)
     if resumed_split:
         split = load_split(split_path)
     elif given_split is not None:
         split = given_split
     else:
-        split = make_split([f.key for f in files], cfg.val_fraction, cfg.test_fraction, cfg.seed)
+        split = make_split([f.key for f in files], cfg.val_fraction, cfg.test_fraction, cfg.seed, groups)
+        if not split["val"] and len(files) >= 3:
+            # Too few groups to hold any out: split single captures, and say so everywhere.
+            print(f"WARNING: {len(set(groups.values()))} group(s) of captures (--group-by {cfg.group_by}): "
+                  "too few to keep groups apart in train/val/test; splitting single captures instead. "
+                  "Held-out captures share sessions with training captures: held-out numbers will be "
+                  "optimistic. Capture more sessions, or choose --group-by.", flush=True)
+            split = make_split([f.key for f in files], cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    leaky = bool(straddling_groups(split, groups))
     by_key = {f.key: f for f in files}
     missing = [k for s in split.values() for k in s if k not in by_key]
     if missing:
@@ -190,13 +241,20 @@ def run_training(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         name: prepare_captures([by_key[k] for k in split[name]], size_hw, cfg.depth_unit, progress)
         for name in ("train", "val", "test")
     }
-    labels = LabelScheme(cfg.labels, *depth_range_mm(prepared["train"]))
+    labels = LabelScheme(cfg.labels, *depth_range_mm(prepared["train"], cfg.label_percentiles))
     train_mean_mm = float(np.nanmean(np.concatenate([c.depth_mm.ravel() for c in prepared["train"]])))
 
     model, model_info = build_model(cfg.model, seed=cfg.seed)
     if not model_info.get("pretrained", False) and rank0:
         # A random-init base cannot be rebuilt from a hub id: keep its weights with the adapter.
-        model.save_pretrained(output / "base_model")
+        with quiet_weights_io():
+            model.save_pretrained(output / "base_model")
+    calibration = None
+    if rank0:  # the baseline to beat: the base model with one scale and shift fitted on train
+        if progress:
+            count = plural(len(prepared["train"]), "training capture")
+            print(f"Calibrating the zero-shot baseline on {count}")
+        calibration = fit_zero_shot_calibration(model, prepared["train"], prepared["val"]).to_dict()
     if cfg.finetune == "lora":
         model = apply_lora(
             model,
@@ -214,15 +272,22 @@ def run_training(cfg: TrainConfig, progress: bool = True) -> TrainResult:
             enable_activation_checkpointing(model)
     trainable = trainable_parameters_line(model)
     print(trainable)
+    if rank0 and progress:
+        print(describe_recipe(cfg, size_hw))
 
     meta = {
         "format_version": 1,
+        **({"warning": DEMO_MODEL_WARNING} if cfg.model in BUNDLED_MODELS else {}),
+        "recipe": cfg.recipe,
         "base_model": cfg.model,
         "base_model_dir": "base_model" if not model_info.get("pretrained", False) else None,
         "finetune": cfg.finetune,  # "full": OUT holds a whole model (config.json), not an adapter
         "pretrained": bool(model_info.get("pretrained", False)),
         "image_size_hw": list(size_hw),
         "labels": labels.to_dict(),
+        "label_percentiles": list(cfg.label_percentiles),
+        "zero_shot_calibration": calibration,
+        "split_leaky": leaky,
         # The constant baseline: mean valid depth of the training split (at the model's input size).
         "train_depth_mean_mm": train_mean_mm,
         "split_file": "split.json",
@@ -234,11 +299,11 @@ def run_training(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     }
     if rank0 and not resumed_split:
         origin = {"from_split": str(cfg.split)} if cfg.split else {"seed": cfg.seed}
-        save_split(split, split_path, **origin, data=str(cfg.data))
+        save_split(split, split_path, **origin, data=str(cfg.data), group_by=cfg.group_by, leaky=leaky,
+                   groups={k: groups.get(k, k) for name in split for k in split[name]},
+                   split_groups=split_groups(split, groups))
 
     args = build_training_arguments(cfg, precision)
-    if not progress:
-        args.disable_tqdm = True
     trainer = DepthTrainer(
         model=model,
         args=args,
@@ -249,27 +314,69 @@ def run_training(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         label_scheme=labels,
         panel_capture=prepared["val"][0],
     )
+    use_log_lines(trainer, progress)
     trainer.train(resume_from_checkpoint=True if cfg.resume else None)
     log_history = list(trainer.state.log_history)  # before the final evaluations add to it
 
-    # The best checkpoint (lowest validation RMSE in mm) is loaded at the end; evaluate it.
-    metrics = {"val": _strip(trainer.evaluate(metric_key_prefix="eval"), "eval_")}
-    if prepared["test"]:
-        test_set = DepthDataset(prepared["test"], labels)
-        metrics["test"] = _strip(trainer.evaluate(test_set, metric_key_prefix="test"), "test_")
+    # The best checkpoint (lowest validation RMSE in mm) is loaded at the end: its validation
+    # metrics are those of its own evaluation during training (at the model's input size).
+    metrics = {"val": best_validation(log_history, trainer.state.best_model_checkpoint)}
+    if not metrics["val"]:
+        metrics["val"] = _strip(trainer.evaluate(metric_key_prefix="eval"), "eval_")
+    metrics["val"]["resolution"] = f"model input, {format_size_hw(size_hw)}"
     # The PEFT adapter (adapter_config.json + adapter_model.safetensors). PEFT also writes a model
     # card README.md: keep the folder's own README (tracked in git for the default folder) instead.
     readme = output / "README.md"
     readme_text = readme.read_text() if readme.is_file() else None
-    trainer.save_model(str(output))
+    with quiet_weights_io():
+        trainer.save_model(str(output))
     if readme_text is not None and trainer.is_world_process_zero():
         readme.write_text(readme_text)
     if trainer.is_world_process_zero():
         meta["best_checkpoint"] = trainer.state.best_model_checkpoint
         meta["global_step"] = trainer.state.global_step
         (output / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        if prepared["test"]:
+            # The same numbers `depth-lora evaluate` prints: every row, at full resolution.
+            from depth_lora.evaluate import run_evaluation
+
+            report = run_evaluation(cfg.data, output, split="test", progress=False)
+            metrics["test"] = {**{m: report.mean[m] for m in report.methods}, "comparison": report.comparison,
+                               "resolution": "full (each capture's own)"}
         (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return TrainResult(output, metrics, trainable, trainer.model, log_history)
+
+
+def best_validation(log_history: list[dict], best_checkpoint: str | None) -> dict:
+    """The validation metrics (without the eval_ prefix) logged at the best checkpoint's step,
+    with that step and epoch; {} if they are not in the log."""
+    if not best_checkpoint:
+        return {}
+    step = int(Path(best_checkpoint).name.rsplit("-", 1)[-1])
+    entry = next((e for e in log_history if e.get("step") == step and "eval_rmse_mm" in e), None)
+    return {} if entry is None else {**_strip(entry, "eval_"), "step": step}
+
+
+def describe_recipe(cfg: TrainConfig, size_hw) -> str:
+    """What this run trains, in one paragraph: the recipe, every setting it resolved to, and the
+    options the user changed from it."""
+    if cfg.finetune == "full":
+        what = "full fine-tuning (every weight)"
+    else:
+        head = " + the DPT head trained" if cfg.train_head else ", head frozen"
+        what = (f"LoRA r{cfg.lora_rank} (alpha {cfg.lora_alpha:g}, dropout {cfg.lora_dropout:g}) on "
+                f"{', '.join(cfg.lora_targets)}{head}")
+    warmup = (f"{cfg.warmup_steps:.0%} of the steps" if 0 < cfg.warmup_steps < 1
+              else f"{int(cfg.warmup_steps)} steps")
+    length = f"{cfg.max_steps} steps" if cfg.max_steps > 0 else f"{cfg.epochs:g} epochs"
+    lo, hi = cfg.label_percentiles
+    text = (f"Recipe '{cfg.recipe}': {what}; {cfg.labels} labels (range: percentiles {lo:g}-{hi:g} of the "
+            f"training depths), {cfg.loss} loss; lr {cfg.learning_rate:g}, warm-up {warmup}, batch "
+            f"{cfg.batch_size}, {length}; input {format_size_hw(size_hw)}")
+    changed = cfg.explicit_options()
+    if changed:
+        text += "; changed from the recipe: " + ", ".join(f"{k} {v}" for k, v in changed.items())
+    return text + "."
 
 
 def _strip(metrics: dict, prefix: str) -> dict:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 from torch import nn
-from transformers import EvalPrediction, Trainer
+from tqdm.auto import tqdm
+from transformers import EvalPrediction, Trainer, TrainerCallback
 from transformers.integrations import TensorBoardCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from depth_lora.align import align_to
 from depth_lora.dataset import LabelScheme, PreparedCapture, rgb_to_pixel_values
@@ -128,3 +132,66 @@ def make_compute_metrics(label_scheme: LabelScheme, relative: bool = False):
         return {k: float(v) for k, v in summary.items()}
 
     return compute_metrics
+
+
+def show_progress_bar() -> bool:
+    """A live bar only where it redraws in place: a terminal or a notebook (a log file would fill
+    with carriage returns and cursor escapes)."""
+    return sys.stderr.isatty() or "ipykernel" in sys.modules
+
+
+class LogLinesCallback(TrainerCallback):
+    """One readable line per log instead of the Trainer's dicts, and one training bar, never nested.
+
+    step   20/150  loss 0.0266  lr 6.0e-04  grad norm 0.287
+    step   50/150  val RMSE 229.1 mm  MAE 206.1 mm  AbsRel 0.183  d<1.25 0.63
+    """
+
+    def __init__(self, bar: bool = True):
+        self.bar_enabled = bar
+        self.bar = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and self.bar_enabled:
+            self.bar = tqdm(total=state.max_steps, desc="train", unit="step", dynamic_ncols=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        line = format_log_line(logs, state.global_step, state.max_steps)
+        if line:
+            (self.bar.write if self.bar is not None else print)(line)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def format_log_line(logs: dict, step: int, max_steps: int) -> str | None:
+    """The one line for a Trainer log entry (training loss, validation metrics or the summary)."""
+    width = len(str(max_steps))
+    head = f"step {step:>{width}}/{max_steps}"
+    if f"eval_{HEADLINE_METRIC}" in logs:
+        get = lambda key: logs.get(f"eval_{key}", np.nan)  # noqa: E731
+        return (f"{head}  val RMSE {get('rmse_mm'):.1f} mm  MAE {get('mae_mm'):.1f} mm  "
+                f"AbsRel {get('abs_rel'):.3f}  d<1.25 {get('delta1'):.2f}")
+    if "loss" in logs:
+        text = f"{head}  loss {logs['loss']:.4g}  lr {logs.get('learning_rate', 0):.1e}"
+        return text + (f"  grad norm {logs['grad_norm']:.3g}" if "grad_norm" in logs else "")
+    if "train_runtime" in logs:
+        return (f"trained {step} steps in {logs['train_runtime']:.0f} s "
+                f"({logs.get('train_samples_per_second', 0):.2f} samples/s)")
+    return None
+
+
+def use_log_lines(trainer: Trainer, progress: bool) -> None:
+    """Replace the Trainer's printing callbacks with LogLinesCallback (lines only if `progress`)."""
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if progress:
+        trainer.add_callback(LogLinesCallback(bar=show_progress_bar()))
