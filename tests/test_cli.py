@@ -109,13 +109,17 @@ def test_yaml_numbers_written_like_5e_5_are_read_as_numbers(tmp_path):
 
 
 def test_quickstart_offline_falls_back_to_the_demo_model_loudly(tmp_path, capsys, monkeypatch):
+    from depth_lora.quickstart import OFFLINE_DEMO
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setitem(OFFLINE_DEMO, "max_steps", 40)  # the demo's job, shortened: the path is the same
     data, out = tmp_path / "data", tmp_path / "out"
     generate_demo_captures(data, 8, seed=4, size_hw=(120, 194), workers=1)
     code, stdout, err = run_cli(["quickstart", "--data", data, "--output", out], capsys)
     assert code == 0, err
     assert "OFFLINE DEMO MODEL 'demo-pretrained'" in stdout and "NOT DEPTH ANYTHING'S" in stdout
-    assert "depth mean (mm)" in stdout and "zero_shot_aligned" in stdout and "rmse_mm" in stdout
+    assert "depth mean (mm)" in stdout and "zero_shot_calibrated" in stdout and "RMSE mm" in stdout
+    assert "Recipe 'recommended'" in stdout and "What the table says" in stdout and "Next steps" in stdout
     for name in ("analysis/stats.json", "analysis/depth_histogram.png", "analysis/capture_gallery.png",
                  "adapter_model.safetensors", "depth_lora.json", "metrics.json"):
         assert (out / name).is_file(), name
@@ -125,3 +129,4 @@ def test_quickstart_offline_falls_back_to_the_demo_model_loudly(tmp_path, capsys
     # Running it again does not replace the earlier run.
     code, _, err = run_cli(["quickstart", "--data", data, "--output", out], capsys)
     assert code == 2 and "output folder is not empty" in error_line(err)
+    assert "--overwrite" in err and "--resume" not in err  # quickstart has no --resume: not suggested

@@ -38,9 +38,10 @@ def test_notebook_runs_headless_offline_with_the_demo_pretrained_model(tmp_path,
     outputs = [o for c in executed["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
     assert not [o for o in outputs if o["output_type"] == "error"]
     text = "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream")
-    for expected in ("OFFLINE DEMO MODEL 'demo-pretrained'", "demo-pretrained recipe",
+    for expected in ("OFFLINE DEMO MODEL 'demo-pretrained'", "demo-pretrained job size", "recipe recommended",
                      "generated 12 Zivid-like demo captures", "depth mean (mm)", "trainable params",
-                     "def compute_loss", "fine_tuned", "zero_shot_aligned", "constant", ".ply"):
+                     "def compute_loss", "fine_tuned_aligned", "zero_shot_calibrated", "zero_shot_aligned",
+                     "constant", "Compare fine_tuned", "(test split)", ".ply"):
         assert expected in text, expected
     figures = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(figures) >= 6  # histogram, gallery, model input, metrics, held-out comparison, new image
@@ -48,3 +49,27 @@ def test_notebook_runs_headless_offline_with_the_demo_pretrained_model(tmp_path,
         assert (out / name).is_file(), name
     meta = json.loads((out / "depth_lora.json").read_text())
     assert meta["base_model"] == "demo-pretrained" and meta["global_step"] == 400
+
+
+def test_notebook_runs_after_quickstart_filled_the_default_output_folder(tmp_path, monkeypatch):
+    # The README's order: quickstart first, then the notebook into the same default folder. The
+    # notebook refuses to replace quickstart's run, naming its own parameters, and replaces it when
+    # told to with OVERWRITE = True.
+    papermill = pytest.importorskip("papermill")
+    from depth_lora.cli import main
+    from depth_lora.quickstart import OFFLINE_DEMO
+    from depth_lora.synthetic import generate_demo_captures
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    generate_demo_captures(tmp_path / "DATASET_DEVOIR", 8, seed=2, size_hw=(120, 194), workers=1)
+    short = {"DEMO_SIZE": [120, 194], "MAX_STEPS": 4}
+    monkeypatch.setitem(OFFLINE_DEMO, "max_steps", 4)  # quickstart's job, made short for the test
+    assert main(["quickstart"]) == 0
+    with pytest.raises(papermill.PapermillExecutionError, match="OVERWRITE = True"):
+        papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "refused.ipynb"), parameters=short,
+                                   cwd=str(tmp_path), progress_bar=False, kernel_name="python3")
+    papermill.execute_notebook(str(NOTEBOOK), str(tmp_path / "done.ipynb"),
+                               parameters={**short, "OVERWRITE": True}, cwd=str(tmp_path),
+                               progress_bar=False, kernel_name="python3")
+    assert (tmp_path / "depth_anything_finetuned_lora_zivid" / "depth_lora.json").is_file()

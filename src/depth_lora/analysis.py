@@ -141,10 +141,10 @@ def analyze_dataset(
 
 def format_stats_table(stats: DatasetStats, per_capture: bool = False) -> str:
     """The analysis as a plain-text table, as the original notebook printed it."""
-    res = ", ".join(f"{w}x{h}" for h, w in stats.resolutions)
+    res = ", ".join(f"{h} x {w}" for h, w in stats.resolutions)
     lines = [
         f"{'captures':<22}{stats.count}",
-        f"{'resolution(s) WxH':<22}{res}",
+        f"{'resolution(s) H x W':<22}{res}",
         f"{'depth min (mm)':<22}{stats.depth_min_mm:.2f}",
         f"{'depth max (mm)':<22}{stats.depth_max_mm:.2f}",
         f"{'depth mean (mm)':<22}{stats.depth_mean_mm:.2f}",
@@ -152,10 +152,10 @@ def format_stats_table(stats: DatasetStats, per_capture: bool = False) -> str:
         f"{'valid pixels (mean)':<22}{100 * stats.valid_fraction_mean:.1f} %",
     ]
     if per_capture:
-        lines += ["", f"{'capture':<40}{'WxH':>11}{'valid %':>9}{'min':>9}{'max':>9}{'mean':>9}{'std':>8}"]
+        lines += ["", f"{'capture':<40}{'H x W':>13}{'valid %':>9}{'min':>9}{'max':>9}{'mean':>9}{'std':>8}"]
         for r in stats.captures:
             lines.append(
-                f"{r.key[:39]:<40}{f'{r.width}x{r.height}':>11}{100 * r.valid_fraction:>9.1f}"
+                f"{r.key[:39]:<40}{f'{r.height} x {r.width}':>13}{100 * r.valid_fraction:>9.1f}"
                 f"{r.depth_min_mm:>9.1f}{r.depth_max_mm:>9.1f}{r.depth_mean_mm:>9.1f}"
                 f"{r.depth_std_mm:>8.1f}"
             )

@@ -5,10 +5,22 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from pathlib import Path
 
+# Only light modules here: argument errors must not wait for torch/transformers (issue 15, item 10).
 from depth_lora import __version__
 from depth_lora.config import DEFAULT_DATA, DEFAULT_OUTPUT, TrainConfig, field_names, read_config_file
-from depth_lora.errors import DepthLoraError
+from depth_lora.errors import ConfigError, DataError, DepthLoraError, ModelError
+from depth_lora.flags import HelpFormatter, add_dataclass_flags
+
+# What the field types cannot say: these lists have exactly two values.
+TRAIN_FLAG_OVERRIDES = {
+    "image_size": {"nargs": 2, "metavar": ("H", "W")},
+    "label_percentiles": {"nargs": 2, "metavar": ("LO", "HI")},
+    "lora_targets": {"metavar": "GROUP"},
+}
+# `depth-lora predict --format` values; predict.FORMATS writes them (a test keeps the two equal).
+PREDICT_FORMATS = ("npy", "png", "ply")
 
 
 def _add_depth_unit(p: argparse.ArgumentParser) -> None:
@@ -53,9 +65,10 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    cfg = TrainConfig(**{name: getattr(args, name) for name in field_names()})  # checked before torch
+
     from depth_lora.train import run_training
 
-    cfg = TrainConfig(**{name: getattr(args, name) for name in field_names()})
     result = run_training(cfg)
     print(format_metrics_summary(result.metrics))
     print(f"adapter, depth_lora.json and metrics.json written to {result.output_dir}")
@@ -76,13 +89,19 @@ def _end_process_group() -> None:
 
 
 def format_metrics_summary(metrics: dict) -> str:
-    """One line per split: the headline mm metrics at the model's input size."""
+    """The kept checkpoint's validation line and the test split's RMSE per row (metrics.json)."""
     nan = float("nan")
-    return "\n".join(
-        f"{split:>5}: RMSE {m.get('rmse_mm', nan):.1f} mm | MAE {m.get('mae_mm', nan):.1f} mm"
-        f" | AbsRel {m.get('abs_rel', nan):.4f} | delta<1.25 {m.get('delta1', nan):.3f}"
-        for split, m in metrics.items()
-    )
+    val = metrics["val"]
+    lines = [f"validation (best checkpoint, step {val.get('step', '?')}, {val.get('resolution', '')}): "
+             f"RMSE {val.get('rmse_mm', nan):.1f} mm, MAE {val.get('mae_mm', nan):.1f} mm"]
+    test = metrics.get("test")
+    if test:
+        lines.append(f"test split, {test.get('resolution', '')} (`depth-lora evaluate` for the full table):")
+        for method, row in test.items():
+            if isinstance(row, dict) and "rmse_mm" in row:
+                lo, hi = row.get("rmse_mm_ci95", (nan, nan))
+                lines.append(f"  {method:<22} RMSE {row['rmse_mm']:7.1f} mm  [{lo:.1f}, {hi:.1f}]")
+    return "\n".join(lines)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -115,6 +134,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         print(f"intrinsics from {args.intrinsics_from}: fx {fx:.2f} fy {fy:.2f} cx {cx:.2f} cy {cy:.2f}")
     images = list_images(args.inputs)
     bundle = load_bundle(args.adapter)
+    if bundle.meta.get("warning"):
+        print(f"depth-lora predict: WARNING: {bundle.meta['warning']}", file=sys.stderr)
     written, problems = predict_files(
         bundle, images, args.out, formats=args.format.split(","), intrinsics=intrinsics
     )
@@ -199,17 +220,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_depth_unit(p)
     p.set_defaults(func=_cmd_quickstart)
 
-    from transformers import HfArgumentParser
-
     p = sub.add_parser(
         "train",
-        parents=[HfArgumentParser(TrainConfig, add_help=False)],
         help="fine-tune with LoRA on a folder of captures",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Fine-tune Depth Anything with LoRA and a masked loss. Every option can also be "
         "set in a YAML/JSON file (--config); flags given on the command line win.",
     )
-    p.add_argument("--config", help="YAML or JSON file of options (keys as the flags, - or _)")
+    add_dataclass_flags(p, TrainConfig, TRAIN_FLAG_OVERRIDES)
+    p.add_argument(
+        "--config", metavar="FILE",
+        help="YAML or JSON file of options (keys as the flags, - or _); flags given on the command line win",
+    )
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser(
@@ -314,7 +335,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overwrite", action="store_true", help="replace captures already in DIR")
     p.set_defaults(func=_cmd_demo_data)
+    for p in (parser, *sub.choices.values()):
+        p.formatter_class = HelpFormatter
     return parser
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """The cheap checks of a verb's paths and values, run before its slow (torch) imports.
+
+    Raises the DepthLoraError the verb would raise later, so the user sees the same one line at
+    once: the format list and input paths of predict, the captures of --data, the adapter folder.
+    """
+    if args.command == "predict":
+        formats = args.format.split(",")
+        unknown = sorted(set(formats) - set(PREDICT_FORMATS))
+        if unknown:
+            choices = ", ".join(PREDICT_FORMATS)
+            raise ConfigError(f"--format: unknown format(s) {', '.join(unknown)}; choose from {choices}")
+        if "ply" in formats and not (args.intrinsics or args.intrinsics_from):
+            raise ConfigError(
+                "--format ply: a point cloud needs --intrinsics FX FY CX CY or --intrinsics-from FILE.npy"
+            )
+        for item in map(Path, args.inputs):
+            if not (item.is_dir() or item.is_file()):
+                raise DataError(item, "no such image file or folder")
+        if args.intrinsics_from and not Path(args.intrinsics_from).is_file():
+            raise DataError(args.intrinsics_from, "depth file does not exist")
+    if args.command in ("train", "evaluate", "analyze", "bench"):
+        from depth_lora.data import find_captures  # numpy and PIL, no torch
+
+        find_captures(args.data)  # the folder exists and holds paired captures
+    if args.command in ("evaluate", "predict", "merge") and not Path(args.adapter).is_dir():
+        raise ModelError(f"{args.adapter}: adapter folder does not exist")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -331,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
             subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
             subparsers.choices[args.command].set_defaults(**read_config_file(args.config))
             args = parser.parse_args(argv)
+        check_arguments(args)
         return args.func(args)
     except DepthLoraError as exc:
         print(f"depth-lora {args.command}: error: {exc}", file=sys.stderr)

@@ -7,17 +7,16 @@ from pathlib import Path
 
 from depth_lora.config import DEFAULT_MODEL, TrainConfig
 from depth_lora.data import has_captures
-from depth_lora.experiment import ADAPT_SETTINGS, DEMO_METHOD, FULL, METHODS
+from depth_lora.text import plural
+from depth_lora.train import OptionNames
 
 # The offline demo model, shipped with the package: the `tiny` architecture pretrained on synthetic
-# rooms and tabletops by `depth-lora experiment`. It is fine-tuned with the recipe that adapted it
-# best there (LoRA on the backbone's Linear layers and the neck's convolutions plus the head), with
-# the experiment's labels, input size and steps. Its numbers are not Depth Anything's.
-OFFLINE_DEMO = {
-    "model": "demo-pretrained", **METHODS[DEMO_METHOD], **ADAPT_SETTINGS, "max_steps": FULL.adapt_steps,
-    "eval_steps": 40,  # 10 evaluations: demo epochs are only a few steps long
-}
+# rooms and tabletops by `depth-lora experiment`. It is fine-tuned with the recommended recipe like
+# any model; only the size of the job is the demo's own: the small input it was pretrained near and
+# a fixed number of steps (its epochs are a few steps long). Its numbers are not Depth Anything's.
+OFFLINE_DEMO = {"model": "demo-pretrained", "image_size": [126, 196], "max_steps": 400}
 BANNER = "!" * 100
+QUICKSTART_OPTIONS = OptionNames(resume=None, overwrite="--overwrite", output="--output")
 
 
 def resolve_quickstart_model(model: str | None) -> tuple[str, bool]:
@@ -44,9 +43,13 @@ def offline_banner() -> str:
             f"!! For the real model: --model FOLDER (see README).\n{BANNER}")
 
 
-def demo_recipe() -> dict:
-    """TrainConfig overrides that fine-tune the offline demo model (OFFLINE_DEMO without the name)."""
-    return {k: v for k, v in OFFLINE_DEMO.items() if k != "model"}
+def size_demo_job(cfg: TrainConfig) -> TrainConfig:
+    """The demo model's job size for what `cfg` leaves open: its input size and step count, and
+    10 evaluations (its epochs are a few steps long). The recipe stays as `cfg` has it."""
+    image_size = cfg.image_size or OFFLINE_DEMO["image_size"]
+    max_steps = cfg.max_steps if cfg.max_steps > 0 else OFFLINE_DEMO["max_steps"]
+    return replace(cfg, image_size=image_size, max_steps=max_steps,
+                   eval_steps=cfg.eval_steps or max(1, max_steps // 10))
 
 
 def ensure_captures(data_dir: str | Path, demo: bool = True, count: int = 24, size_hw=(1200, 1944)) -> str:
@@ -62,7 +65,7 @@ def ensure_captures(data_dir: str | Path, demo: bool = True, count: int = 24, si
     if not demo:
         raise DataError(data_dir, "holds no captures; add yours (images/, depth/) or enable the demo")
     generate_demo_captures(data_dir, count, size_hw=tuple(size_hw))
-    return (f"No captures in {data_dir}/: generated {count} Zivid-like demo captures there. "
+    return (f"No captures in {data_dir}/: generated {plural(count, 'Zivid-like demo capture')} there. "
             "Put your own captures in images/ and depth/ instead.")
 
 
@@ -80,7 +83,7 @@ def run_quickstart(
     from depth_lora.viz import write_analysis_plots
 
     data_dir, output_dir = Path(data_dir), Path(output_dir)
-    prepare_output_dir(output_dir, resume=False, overwrite=overwrite)
+    prepare_output_dir(output_dir, resume=False, overwrite=overwrite, names=QUICKSTART_OPTIONS)
     print(ensure_captures(data_dir, demo=True, count=demo_count))
 
     print(f"\n== Dataset analysis: {data_dir}")
@@ -88,30 +91,45 @@ def run_quickstart(
     print(format_stats_table(stats))
 
     name, offline = resolve_quickstart_model(model)
-    cfg = TrainConfig(data=str(data_dir), output=str(output_dir), model=name, depth_unit=depth_unit)
+    cfg = TrainConfig(data=str(data_dir), output=str(output_dir), model=name, depth_unit=depth_unit,
+                      overwrite=overwrite)
     if offline:
         print(f"\n{offline_banner()}")
     if name == OFFLINE_DEMO["model"]:
-        cfg = replace(cfg, **demo_recipe())
-    elif name in ("tiny", "small-random"):
-        cfg = replace(cfg, train_head=True)
-    print(f"\n== Fine-tuning {cfg.model} with LoRA (rank {cfg.lora_rank}) -> {output_dir}")
-    run_training(cfg)
+        cfg = size_demo_job(cfg)
+    print(f"\n== Fine-tuning {cfg.model} -> {output_dir}")
+    run_training(cfg, names=QUICKSTART_OPTIONS)
     # Written after training: the training run wants its output folder to itself when it starts.
     write_stats_json(stats, output_dir / "analysis" / "stats.json")
     plots = write_analysis_plots(stats, kept, output_dir / "analysis")
 
-    from depth_lora.evaluate import format_report_table, run_evaluation, write_report
+    from depth_lora.evaluate import format_report_table, interpret_report, run_evaluation, write_report
 
     print("\n== Evaluation on the held-out test split, in mm at full resolution")
     eval_dir = output_dir / "evaluation"
-    report = run_evaluation(data_dir, output_dir, split="test", plots_dir=eval_dir)
+    report = run_evaluation(data_dir, output_dir, split="test", plots_dir=eval_dir, progress=False)
     print(format_report_table(report))
     write_report(report, eval_dir / "report.json", eval_dir / "captures.csv")
-    print(f"\nAnalysis figures: {', '.join(str(p) for p in plots)}")
+    print(f"\n== What the table says\n{interpret_report(report)}")
+    print(f"\n== Where everything went\nAnalysis figures: {', '.join(str(p) for p in plots)}")
     print(f"Evaluation: {eval_dir}/ (report.json, captures.csv, one figure per capture, metrics.png)")
     print(f"Adapter and metadata: {output_dir}/ (depth_lora.json, adapter_model.safetensors)")
-    print(f"TensorBoard: tensorboard --logdir {output_dir / 'runs'}")
+    print(next_steps(data_dir, output_dir))
     if offline:
         print(f"{BANNER}\n!! Reminder: these numbers come from the offline demo model, "
               f"not Depth Anything.\n{BANNER}")
+
+
+def next_steps(data_dir: Path, output_dir: Path) -> str:
+    """The commands a user runs next, with this run's folders filled in."""
+    return "\n".join([
+        "\n== Next steps",
+        f"  watch the training curves:   tensorboard --logdir {output_dir / 'runs'}",
+        f"  depth for your own images:   depth-lora predict IMAGE.png --adapter {output_dir} "
+        "--out predictions/",
+        f"  evaluate again, in detail:   depth-lora evaluate --data {data_dir} --adapter {output_dir} "
+        "--plots plots/",
+        f"  train on your own captures:  put them in {data_dir}/images and {data_dir}/depth (README: Your "
+        "captures), then depth-lora train --output another_folder",
+        "  walk through it step by step: the notebook projet_transformers.ipynb (README: The notebook)",
+    ])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -9,17 +10,111 @@ from matplotlib.figure import Figure
 
 from depth_lora.analysis import HIST_BIN_MM, DatasetStats
 from depth_lora.data import Capture
+from depth_lora.text import plural, size_hw
 
 DEPTH_CMAP = "turbo_r"  # near = red/warm, far = blue: how depth maps are usually read
 
+# Colour ranges of depth panels. Maps of one scene share a range (these percentiles of their pooled
+# valid pixels) unless sharing would hide one: a map keeps the shared range only if its own range
+# lies at least MIN_INSIDE_FRACTION inside it and spans at least MIN_SPAN_FRACTION of it (a
+# narrower map would be drawn in a few colours, a map outside it in one saturated colour).
+SCALE_PERCENTILES = (2, 98)
+MIN_INSIDE_FRACTION = 0.5
+MIN_SPAN_FRACTION = 0.25
+# A constant map (all one value) is drawn on value +- this, so it shows as the bar's middle colour.
+CONSTANT_HALF_RANGE_MM = 10.0
+# Percentiles are taken on at most about this many pixels per map (a strided subsample): enough
+# for a colour range, and fast on 1200 x 1944 captures.
+SCALE_SAMPLE_PIXELS = 250_000
 
-def depth_limits_mm(*depths_mm: np.ndarray, percentiles=(1, 99)) -> tuple[float, float]:
-    """Shared colour limits for several depth maps (robust percentiles of valid pixels)."""
-    valid = np.concatenate([d[np.isfinite(d)].ravel() for d in depths_mm])
-    if valid.size == 0:
-        return 0.0, 1.0
-    lo, hi = np.percentile(valid, percentiles)
-    return float(lo), float(max(hi, lo + 1.0))
+
+@dataclass(frozen=True)
+class DepthScale:
+    """Colour range of one depth panel, in mm.
+
+    own: the panel does not use the range shared by the other panels (say so in its title).
+    constant_mm: the value of a map that is all one value, else None.
+    """
+
+    vmin_mm: float
+    vmax_mm: float
+    own: bool = False
+    constant_mm: float | None = None
+
+    def title(self, name: str) -> str:
+        """`name`, plus a second line when the panel is constant or has its own colour scale."""
+        notes = [f"constant {self.constant_mm:.0f} mm"] if self.constant_mm is not None else []
+        notes += ["own colour scale"] if self.own else []
+        return f"{name}\n({', '.join(notes)})" if notes else name
+
+
+def _valid_sample(depth_mm: np.ndarray) -> np.ndarray:
+    """(N,) finite depths of a map, strided down to about SCALE_SAMPLE_PIXELS."""
+    valid = depth_mm[np.isfinite(depth_mm)]
+    return valid[:: max(1, valid.size // SCALE_SAMPLE_PIXELS)]
+
+
+def _percentile_range(values: np.ndarray) -> tuple[float, float]:
+    lo, hi = np.percentile(values, SCALE_PERCENTILES)
+    return float(lo), float(max(hi, lo + 1.0))  # at least 1 mm wide
+
+
+def _shares_well(samples: list[np.ndarray]) -> bool:
+    """True if one range over all `samples` (non-empty, non-constant maps) hides none of them."""
+    lo, hi = _percentile_range(np.concatenate(samples))
+    for values in samples:
+        own_lo, own_hi = _percentile_range(values)
+        own_span, inside = own_hi - own_lo, max(0.0, min(hi, own_hi) - max(lo, own_lo))
+        if inside < MIN_INSIDE_FRACTION * own_span or own_span < MIN_SPAN_FRACTION * (hi - lo):
+            return False
+    return True
+
+
+def depth_scales_mm(depths_mm: list[np.ndarray]) -> list[DepthScale]:
+    """Colour ranges for depth maps of one scene (mm, NaN = no depth), e.g. [target, *predictions].
+
+    The first non-constant map and every later map that fits share one range (robust percentiles
+    of their pooled valid pixels); a map the shared range would hide gets its own range, and a
+    constant map its own range centred on its value. See MIN_INSIDE_FRACTION, MIN_SPAN_FRACTION.
+
+    Returns one DepthScale per map, in order.
+    """
+    samples = [_valid_sample(d) for d in depths_mm]
+    # all one value (to 0.01 mm), judged on every pixel: a sample could miss the odd one out
+    constant = [
+        v.size > 0 and float(np.nanmax(d) - np.nanmin(d)) < 0.01
+        for d, v in zip(depths_mm, samples, strict=True)
+    ]
+    shared: list[int] = []  # indices of the maps on the shared range
+    for i, values in enumerate(samples):
+        if constant[i]:
+            continue
+        members = [samples[j] for j in [*shared, i] if samples[j].size]
+        if not shared or not values.size or _shares_well(members):
+            shared.append(i)
+    pooled = [samples[j] for j in shared if samples[j].size]
+    shared_lo, shared_hi = _percentile_range(np.concatenate(pooled)) if pooled else (0.0, 1.0)
+    scales = []
+    for i, values in enumerate(samples):
+        if constant[i]:
+            value = float(values[0])
+            scales.append(
+                DepthScale(value - CONSTANT_HALF_RANGE_MM, value + CONSTANT_HALF_RANGE_MM,
+                           own=len(samples) > 1, constant_mm=value)
+            )
+        elif i in shared:
+            scales.append(DepthScale(shared_lo, shared_hi))
+        else:
+            scales.append(DepthScale(*_percentile_range(values), own=True))
+    return scales
+
+
+def _draw_depth(fig: Figure, ax, depth_mm: np.ndarray, scale: DepthScale, name: str, label="Z (mm)", **kw):
+    """Draw one depth panel with its mm colour bar and a title that names its scale."""
+    im = ax.imshow(np.ma.masked_invalid(depth_mm), cmap=DEPTH_CMAP, vmin=scale.vmin_mm, vmax=scale.vmax_mm)
+    fig.colorbar(im, ax=ax, label=label, **kw)
+    ax.set_title(scale.title(name), fontsize=9)
+    return im
 
 
 def plot_depth_histogram(stats: DatasetStats) -> Figure:
@@ -32,12 +127,13 @@ def plot_depth_histogram(stats: DatasetStats) -> Figure:
     ax = fig.add_subplot()
     ax.stairs(100 * counts[first:last] / max(counts.sum(), 1), edges[first : last + 1], fill=True)
     ax.axvline(stats.depth_mean_mm, color="k", lw=1.5, label=f"mean {stats.depth_mean_mm:.0f} mm")
-    for sign in (-1, 1):
-        ax.axvline(stats.depth_mean_mm + sign * stats.depth_std_mm, color="k", ls="--", lw=1)
+    for sign, side in ((-1, "-"), (1, "+")):
+        z_mm = stats.depth_mean_mm + sign * stats.depth_std_mm
+        ax.axvline(z_mm, color="k", ls="--", lw=1, label=f"mean {side} 1 std {z_mm:.0f} mm")
     ax.set(
         xlabel="depth Z (mm)",
         ylabel="% of valid pixels per 10 mm bin",
-        title=f"Depth over {stats.count} captures ({stats.valid_pixels:,} valid pixels, "
+        title=f"Depth over {plural(stats.count, 'capture')} ({stats.valid_pixels:,} valid pixels, "
         f"std {stats.depth_std_mm:.0f} mm)",
     )
     ax.legend()
@@ -45,19 +141,20 @@ def plot_depth_histogram(stats: DatasetStats) -> Figure:
 
 
 def plot_capture_gallery(captures: list[Capture], max_rows: int = 4) -> Figure:
-    """One row per capture: RGB | depth in mm with colour bar | valid mask."""
+    """One row per capture: RGB (size H x W) | depth in mm with colour bar | valid mask."""
     captures = captures[:max_rows]
     fig = Figure(figsize=(12, 3 * len(captures)), layout="constrained")
     axes = fig.subplots(len(captures), 3, squeeze=False)
     for row, cap in zip(axes, captures, strict=True):
-        lo, hi = depth_limits_mm(cap.depth_mm)
         row[0].imshow(cap.rgb)
-        row[0].set_title(f"{cap.key}\nRGB {cap.size_hw[1]}x{cap.size_hw[0]}", fontsize=9)
-        im = row[1].imshow(np.ma.masked_invalid(cap.depth_mm), cmap=DEPTH_CMAP, vmin=lo, vmax=hi)
-        fig.colorbar(im, ax=row[1], label="Z (mm)", shrink=0.9)
-        row[1].set_title("depth (holes white)", fontsize=9)
+        row[0].set_title(f"{cap.key}\nRGB {size_hw(cap.size_hw)}", fontsize=9)
+        _draw_depth(fig, row[1], cap.depth_mm, depth_scales_mm([cap.depth_mm])[0], "depth (holes white)",
+                    shrink=0.9)
         row[2].imshow(cap.valid_mask, cmap="gray", vmin=0, vmax=1)
-        row[2].set_title(f"valid mask ({100 * cap.valid_mask.mean():.1f} % valid)", fontsize=9)
+        row[2].set_title(
+            f"valid mask (white = measured, black = hole)\n{100 * cap.valid_mask.mean():.1f} % valid",
+            fontsize=9,
+        )
         for ax in row:
             ax.set_axis_off()
     return fig
@@ -68,24 +165,25 @@ def plot_prediction_panel(
 ) -> Figure:
     """RGB | target | prediction | |error| in mm, with colour bars; holes of the target in white.
 
+    Target and prediction share a colour range unless that would hide the prediction (see
+    depth_scales_mm); the |error| panel has its own.
     rgb (H, W, 3) uint8; target_mm, pred_mm (H, W) in mm at the same size.
     """
-    lo, hi = depth_limits_mm(target_mm)
     error = np.abs(pred_mm - target_mm)  # NaN where the target has a hole
     fig = Figure(figsize=(16, 3.6), layout="constrained")
     axes = fig.subplots(1, 4)
     axes[0].imshow(rgb)
-    axes[0].set_title("RGB")
-    for ax, depth, name in ((axes[1], target_mm, "target"), (axes[2], pred_mm, "prediction")):
-        im = ax.imshow(np.ma.masked_invalid(depth), cmap=DEPTH_CMAP, vmin=lo, vmax=hi)
-        fig.colorbar(im, ax=ax, label="Z (mm)", shrink=0.85)
-        ax.set_title(name)
+    axes[0].set_title("RGB", fontsize=9)
+    scales = depth_scales_mm([target_mm, pred_mm])
+    panels = (("target", target_mm), ("prediction", pred_mm))
+    for ax, (name, depth), scale in zip(axes[1:3], panels, scales, strict=True):
+        _draw_depth(fig, ax, depth, scale, name, shrink=0.85)
     valid = np.isfinite(error)
     err_hi = float(np.percentile(error[valid], 99)) if valid.any() else 1.0
     im = axes[3].imshow(np.ma.masked_invalid(error), cmap="magma", vmin=0, vmax=max(err_hi, 1.0))
     fig.colorbar(im, ax=axes[3], label="|error| (mm)", shrink=0.85)
     rmse = float(np.sqrt(np.mean(error[valid] ** 2))) if valid.any() else float("nan")
-    axes[3].set_title(f"|error|, RMSE {rmse:.1f} mm")
+    axes[3].set_title(f"|error|, RMSE {rmse:.1f} mm", fontsize=9)
     for ax in axes:
         ax.set_axis_off()
     if title:
@@ -97,10 +195,10 @@ def plot_evaluation_capture(capture: Capture, preds_mm: dict[str, np.ndarray]) -
     """Two rows: RGB | target | first method; the other methods | first method's |error|, in mm.
 
     preds_mm: method name -> (H, W) depth in mm at the capture's resolution; the first one is the
-    model under test (its error map is drawn). All depth maps share one colour scale.
+    model under test (its error map is drawn). The depth maps share one colour range, except a
+    method that range would hide or a constant one: those get their own, said in the title.
     """
     target = capture.depth_mm
-    lo, hi = depth_limits_mm(target)
     names = list(preds_mm)
     fig = Figure(figsize=(15, 7), layout="constrained")
     axes = fig.subplots(2, 3)
@@ -108,13 +206,13 @@ def plot_evaluation_capture(capture: Capture, preds_mm: dict[str, np.ndarray]) -
     axes[0, 0].set_title(f"{capture.key} (RGB)", fontsize=9)
     depth_axes = [axes[0, 1], axes[0, 2], axes[1, 0], axes[1, 1]]
     panels = [("target (camera)", target)] + [(n, preds_mm[n]) for n in names]
-    for ax, (name, depth) in zip(depth_axes, panels, strict=False):
-        im = ax.imshow(np.ma.masked_invalid(depth), cmap=DEPTH_CMAP, vmin=lo, vmax=hi)
+    panels = panels[: len(depth_axes)]  # the slots there are; scales only for what is drawn
+    scales = depth_scales_mm([depth for _, depth in panels])
+    for ax, (name, depth), scale in zip(depth_axes, panels, scales, strict=False):
         if depth is not target:
             err = np.abs(depth - target)[capture.valid_mask]
             name = f"{name}: RMSE {np.sqrt(np.mean(err**2)):.1f} mm" if err.size else name
-        ax.set_title(name, fontsize=9)
-        fig.colorbar(im, ax=ax, label="Z (mm)", shrink=0.8)
+        _draw_depth(fig, ax, depth, scale, name, shrink=0.8)
     error = np.abs(preds_mm[names[0]] - target)
     valid = np.isfinite(error)
     err_hi = max(float(np.percentile(error[valid], 99)), 1.0) if valid.any() else 1.0
@@ -150,39 +248,36 @@ def plot_metric_bars(
 
 
 def plot_depth_map(rgb: np.ndarray, depth_mm: np.ndarray, title: str = "") -> Figure:
-    """RGB beside its predicted depth in mm with a colour bar."""
-    lo, hi = depth_limits_mm(depth_mm)
+    """RGB beside its predicted depth in mm with a colour bar (a constant map: its value mid-bar)."""
     fig = Figure(figsize=(12, 4), layout="constrained")
     ax_rgb, ax_depth = fig.subplots(1, 2)
     ax_rgb.imshow(rgb)
     ax_rgb.set_title(title or "RGB", fontsize=9)
-    im = ax_depth.imshow(np.ma.masked_invalid(depth_mm), cmap=DEPTH_CMAP, vmin=lo, vmax=hi)
-    fig.colorbar(im, ax=ax_depth, label="predicted Z (mm)", shrink=0.9)
-    ax_depth.set_title("predicted depth", fontsize=9)
+    _draw_depth(fig, ax_depth, depth_mm, depth_scales_mm([depth_mm])[0], "predicted depth",
+                label="predicted Z (mm)", shrink=0.9)
     for ax in (ax_rgb, ax_depth):
         ax.set_axis_off()
     return fig
 
 
 def plot_depth_grid(capture: Capture, preds_mm: dict[str, np.ndarray], columns: int = 4) -> Figure:
-    """RGB, the camera's depth, then one panel per prediction (mm, one colour scale, RMSE in titles)."""
-    panels = [("RGB", None), ("target (camera)", capture.depth_mm), *preds_mm.items()]
-    rows = -(-len(panels) // columns)
-    lo, hi = depth_limits_mm(capture.depth_mm)
-    fig = Figure(figsize=(4 * columns, 3 * rows), layout="constrained")
+    """RGB, the camera's depth, then one panel per prediction (mm, RMSE in titles), each with a
+    colour bar: one shared range, except a prediction it would hide or a constant one (own range,
+    said in the title)."""
+    depth_panels = [("target (camera)", capture.depth_mm), *preds_mm.items()]
+    scales = depth_scales_mm([depth for _, depth in depth_panels])
+    rows = -(-(len(depth_panels) + 1) // columns)
+    fig = Figure(figsize=(4.5 * columns, 3 * rows), layout="constrained")
     axes = fig.subplots(rows, columns, squeeze=False).ravel()
-    for ax, (name, depth) in zip(axes, panels, strict=False):
-        if depth is None:
-            ax.imshow(capture.rgb)
-        else:
-            im = ax.imshow(np.ma.masked_invalid(depth), cmap=DEPTH_CMAP, vmin=lo, vmax=hi)
-            if depth is not capture.depth_mm:
-                err = (depth - capture.depth_mm)[capture.valid_mask]
-                name = f"{name}: RMSE {np.sqrt(np.mean(err**2)):.0f} mm"
-        ax.set_title(name, fontsize=9)
+    axes[0].imshow(capture.rgb)
+    axes[0].set_title("RGB", fontsize=9)
+    for ax, (name, depth), scale in zip(axes[1:], depth_panels, scales, strict=False):
+        if depth is not capture.depth_mm:
+            err = (depth - capture.depth_mm)[capture.valid_mask]
+            name = f"{name}: RMSE {np.sqrt(np.mean(err**2)):.0f} mm"
+        _draw_depth(fig, ax, depth, scale, name, shrink=0.8)
     for ax in axes:
         ax.set_axis_off()
-    fig.colorbar(im, ax=axes.tolist(), label="Z (mm)", shrink=0.6)
     fig.suptitle(capture.key, fontsize=9)
     return fig
 
@@ -221,3 +316,33 @@ def write_analysis_plots(stats: DatasetStats, captures: list[Capture], out_dir: 
     if captures:
         paths.append(save_figure(plot_capture_gallery(captures), out_dir / "capture_gallery.png"))
     return paths
+
+
+def plot_capture_curve(
+    curves: dict[str, list[tuple[int, float, float, float]]],
+    title: str = "",
+    references: dict[str, float] | None = None,
+) -> Figure:
+    """Test RMSE (mm) against the number of training captures, one line per method.
+
+    curves: method -> [(training captures, RMSE mm, 95 % interval low, high)], drawn with the
+    interval as error bars; `references` (name -> RMSE mm, e.g. the constant predictor) as dashed
+    horizontal lines. The x axis is logarithmic (10, 20, 40, 70 captures are evenly spaced).
+    """
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.add_subplot()
+    for name, points in curves.items():
+        if not points:
+            continue
+        n, rmse, lo, hi = (np.asarray(v, dtype=float) for v in zip(*sorted(points), strict=True))
+        ax.errorbar(n, rmse, yerr=[rmse - lo, hi - rmse], marker="o", capsize=3, label=name)
+    for (name, value), color in zip((references or {}).items(), ("0.3", "0.6", "0.8"), strict=False):
+        ax.axhline(value, color=color, linestyle="--", linewidth=1, label=f"{name} ({value:.0f} mm)")
+    ticks = sorted({int(p[0]) for points in curves.values() for p in points})
+    ax.set_xscale("log")
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
+    ax.set(xlabel="training captures", ylabel="test RMSE (mm, lower is better)", title=title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return fig
