@@ -296,6 +296,26 @@ def test_other_label_schemes_losses_and_full_fine_tuning_train_and_evaluate(demo
     assert ("scale-and-shift-invariant" in report.to_json()["note"]) == report.relative
 
 
+def test_a_fully_fine_tuned_run_keeps_every_weight_of_its_best_checkpoint(demo12, tmp_path):
+    from transformers import AutoModelForDepthEstimation
+
+    from depth_lora.train import reload_full_model
+
+    out = tmp_path / "out"
+    run_training(tiny_config(demo12, out, finetune="full", max_steps=2, eval_steps=1, learning_rate=1e-2),
+                 progress=False)
+    load = lambda folder: AutoModelForDepthEstimation.from_pretrained(folder)  # noqa: E731
+    best = json.loads((out / "depth_lora.json").read_text())["best_checkpoint"]
+    saved, kept = load(out).state_dict(), load(best).state_dict()
+    assert all(torch.equal(saved[k], kept[k]) for k in kept)  # the saved model is the kept one, all of it
+    # Loading step 1 into a model at step 2 restores every tensor, attention included.
+    first, model = load(out / "checkpoint-1").state_dict(), load(out / "checkpoint-2")
+    attention = [k for k in first if ".attention." in k and k.endswith("weight")]
+    assert attention and any(not torch.equal(first[k], model.state_dict()[k]) for k in attention)
+    reload_full_model(model, str(out / "checkpoint-1"))
+    assert all(torch.equal(first[k], v) for k, v in model.state_dict().items())
+
+
 def test_relative_validation_metrics_score_depth_up_to_scale_and_shift():
     from transformers import EvalPrediction
 

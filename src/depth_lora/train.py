@@ -315,7 +315,10 @@ def run_training(cfg: TrainConfig, progress: bool = True, names: OptionNames = C
         panel_capture=prepared["val"][0],
     )
     use_log_lines(trainer, progress)
-    trainer.train(resume_from_checkpoint=True if cfg.resume else None)
+    with quiet_weights_io():  # checkpoints of a full fine-tune would each draw a "Writing" bar
+        trainer.train(resume_from_checkpoint=True if cfg.resume else None)
+    if cfg.finetune == "full":
+        reload_full_model(trainer.model, trainer.state.best_model_checkpoint)
     log_history = list(trainer.state.log_history)  # before the final evaluations add to it
 
     # The best checkpoint (lowest validation RMSE in mm) is loaded at the end: its validation
@@ -345,6 +348,22 @@ def run_training(cfg: TrainConfig, progress: bool = True, names: OptionNames = C
                                "resolution": "full (each capture's own)"}
         (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return TrainResult(output, metrics, trainable, trainer.model, log_history)
+
+
+def reload_full_model(model: torch.nn.Module, checkpoint: str | None) -> None:
+    """Load a fully fine-tuned checkpoint's weights into `model`, every tensor of them.
+
+    transformers 5 saves the Dinov2 attention under its older names (attention.attention.query,
+    ...), and the Trainer's reload of the best checkpoint at the end skips keys it cannot match: the
+    attention weights kept their last-step values. from_pretrained translates the names.
+    """
+    if not checkpoint:
+        return
+    from transformers import AutoModelForDepthEstimation
+
+    with quiet_weights_io():
+        best = AutoModelForDepthEstimation.from_pretrained(checkpoint)
+    model.load_state_dict(best.state_dict())  # strict: a missing or unexpected key is an error
 
 
 def best_validation(log_history: list[dict], best_checkpoint: str | None) -> dict:
