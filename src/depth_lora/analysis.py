@@ -10,6 +10,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from depth_lora.data import Capture, find_captures, load_capture
+from depth_lora.text import live_progress
 
 # Depth histogram: fixed 10 mm bins from 0 to 10 m, accumulated while streaming so no second
 # pass over the data is needed; values beyond the last edge land in the last bin.
@@ -101,7 +102,7 @@ def analyze_dataset(
     rows: list[CaptureStats] = []
     kept: list[Capture] = []
     lo, hi = np.inf, -np.inf
-    for f in tqdm(files, desc="analyse", unit="capture", disable=not progress):
+    for f in tqdm(files, desc="analyse", unit="capture", disable=not (progress and live_progress())):
         capture = load_capture(f, depth_unit)
         z = capture.depth_mm[capture.valid_mask]  # (N,) valid depths in mm
         moments.update(z)

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from depth_lora.data import Capture, CaptureFiles, load_capture
 from depth_lora.errors import ConfigError
+from depth_lora.text import live_progress
 
 # ImageNet statistics, as Depth Anything's image processor normalises.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -202,7 +203,7 @@ def prepare_captures(
     return [
         prepare_capture(load_capture(f, depth_unit), size_hw)
         for f in tqdm(files, desc=f"prepare {size_hw[0]} x {size_hw[1]}", unit="capture",
-                      disable=not progress)
+                      disable=not (progress and live_progress()))
     ]
 
 

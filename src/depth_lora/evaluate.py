@@ -24,7 +24,7 @@ from depth_lora.metrics import (
     mean_with_ci95,
 )
 from depth_lora.predict import ModelBundle, load_base_model, load_bundle, predict_depth_mm, predict_raw
-from depth_lora.text import plural
+from depth_lora.text import live_progress, plural
 
 METHODS = ("fine_tuned", "fine_tuned_aligned", "zero_shot_calibrated", "zero_shot_aligned", "constant")
 HEADLINE = ("rmse_mm", "mae_mm", "abs_rel", "delta1")
@@ -194,7 +194,8 @@ def run_evaluation(
     per_method: dict[str, list] = {}
     pooled: dict[str, PooledDepthMetrics] = {}
     rows = []
-    for f in tqdm(files, desc=f"evaluate {split}", unit="capture", disable=not progress):
+    bar = tqdm(files, desc=f"evaluate {split}", unit="capture", disable=not (progress and live_progress()))
+    for f in bar:
         capture = load_capture(f, bundle.meta.get("depth_unit", "mm"))
         target, valid = capture.depth_mm, capture.valid_mask
         preds = predict_all_methods(bundle, capture, base)

@@ -141,6 +141,7 @@ def predict_files(
 
     from depth_lora.data import load_rgb
     from depth_lora.export import depth_to_points, write_ply
+    from depth_lora.text import live_progress
     from depth_lora.viz import plot_depth_map, save_figure
 
     unknown = sorted(set(formats) - set(FORMATS))
@@ -154,7 +155,7 @@ def predict_files(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written, problems = [], []
-    for path in tqdm(images, desc="predict", unit="image", disable=not progress):
+    for path in tqdm(images, desc="predict", unit="image", disable=not (progress and live_progress())):
         try:
             rgb = load_rgb(path)
         except DepthLoraError as exc:

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
+from tqdm.auto import tqdm
 
 from depth_lora.data import DEPTH_SUFFIX, IMAGE_SUFFIX
 from depth_lora.errors import ConfigError, DataError
+from depth_lora.text import live_progress
 
 ZIVID_SIZE_HW = (1200, 1944)
 _ZIVID_FX, _ZIVID_CX, _ZIVID_CY = 1780.0, 972.0, 600.0  # Zivid 2 at 1944x1200, pixels
@@ -537,7 +538,7 @@ def run_generation(out_dir: Path, write, jobs: list, workers: int | None, desc: 
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     (out_dir / "depth").mkdir(parents=True, exist_ok=True)
     workers = min(workers or os.cpu_count() or 1, len(jobs))
-    bar = {"total": len(jobs), "desc": desc, "unit": unit}
+    bar = {"total": len(jobs), "desc": desc, "unit": unit, "disable": not live_progress()}
     if workers == 1:
         return [write(job) for job in tqdm(jobs, **bar)]
     with ProcessPoolExecutor(max_workers=workers) as pool:

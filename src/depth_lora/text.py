@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 
 def plural(count: int, noun: str) -> str:
     """'1 capture', '2 captures', '0 captures'."""
@@ -12,3 +14,9 @@ def size_hw(size) -> str:
     """An image size, height first, as every message writes it: '518 x 840 (H x W)'."""
     h, w = size[:2]
     return f"{h} x {w} (H x W)"
+
+
+def live_progress() -> bool:
+    """True where a progress bar redraws in place: a terminal or a notebook. In a log file a bar
+    would leave a line (and cursor escapes) for every update."""
+    return sys.stderr.isatty() or "ipykernel" in sys.modules

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import torch
 from torch import nn
@@ -15,6 +13,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from depth_lora.align import align_to
 from depth_lora.dataset import LabelScheme, PreparedCapture, rgb_to_pixel_values
 from depth_lora.metrics import depth_metrics, mean_over_captures
+from depth_lora.text import live_progress
 
 # What the Trainer logs and selects the best checkpoint by (as eval_<name>).
 HEADLINE_METRIC = "rmse_mm"
@@ -134,12 +133,6 @@ def make_compute_metrics(label_scheme: LabelScheme, relative: bool = False):
     return compute_metrics
 
 
-def show_progress_bar() -> bool:
-    """A live bar only where it redraws in place: a terminal or a notebook (a log file would fill
-    with carriage returns and cursor escapes)."""
-    return sys.stderr.isatty() or "ipykernel" in sys.modules
-
-
 class LogLinesCallback(TrainerCallback):
     """One readable line per log instead of the Trainer's dicts, and one training bar, never nested.
 
@@ -194,4 +187,4 @@ def use_log_lines(trainer: Trainer, progress: bool) -> None:
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     if progress:
-        trainer.add_callback(LogLinesCallback(bar=show_progress_bar()))
+        trainer.add_callback(LogLinesCallback(bar=live_progress()))

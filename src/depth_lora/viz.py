@@ -192,7 +192,7 @@ def plot_prediction_panel(
 
 
 def plot_evaluation_capture(capture: Capture, preds_mm: dict[str, np.ndarray]) -> Figure:
-    """Two rows: RGB | target | first method; the other methods | first method's |error|, in mm.
+    """RGB | target | every method | the first method's |error|, in mm, in rows of four.
 
     preds_mm: method name -> (H, W) depth in mm at the capture's resolution; the first one is the
     model under test (its error map is drawn). The depth maps share one colour range, except a
@@ -200,15 +200,15 @@ def plot_evaluation_capture(capture: Capture, preds_mm: dict[str, np.ndarray]) -
     """
     target = capture.depth_mm
     names = list(preds_mm)
-    fig = Figure(figsize=(15, 7), layout="constrained")
-    axes = fig.subplots(2, 3)
-    axes[0, 0].imshow(capture.rgb)
-    axes[0, 0].set_title(f"{capture.key} (RGB)", fontsize=9)
-    depth_axes = [axes[0, 1], axes[0, 2], axes[1, 0], axes[1, 1]]
+    columns = 4
+    rows = -(-(len(names) + 3) // columns)  # RGB, target, the methods, the error map
+    fig = Figure(figsize=(5 * columns, 3.6 * rows), layout="constrained")
+    axes = fig.subplots(rows, columns).ravel()
+    axes[0].imshow(capture.rgb)
+    axes[0].set_title(f"{capture.key} (RGB)", fontsize=9)
     panels = [("target (camera)", target)] + [(n, preds_mm[n]) for n in names]
-    panels = panels[: len(depth_axes)]  # the slots there are; scales only for what is drawn
     scales = depth_scales_mm([depth for _, depth in panels])
-    for ax, (name, depth), scale in zip(depth_axes, panels, scales, strict=False):
+    for ax, (name, depth), scale in zip(axes[1:], panels, scales, strict=False):
         if depth is not target:
             err = np.abs(depth - target)[capture.valid_mask]
             name = f"{name}: RMSE {np.sqrt(np.mean(err**2)):.1f} mm" if err.size else name
@@ -216,10 +216,11 @@ def plot_evaluation_capture(capture: Capture, preds_mm: dict[str, np.ndarray]) -
     error = np.abs(preds_mm[names[0]] - target)
     valid = np.isfinite(error)
     err_hi = max(float(np.percentile(error[valid], 99)), 1.0) if valid.any() else 1.0
-    im = axes[1, 2].imshow(np.ma.masked_invalid(error), cmap="magma", vmin=0, vmax=err_hi)
-    fig.colorbar(im, ax=axes[1, 2], label="|error| (mm)", shrink=0.8)
-    axes[1, 2].set_title(f"{names[0]}: |error| (holes white)", fontsize=9)
-    for ax in axes.ravel():
+    error_ax = axes[len(panels) + 1]
+    im = error_ax.imshow(np.ma.masked_invalid(error), cmap="magma", vmin=0, vmax=err_hi)
+    fig.colorbar(im, ax=error_ax, label="|error| (mm)", shrink=0.8)
+    error_ax.set_title(f"{names[0]}: |error| (holes white)", fontsize=9)
+    for ax in axes:
         ax.set_axis_off()
     return fig
 
@@ -229,7 +230,7 @@ def plot_metric_bars(
 ) -> Figure:
     """Bar chart of headline metrics (mm) per method, plus delta<1.25 on a second axis."""
     methods = list(mean_metrics)
-    fig = Figure(figsize=(9, 4), layout="constrained")
+    fig = Figure(figsize=(10, 4.5), layout="constrained")
     ax, ax2 = fig.subplots(1, 2, width_ratios=[2, 1])
     x = np.arange(len(methods))
     width = 0.8 / len(keys)
@@ -237,12 +238,12 @@ def plot_metric_bars(
         values = [mean_metrics[m].get(key, np.nan) for m in methods]
         bars = ax.bar(x + i * width, values, width, label=key)
         ax.bar_label(bars, fmt="%.0f", fontsize=8)
-    ax.set_xticks(x + width * (len(keys) - 1) / 2, methods)
+    ax.set_xticks(x + width * (len(keys) - 1) / 2, methods, rotation=25, ha="right")
     ax.set(ylabel="mm (lower is better)", title=title)
     ax.legend()
     bars = ax2.bar(x, [mean_metrics[m].get("delta1", np.nan) for m in methods], color="tab:green")
     ax2.bar_label(bars, fmt="%.2f", fontsize=8)
-    ax2.set_xticks(x, methods, rotation=20)
+    ax2.set_xticks(x, methods, rotation=25, ha="right")
     ax2.set(ylim=(0, 1), title="delta < 1.25 (higher is better)")
     return fig
 
