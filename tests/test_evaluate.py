@@ -240,3 +240,13 @@ def test_evaluate_a_folder_without_captures(run, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["evaluate", "--data", str(tmp_path / "empty"), "--adapter", str(out)]) == 2
     assert "no captures found" in capsys.readouterr().err
+
+
+def test_outputs_of_a_model_fine_tuned_from_the_demo_model_say_so(run, tmp_path, capsys):
+    data, out = run  # trained from demo-pretrained
+    assert "offline demo model" in json.loads((out / "depth_lora.json").read_text())["warning"]
+    image = next((data / "images").glob("*.png"))
+    assert main(["predict", str(image), "--adapter", str(out), "--out", str(tmp_path / "p")]) == 0
+    assert "WARNING" in capsys.readouterr().err
+    assert main(["evaluate", "--data", str(data), "--adapter", str(out)]) == 0
+    assert "WARNING: this model was fine-tuned from the offline demo model" in capsys.readouterr().out
