@@ -231,6 +231,21 @@ def test_group_by_none_and_regex():
             group_captures(keys, bad)
 
 
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("sizes", [(40, 30, 5), (1, 1, 1, 30), (20, 1, 1), (6, 2, 3, 2, 9, 1, 4)])
+def test_sessions_of_unequal_size_still_give_every_split_a_session(seed, sizes):
+    keys, groups = [], {}
+    for s, size in enumerate(sizes):
+        for j in range(size):
+            keys.append(f"s{s}_{j}")
+            groups[keys[-1]] = f"s{s}"
+    split = make_split(keys, 0.1, 0.1, seed, groups)
+    assert all(split[name] for name in ("train", "val", "test")), split
+    assert straddling_groups(split, groups) == []
+    # The smallest groups are held out when none fits a split's share: training keeps the big one.
+    assert len(split["train"]) >= max(sizes) or len(sizes) > 3
+
+
 def test_too_few_sessions_leave_nothing_to_hold_out():
     keys = zivid_sessions(2, 5)
     split = make_split(keys, 0.1, 0.1, 0, group_captures(keys))

@@ -46,7 +46,7 @@ def _help(text: str, **extra) -> dict:
 
 @dataclass
 class TrainConfig:
-    """Everything a training run depends on. Defaults follow the original project."""
+    """Everything a training run depends on. Options left None take the chosen recipe's value."""
 
     data: str = field(default=DEFAULT_DATA, metadata=_help("captures folder (images/, depth/)"))
     output: str = field(default=DEFAULT_OUTPUT, metadata=_help("output folder for the adapter and logs"))
@@ -261,7 +261,7 @@ def coerce_field(name: str, value):
 RESUME_MUST_MATCH = (
     "data", "model", "image_size", "lora_rank", "lora_alpha", "lora_bias", "lora_targets",
     "train_head", "finetune", "labels", "label_percentiles", "val_fraction", "test_fraction",
-    "group_by", "seed", "depth_unit",
+    "group_by", "split", "seed", "depth_unit",
 )
 
 

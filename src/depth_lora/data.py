@@ -253,9 +253,11 @@ def make_split(
     """Split capture keys into train/val/test by a seeded shuffle of groups (same input, same split).
 
     `groups` maps each key to its group (see `group_captures`; default: every capture alone); a
-    group is never spread over two splits. Whole groups go to test, then validation, until each
-    holds its share of the captures (at least one group each when there are 3 groups or more);
-    the rest is train. With fewer than 3 groups there is nothing to hold out: val and test are empty.
+    group is never spread over two splits. Whole groups go to test, then validation, while a group
+    brings each closer to its share of the captures (at least one group each, the smallest if none
+    fits, when there are 3 groups or more); the rest is train. Very unequal groups can still give
+    a held-out split far more than its share: `run_training` warns then. With fewer than 3 groups
+    there is nothing to hold out: val and test are empty.
     """
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise ConfigError("val and test fractions must be in [0, 1) and sum to less than 1")
@@ -269,14 +271,19 @@ def make_split(
     n = len(keys)
     split: dict[str, list[str]] = {name: [] for name in SPLITS}
     if len(order) >= 3:
-        want = {"test": test_fraction * n, "val": val_fraction * n}
-        for name in ("test", "val"):
-            while order and want[name] > 0 and (
-                not split[name] or len(split[name]) + len(members[order[-1]]) / 2 <= want[name]
-            ):
-                if len(order) == 1:  # train keeps at least one group
-                    break
-                split[name] += members[order.pop()]
+        # Test, then validation, take whole groups while a group brings them closer to their share;
+        # a split still empty takes the smallest group. Groups the later splits need stay back.
+        for name, fraction, keep in (("test", test_fraction, 2), ("val", val_fraction, 1)):
+            want = fraction * n
+            while want > 0 and len(order) > keep:
+                closer = (g for g in reversed(order) if len(split[name]) + len(members[g]) / 2 <= want)
+                fit = next(closer, None)
+                if fit is None:
+                    if split[name]:
+                        break
+                    fit = min(reversed(order), key=lambda g: len(members[g]))
+                order.remove(fit)
+                split[name] += members[fit]
     for group in order:
         split["train"] += members[group]
     return {name: sorted(split[name]) for name in SPLITS}

@@ -13,17 +13,16 @@ from tqdm.auto import tqdm
 
 from depth_lora.align import align_disparity_to_depth_mm, align_in_label_space
 from depth_lora.calibration import Calibration
-from depth_lora.data import Capture, find_captures, load_capture, load_split
+from depth_lora.data import Capture, find_captures, group_captures, load_capture, load_split
 from depth_lora.errors import DataError
 from depth_lora.losses import RELATIVE_LOSSES
 from depth_lora.metrics import (
-    EPS_MM,
     PooledDepthMetrics,
     bootstrap_ci95,
     depth_metrics,
     mean_with_ci95,
 )
-from depth_lora.predict import ModelBundle, load_base_model, load_bundle, predict_depth_mm, predict_raw
+from depth_lora.predict import ModelBundle, load_base_model, load_bundle, predict_raw
 from depth_lora.text import live_progress, plural
 
 METHODS = ("fine_tuned", "fine_tuned_aligned", "zero_shot_calibrated", "zero_shot_aligned", "constant")
@@ -32,8 +31,9 @@ HEADLINE = ("rmse_mm", "mae_mm", "abs_rel", "delta1")
 DESCRIPTIONS = {
     "fine_tuned": "the fine-tuned model, output turned into mm with its stored constants; no "
                   "per-capture help",
-    "fine_tuned_aligned": "the fine-tuned output given the oracle per-capture scale and shift (inverse "
-                          "depth) against the capture's own ground truth: how good its shape is",
+    "fine_tuned_aligned": "the fine-tuned output given the oracle per-capture scale and shift (in its "
+                          "label space: inverse depth for the recommended recipe) against the capture's "
+                          "own ground truth: how good its shape is",
     "zero_shot_calibrated": "the base model without fine-tuning, with ONE scale and shift fitted on the "
                             "training split and applied unchanged: what you can do without fine-tuning",
     "zero_shot_aligned": "the base model given the oracle per-capture scale and shift (MiDaS protocol): "
@@ -61,6 +61,8 @@ class EvaluationReport:
     comparison: dict = field(default_factory=dict)
     leaky_split: bool = False  # the split could not keep sessions apart (too few of them)
     warning: str | None = None  # e.g. the run started from the offline demo model
+    trained_on: int = 0  # evaluated captures that were in the training split (--split all)
+    sessions: int = 0  # groups (sessions) the evaluated captures come from; 0: not known
 
     @property
     def methods(self) -> list[str]:
@@ -76,9 +78,16 @@ class EvaluationReport:
         if self.relative:
             notes.append(RELATIVE_NOTE)
         if self.count < ANECDOTE_CAPTURES:
-            notes.append(f"Only {plural(self.count, 'capture')}: these numbers are anecdotal (wide "
-                         f"intervals); evaluate on {ANECDOTE_CAPTURES} or more held-out captures before "
+            notes.append(f"Only {plural(self.count, 'capture')}: these numbers are anecdotal; "
+                         f"evaluate on {ANECDOTE_CAPTURES} or more held-out captures before "
                          "trusting them.")
+        if 0 < self.sessions < self.count:
+            notes.append(f"These {plural(self.count, 'capture')} come from "
+                         f"{plural(self.sessions, 'session')}: captures of one session are alike, so "
+                         "intervals over captures are too narrow.")
+        if self.trained_on:
+            notes.append(f"{plural(self.trained_on, 'evaluated capture')} of the training split (trained on, "
+                         "and used to calibrate zero_shot_calibrated): not held out.")
         if self.leaky_split:
             notes.append("The split could not keep capture sessions apart (too few sessions): held-out "
                          "captures share sessions with training captures, so these numbers are optimistic.")
@@ -134,16 +143,14 @@ def predict_all_methods(bundle: ModelBundle, capture: Capture, base=None) -> dic
     target, valid = capture.depth_mm, capture.valid_mask
     depth_range = {"min_depth_mm": labels.depth_min_mm / 2, "max_depth_mm": labels.depth_max_mm * 2}
     disparity = predict_zero_shot_disparity(bundle, capture.rgb, base)
-    if is_relative(bundle):  # trained scale-and-shift invariant: its scale is arbitrary
-        raw = predict_raw(bundle.model, capture.rgb, bundle.image_size_hw).cpu().numpy()
-        fine_tuned = align_in_label_space(raw, target, valid, labels)
-    else:
-        fine_tuned = predict_depth_mm(bundle, capture.rgb)
-    with np.errstate(divide="ignore"):
-        fine_tuned_disparity = 1.0 / np.maximum(fine_tuned, EPS_MM)
+    raw = predict_raw(bundle.model, capture.rgb, bundle.image_size_hw).cpu().numpy()
+    # The oracle fit is affine in the model's own output space (its labels), where a right shape with
+    # a wrong scale and offset is exactly recoverable: min / z for inverse labels, z for min-max.
+    aligned = align_in_label_space(raw, target, valid, labels).astype(np.float32)
     preds = {
-        "fine_tuned": fine_tuned,
-        "fine_tuned_aligned": align_disparity_to_depth_mm(fine_tuned_disparity, target, valid, **depth_range),
+        # A relative (ssi) model's scale is arbitrary: it is only ever scored aligned.
+        "fine_tuned": aligned if is_relative(bundle) else labels.decode(raw).astype(np.float32),
+        "fine_tuned_aligned": aligned,
     }
     calibration = bundle.meta.get("zero_shot_calibration")
     if calibration is not None:
@@ -151,6 +158,12 @@ def predict_all_methods(bundle: ModelBundle, capture: Capture, base=None) -> dic
     preds["zero_shot_aligned"] = align_disparity_to_depth_mm(disparity, target, valid, **depth_range)
     preds["constant"] = np.full(target.shape, constant_mm, np.float32)
     return preds
+
+
+def training_keys(bundle: ModelBundle) -> list[str]:
+    """The training split recorded with the output folder ([] if it has none)."""
+    split_path = bundle.folder / bundle.meta.get("split_file", "split.json")
+    return load_split(split_path)["train"] if split_path.is_file() else []
 
 
 def select_captures(data_dir: str | Path, bundle: ModelBundle, split: str):
@@ -217,6 +230,9 @@ def run_evaluation(
         comparison=paired_comparison(per_method),
         leaky_split=split != "all" and bool(bundle.meta.get("split_leaky")),
         warning=bundle.meta.get("warning"),
+        trained_on=len(set(f.key for f in files) & set(training_keys(bundle))) if split == "all" else 0,
+        sessions=len(set(group_captures([f.key for f in files],
+                                        bundle.meta.get("config", {}).get("group_by", "session")).values())),
     )
     if plots_dir is not None:
         from depth_lora.viz import plot_metric_bars, save_figure
@@ -268,10 +284,16 @@ def interpret_report(report: EvaluationReport) -> str:
     n = plural(report.count, "capture")
     lines = []
     key = "fine_tuned_minus_zero_shot_calibrated_rmse_mm"
-    if key in report.comparison:
+    if report.relative:
+        lines.append("This run was trained scale-and-shift invariant, so its fine_tuned row is "
+                     f"oracle-aligned ({rmse['fine_tuned']:.1f} mm): compare it with zero_shot_aligned "
+                     f"({rmse['zero_shot_aligned']:.1f} mm), not with the rows a user can run.")
+    elif key in report.comparison:
         diff, (lo, hi) = report.comparison[key], report.comparison[f"{key}_ci95"]
         verdict = ("fine-tuning paid off" if hi < 0 else "fine-tuning did worse than not fine-tuning"
                    if lo > 0 else "the difference is within the noise of these captures")
+        if report.count < ANECDOTE_CAPTURES:
+            verdict = f"on these few captures only, {verdict} (anecdotal)"
         lines.append(
             f"Compare fine_tuned ({rmse['fine_tuned']:.1f} mm RMSE) with zero_shot_calibrated "
             f"({rmse['zero_shot_calibrated']:.1f} mm), what you could do without fine-tuning: {verdict} "
@@ -286,7 +308,7 @@ def interpret_report(report: EvaluationReport) -> str:
         f"zero_shot_aligned ({rmse['zero_shot_aligned']:.1f} mm) is the same oracle on the base model, "
         "a bound no one can reach without ground truth."
     )
-    if rmse["fine_tuned"] >= rmse["constant"]:
+    if rmse["fine_tuned"] >= rmse["constant"] and not report.relative:
         lines.append(f"The fine-tuned model does not beat predicting the mean depth "
                      f"({rmse['constant']:.1f} mm): it has not learned this camera's depth.")
     if report.count < ANECDOTE_CAPTURES:

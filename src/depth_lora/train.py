@@ -98,7 +98,7 @@ class OptionNames:
 
 
 CLI_OPTIONS = OptionNames()
-NOTEBOOK_OPTIONS = OptionNames(resume="RESUME = True", overwrite="OVERWRITE = True", output="OUTPUT")
+NOTEBOOK_OPTIONS = OptionNames(resume=None, overwrite="OVERWRITE = True", output="OUTPUT")
 
 
 def prepare_output_dir(output: Path, resume: bool, overwrite: bool, names: OptionNames = CLI_OPTIONS) -> None:
@@ -150,6 +150,18 @@ def image_size_of(path: Path) -> tuple[int, int]:
         raise DataError(path, f"cannot read image ({exc})") from None
 
 
+def warmup_arguments(warmup: float) -> dict:
+    """TrainingArguments for a warm-up of `warmup` steps, or that fraction of all steps if below 1
+    (transformers 5 reads a float warmup_steps as a fraction; 4.x needs warmup_ratio)."""
+    import transformers
+
+    if warmup >= 1:
+        return {"warmup_steps": int(warmup)}
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        return {"warmup_steps": warmup}
+    return {"warmup_ratio": warmup}
+
+
 def build_training_arguments(cfg: TrainConfig, precision: str) -> TrainingArguments:
     cuda = torch.cuda.is_available()
     return TrainingArguments(
@@ -160,7 +172,7 @@ def build_training_arguments(cfg: TrainConfig, precision: str) -> TrainingArgume
         per_device_eval_batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate,
         weight_decay=cfg.weight_decay,
-        warmup_steps=int(cfg.warmup_steps) if cfg.warmup_steps >= 1 else cfg.warmup_steps,
+        **warmup_arguments(cfg.warmup_steps),
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=not cuda,
@@ -224,6 +236,14 @@ def run_training(cfg: TrainConfig, progress: bool = True, names: OptionNames = C
                   "optimistic. Capture more sessions, or choose --group-by.", flush=True)
             split = make_split([f.key for f in files], cfg.val_fraction, cfg.test_fraction, cfg.seed)
     leaky = bool(straddling_groups(split, groups))
+    if leaky and progress:
+        print(f"WARNING: the split puts captures of one session in more than one split (--group-by "
+              f"{cfg.group_by}): held-out numbers will be optimistic.", flush=True)
+    held_out = len(split["val"]) + len(split["test"])
+    if held_out > 2 * (cfg.val_fraction + cfg.test_fraction) * len(files) and progress:
+        print(f"WARNING: sessions of very unequal size: {held_out} of {len(files)} captures are held "
+              "out for validation and test, far more than --val-fraction and --test-fraction ask; "
+              "training gets fewer captures.", flush=True)
     by_key = {f.key: f for f in files}
     missing = [k for s in split.values() for k in s if k not in by_key]
     if missing:
@@ -345,7 +365,7 @@ def run_training(cfg: TrainConfig, progress: bool = True, names: OptionNames = C
 
             report = run_evaluation(cfg.data, output, split="test", progress=False)
             metrics["test"] = {**{m: report.mean[m] for m in report.methods}, "comparison": report.comparison,
-                               "resolution": "full (each capture's own)"}
+                               "resolution": "full (each capture's own)", "notes": report.notes()}
         (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return TrainResult(output, metrics, trainable, trainer.model, log_history)
 
