@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,18 +39,21 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_and_finishes(data, tmp_pa
             "--epochs", "8"]
     proc = subprocess.Popen(args, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    first = out / "checkpoint-5"
     deadline = time.time() + 120
-    # Kill hard once the first checkpoint is complete (its RNG state is written last).
-    while not (first / "rng_state.pth").is_file() and proc.poll() is None and time.time() < deadline:
+
+    def complete() -> list[Path]:  # the RNG state and the trainer state are the last files written
+        return [p for p in out.glob("checkpoint-*")
+                if (p / "rng_state.pth").is_file() and (p / "trainer_state.json").is_file()]
+
+    # Kill hard once the first checkpoint is complete.
+    while not complete() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert (first / "trainer_state.json").is_file(), "the run ended before its first checkpoint"
+    assert complete(), "the run ended before its first checkpoint"
     assert not (out / "depth_lora.json").exists(), "the run finished before it could be killed"
-    for partial in out.glob("checkpoint-*"):  # a checkpoint cut off mid-write is not resumable
-        if not (partial / "rng_state.pth").is_file():
-            shutil.rmtree(partial)
+    for partial in set(out.glob("checkpoint-*")) - set(complete()):  # cut off mid-write: not resumable
+        shutil.rmtree(partial)
 
     refused = subprocess.run(args, env=env(), capture_output=True, text=True)
     assert refused.returncode == 2 and "--resume" in refused.stderr
@@ -57,10 +61,11 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_and_finishes(data, tmp_pa
     resumed = subprocess.run(args + ["--resume"], env=env(), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     meta = json.loads((out / "depth_lora.json").read_text())
-    assert meta["global_step"] == 40  # 10 train captures / batch 2 * 8 epochs
-    state = json.loads((out / "checkpoint-40" / "trainer_state.json").read_text())
+    steps = -(-len(json.loads((out / "split.json").read_text())["train"]) // 2) * 8  # batch 2, 8 epochs
+    assert meta["global_step"] == steps
+    state = json.loads((out / f"checkpoint-{steps}" / "trainer_state.json").read_text())
     logged_steps = [e["step"] for e in state["log_history"] if "loss" in e]
-    assert logged_steps == sorted(set(logged_steps)) and logged_steps[-1] == 40
+    assert logged_steps == sorted(set(logged_steps)) and logged_steps[-1] == steps
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not shutil.which(
