@@ -7,8 +7,8 @@ model must beat. (The per-capture fit against each capture's own ground truth,
 `zero_shot_aligned`, is an oracle nobody has at inference time.)
 
 The map is fitted in two spaces, by least squares over all valid pixels of the training split
-(pooled: every pixel weighs the same), and the space with the lower RMSE on the validation split
-is kept:
+(pooled: every pixel weighs the same; the closed form of `align.fit_affine`, as the per-capture
+fit), and the space with the lower RMSE on the validation split is kept:
 
 - ``inverse_depth``: ``1 / z = s * raw + t`` (the MiDaS protocol's space; the head's own);
 - ``depth``: ``z = s * raw + t``.
@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from depth_lora.align import fit_affine
 from depth_lora.dataset import PreparedCapture
 from depth_lora.errors import ModelError
 from depth_lora.metrics import depth_metrics, mean_over_captures
@@ -62,28 +63,6 @@ class Calibration:
             raise ModelError(f"{source}: bad zero_shot_calibration ({exc})") from None
 
 
-class _AffineSums:
-    """Running sums for a pooled least-squares fit of y = s * x + t (float64, constant memory)."""
-
-    def __init__(self):
-        self.n = self.sx = self.sy = self.sxx = self.sxy = 0.0
-
-    def update(self, x: np.ndarray, y: np.ndarray) -> None:
-        x, y = x.astype(np.float64), y.astype(np.float64)
-        self.n += x.size
-        self.sx += x.sum()
-        self.sy += y.sum()
-        self.sxx += (x * x).sum()
-        self.sxy += (x * y).sum()
-
-    def solve(self) -> tuple[float, float]:
-        if self.n < 2:
-            raise ModelError("cannot calibrate the zero-shot model: fewer than 2 valid training pixels")
-        var = self.sxx - self.sx * self.sx / self.n
-        scale = (self.sxy - self.sx * self.sy / self.n) / var if var > 0 else 0.0
-        return float(scale), float((self.sy - scale * self.sx) / self.n)
-
-
 @torch.no_grad()
 def raw_outputs(model: torch.nn.Module, captures: list[PreparedCapture]) -> list[np.ndarray]:
     """The model's raw output for each prepared capture, at the capture's (input) size, fp32."""
@@ -109,14 +88,12 @@ def fit_calibration(
     if depths.size < 2:
         raise ModelError("cannot calibrate the zero-shot model: no valid pixel in the training split")
     lo, hi = float(depths.min()) / 2, float(depths.max()) * 2
+    raw = np.concatenate([r[v] for r, v in zip(raw_train, valid_train, strict=True)])
     candidates = []
     for space in SPACES:
-        sums = _AffineSums()
-        for r, c, v in zip(raw_train, train, valid_train, strict=True):
-            z = c.depth_mm[v].astype(np.float64)
-            sums.update(r[v], 1.0 / z if space == "inverse_depth" else z)
-        scale, shift = sums.solve()
-        calib = Calibration(space, scale, shift, lo, hi, len(train), int(sums.n))
+        z = depths.astype(np.float64)
+        scale, shift = fit_affine(raw, 1.0 / z if space == "inverse_depth" else z)
+        calib = Calibration(space, scale, shift, lo, hi, len(train), int(raw.size))
         scores = [depth_metrics(calib.apply(r), c.depth_mm) for r, c in zip(raw_val, val, strict=True)]
         rmse = mean_over_captures(scores).get("rmse_mm", float("inf"))
         candidates.append((rmse, space, calib))
