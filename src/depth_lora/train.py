@@ -36,6 +36,7 @@ from depth_lora.dataset import (
     prepare_captures,
 )
 from depth_lora.errors import ConfigError, DataError
+from depth_lora.evaluate import run_evaluation
 from depth_lora.losses import RELATIVE_LOSSES, build_loss
 from depth_lora.model import (
     BUNDLED_MODELS,
@@ -361,8 +362,6 @@ def run_training(cfg: TrainConfig, progress: bool = True, names: OptionNames = C
         (output / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         if prepared["test"]:
             # The same numbers `depth-lora evaluate` prints: every row, at full resolution.
-            from depth_lora.evaluate import run_evaluation
-
             report = run_evaluation(cfg.data, output, split="test", progress=False)
             metrics["test"] = {**{m: report.mean[m] for m in report.methods}, "comparison": report.comparison,
                                "resolution": "full (each capture's own)", "notes": report.notes()}
