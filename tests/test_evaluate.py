@@ -20,7 +20,7 @@ from depth_lora.data import find_captures, load_capture, load_rgb
 from depth_lora.dataset import PreparedCapture, prepare_capture
 from depth_lora.errors import DataError, ModelError
 from depth_lora.evaluate import METHODS, run_evaluation
-from depth_lora.export import intrinsics_from_xyz
+from depth_lora.geometry import intrinsics_from_xyz
 from depth_lora.metrics import depth_metrics
 from depth_lora.model import BUNDLED_MODELS
 from depth_lora.predict import load_bundle, predict_depth_mm

@@ -111,6 +111,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         args.data, args.adapter, args.split, plots_dir=args.plots, tolerances_mm=tuple(args.tolerances_mm)
     )
     print(format_report_table(report))
+    if args.holes:
+        from depth_lora.hole_eval import format_hole_table, run_hole_evaluation
+
+        holes = run_hole_evaluation(args.data, args.adapter, args.split, plots_dir=args.plots)
+        print("\nFilling hidden holes (depth-lora complete), scored on the hidden pixels only:")
+        print(format_hole_table(holes))
+        report.holes = holes.to_dict()
     for path in write_report(report, args.json, args.csv):
         print(f"written: {path}")
     if args.plots:
@@ -121,7 +128,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from depth_lora.export import intrinsics_from_xyz
+    from depth_lora.geometry import intrinsics_from_xyz
     from depth_lora.predict import list_images, load_bundle, predict_files
 
     intrinsics = tuple(args.intrinsics) if args.intrinsics else None
@@ -143,6 +150,31 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     print(f"{done} of {len(images)} images predicted; {len(written)} files written to {args.out}")
     for problem in problems:
         print(f"depth-lora predict: skipped: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def _cmd_complete(args: argparse.Namespace) -> int:
+    from depth_lora.complete import complete_files, zero_shot_bundle
+    from depth_lora.data import capture_inputs, load_rgb
+    from depth_lora.dataset import default_image_size
+    from depth_lora.predict import load_bundle
+
+    captures = capture_inputs(args.inputs)
+    if args.model:
+        size = args.image_size or default_image_size([load_rgb(captures[0].image).shape[:2]])
+        bundle = zero_shot_bundle(args.model, tuple(size))
+        print(f"zero-shot completion with {args.model} at {size[0]} x {size[1]} (no adapter)")
+    else:
+        bundle = load_bundle(args.adapter)
+    if bundle.meta.get("warning") or args.model == "demo-pretrained":
+        print("depth-lora complete: WARNING: the offline DEMO model, not Depth Anything", file=sys.stderr)
+    written, problems = complete_files(bundle, captures, args.out, formats=args.format.split(","),
+                                       intrinsics=tuple(args.intrinsics) if args.intrinsics else None,
+                                       depth_unit=args.depth_unit)
+    print(f"{len(captures) - len(problems)} of {len(captures)} captures completed; "
+          f"{len(written)} files written to {args.out}")
+    for problem in problems:
+        print(f"depth-lora complete: {problem}", file=sys.stderr)
     return 1 if problems else 0
 
 
@@ -254,7 +286,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="report the share of pixels within each of these absolute errors (default: 5 10)",
     )
     p.add_argument("--plots", help="write a comparison figure per capture and a metrics bar chart here")
+    p.add_argument(
+        "--holes", action="store_true",
+        help="also score hole filling: hide measured pixels (other captures' holes, object-sized blobs, "
+        "bands beside depth edges), fill them with `complete` and classical fills, score the hidden pixels",
+    )
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser(
+        "complete",
+        help="fill the camera's holes: the prediction anchored to each capture's measured depth",
+        description="For each capture, predict depth, fit it to the measured pixels (robust global fit, "
+        "then a gradient-domain fill of the residual into each hole) and write the completed depth: "
+        "measured pixels keep the camera's exact values.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="capture folders (images/ + depth/), or images with their depth file in ../depth/")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--adapter", default=DEFAULT_OUTPUT,
+                        help=f"output folder of `depth-lora train` (default: {DEFAULT_OUTPUT})")
+    source.add_argument("--model", help="no adapter: complete with this base model (hub id, folder, "
+                        "demo-pretrained)")
+    p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
+                   help="with --model: model input size (default: shorter side 518, the capture's aspect)")
+    p.add_argument("--out", required=True, help="folder for the completed captures")
+    p.add_argument("--format", default="npy,png", help="comma-separated: npy, png, ply (default: npy,png)")
+    p.add_argument("--intrinsics", type=float, nargs=4, metavar=("FX", "FY", "CX", "CY"),
+                   help="pinhole intrinsics for Z-only depth files (an XYZ map gives its own)")
+    _add_depth_unit(p)
+    p.set_defaults(func=_cmd_complete)
 
     p = sub.add_parser(
         "predict",
@@ -367,6 +427,17 @@ def check_arguments(args: argparse.Namespace) -> None:
         from depth_lora.data import find_captures  # numpy and PIL, no torch
 
         find_captures(args.data)  # the folder exists and holds paired captures
+    if args.command == "complete":
+        formats = args.format.split(",")
+        unknown = sorted(set(formats) - set(PREDICT_FORMATS))
+        if unknown:
+            raise ConfigError(f"--format: unknown format(s) {', '.join(unknown)}; choose from npy, png, ply")
+        if args.model is None and not Path(args.adapter).is_dir():
+            raise ModelError(f"{args.adapter}: adapter folder does not exist (or pass --model M for "
+                             "zero-shot completion)")
+        from depth_lora.data import capture_inputs
+
+        capture_inputs(args.inputs)
     if args.command in ("evaluate", "predict", "merge") and not Path(args.adapter).is_dir():
         raise ModelError(f"{args.adapter}: adapter folder does not exist")
 

@@ -86,6 +86,27 @@ def find_captures(data_dir: str | Path) -> list[CaptureFiles]:
     return [CaptureFiles(k, images[k], depths[k]) for k in sorted(images)]
 
 
+def capture_inputs(inputs: list[str | Path]) -> list[CaptureFiles]:
+    """Captures named on a command line: data folders (images/ + depth/), or image files whose depth
+    file is found the way a data folder pairs them (`../depth/<key>[_rawDepth].npy`, or beside it)."""
+    found: list[CaptureFiles] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found += find_captures(item)
+        elif item.is_file():
+            key = _key(item.stem, IMAGE_SUFFIX)
+            folders = (item.parent.parent / "depth", item.parent)
+            candidates = [d / f"{key}{suffix}.npy" for d in folders for suffix in (DEPTH_SUFFIX, "")]
+            depth = next((p for p in candidates if p.is_file()), None)
+            if depth is None:
+                raise DataError(item, f"no depth file for this image (looked for {candidates[0]} and "
+                                      f"{candidates[2]})")
+            found.append(CaptureFiles(key, item, depth))
+        else:
+            raise DataError(item, "no such capture folder or image file")
+    return found
+
+
 def has_captures(data_dir: str | Path) -> bool:
     """True if `data_dir` holds at least one image or depth file (paired or not)."""
     data_dir = Path(data_dir)

@@ -63,6 +63,7 @@ class EvaluationReport:
     warning: str | None = None  # e.g. the run started from the offline demo model
     trained_on: int = 0  # evaluated captures that were in the training split (--split all)
     sessions: int = 0  # groups (sessions) the evaluated captures come from; 0: not known
+    holes: dict | None = None  # `evaluate --holes`: hole_eval.HoleReport.to_dict()
 
     @property
     def methods(self) -> list[str]:
@@ -104,6 +105,7 @@ class EvaluationReport:
                          "captures (<metric>_ci95); 'pooled': over all valid pixels",
             "methods": {m: DESCRIPTIONS[m] for m in self.methods},
             "note": " ".join(self.notes()),
+            **({"holes": self.holes} if self.holes is not None else {}),
         }
 
 

@@ -140,7 +140,7 @@ def predict_files(
     from tqdm.auto import tqdm
 
     from depth_lora.data import load_rgb
-    from depth_lora.export import depth_to_points, write_ply
+    from depth_lora.geometry import depth_to_points, write_ply
     from depth_lora.text import live_progress
     from depth_lora.viz import plot_depth_map, save_figure
 

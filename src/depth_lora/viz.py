@@ -347,3 +347,49 @@ def plot_capture_curve(
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return fig
+
+
+def plot_completion(rgb: np.ndarray, depth_mm: np.ndarray, completed_mm: np.ndarray, filled: np.ndarray,
+                    title: str = "") -> Figure:
+    """RGB | the camera's depth with its holes (white) | the completed depth | the filled pixels."""
+    fig = Figure(figsize=(16, 3.6), layout="constrained")
+    axes = fig.subplots(1, 4)
+    axes[0].imshow(rgb)
+    axes[0].set_title(title or "RGB", fontsize=9)
+    scales = depth_scales_mm([depth_mm, completed_mm])
+    holes = 1 - float(np.isfinite(depth_mm).mean())
+    _draw_depth(fig, axes[1], depth_mm, scales[0], f"camera depth ({holes:.0%} holes, white)", shrink=0.85)
+    _draw_depth(fig, axes[2], completed_mm, scales[1], "completed", shrink=0.85)
+    axes[3].imshow(filled, cmap="gray", vmin=0, vmax=1)
+    axes[3].set_title(f"filled pixels (white, {filled.mean():.0%})", fontsize=9)
+    for ax in axes:
+        ax.set_axis_off()
+    return fig
+
+
+def plot_hole_filling(capture: Capture, hidden: np.ndarray, fills_mm: dict[str, np.ndarray],
+                      title: str = "") -> Figure:
+    """RGB | the camera's depth with the hidden pixels removed | each fill | the first fill's
+    |error| on the hidden pixels only (everything else grey), RMSE on them in the titles."""
+    target = capture.depth_mm
+    names = list(fills_mm)
+    fig = Figure(figsize=(5 * (len(names) + 3), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(names) + 3)
+    axes[0].imshow(capture.rgb)
+    axes[0].set_title(title or capture.key, fontsize=9)
+    shown = np.where(hidden, np.nan, target)
+    scales = depth_scales_mm([shown, *fills_mm.values()])
+    _draw_depth(fig, axes[1], shown, scales[0], f"input: {hidden.mean():.0%} of pixels hidden", shrink=0.8)
+    for ax, name, scale in zip(axes[2:], names, scales[1:], strict=False):
+        rmse = float(np.sqrt(np.nanmean((fills_mm[name] - target)[hidden] ** 2)))
+        _draw_depth(fig, ax, fills_mm[name], scale, f"{name}: RMSE {rmse:.1f} mm on hidden", shrink=0.8)
+    error = np.where(hidden, np.abs(fills_mm[names[0]] - target), np.nan)
+    err_hi = max(float(np.nanpercentile(error, 99)), 1.0) if hidden.any() else 1.0
+    axes[-1].set_facecolor("0.85")
+    im = axes[-1].imshow(np.ma.masked_invalid(error), cmap="magma", vmin=0, vmax=err_hi)
+    fig.colorbar(im, ax=axes[-1], label="|error| (mm)", shrink=0.8)
+    axes[-1].set_title(f"{names[0]}: |error| on hidden pixels", fontsize=9)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig

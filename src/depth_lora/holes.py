@@ -1,0 +1,77 @@
+"""Hide measured pixels the way a structured-light camera's holes look, to score hole filling.
+
+Three kinds, reported separately because they favour different fills:
+
+- ``other_capture``: the hole mask of another capture of the same data set (real hole shapes:
+  shadows, dark and shiny parts, the camera's own mix);
+- ``blobs``: object-sized blobs (a dark or shiny part missing entirely), where a monocular model
+  has the most to add over interpolation;
+- ``edge_bands``: bands on the far side of depth edges, like the projector's shadows beside every
+  raised part, where the depth jumps.
+
+Each function returns the (H, W) bool mask of *measured* pixels to hide; the camera's value there
+is the ground truth the fill is scored against.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+HOLE_KINDS = ("other_capture", "blobs", "edge_bands")
+BLOB_SHARE = 0.08  # hide about this share of the measured pixels in blobs
+BLOB_RADIUS_FRACTION = (0.03, 0.07)  # blob radii, as a share of the image diagonal
+EDGE_STEP_MM = 8.0  # a depth edge: a neighbour this much nearer within the band
+EDGE_BAND_FRACTION = 0.006  # band width, as a share of the image diagonal (~14 px at 1944x1200)
+
+
+def hide_like(measured: np.ndarray, other_holes: np.ndarray) -> np.ndarray:
+    """Measured pixels under another capture's holes (that mask resized to this capture's size)."""
+    if other_holes.shape != measured.shape:
+        rows = np.linspace(0, other_holes.shape[0] - 1, measured.shape[0]).round().astype(int)
+        cols = np.linspace(0, other_holes.shape[1] - 1, measured.shape[1]).round().astype(int)
+        other_holes = other_holes[np.ix_(rows, cols)]
+    return measured & other_holes
+
+
+def hide_blobs(measured: np.ndarray, rng: np.random.Generator, share: float = BLOB_SHARE) -> np.ndarray:
+    """Measured pixels under random elliptical blobs, added until `share` of them is hidden."""
+    h, w = measured.shape
+    diagonal = float(np.hypot(h, w))
+    hidden = np.zeros_like(measured)
+    v, u = np.ogrid[0:h, 0:w]
+    target = share * measured.sum()
+    for _ in range(200):
+        if (hidden & measured).sum() >= target:
+            break
+        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        ry, rx = rng.uniform(*BLOB_RADIUS_FRACTION, size=2) * diagonal
+        angle = rng.uniform(0, np.pi)
+        dy, dx = v - cy, u - cx
+        a = (dx * np.cos(angle) + dy * np.sin(angle)) / rx
+        b = (-dx * np.sin(angle) + dy * np.cos(angle)) / ry
+        hidden |= a * a + b * b <= 1.0
+    return measured & hidden
+
+
+def hide_edge_bands(depth_mm: np.ndarray, step_mm: float = EDGE_STEP_MM,
+                    band_fraction: float = EDGE_BAND_FRACTION) -> np.ndarray:
+    """Measured pixels within a band's width of a nearer surface: the far side of depth edges."""
+    measured = np.isfinite(depth_mm)
+    width = max(2, int(round(band_fraction * float(np.hypot(*depth_mm.shape)))))
+    nearest = ndimage.minimum_filter(np.where(measured, depth_mm, np.inf), size=2 * width + 1)
+    return measured & (depth_mm - nearest > step_mm)
+
+
+def hidden_masks(depth_mm: np.ndarray, other_depth_mm: np.ndarray, seed: int) -> dict[str, np.ndarray]:
+    """The three kinds of hidden pixels for one capture (see HOLE_KINDS).
+
+    other_depth_mm: another capture's depth, whose holes are borrowed (the capture's own holes
+    mirrored left-right when the data set has a single capture).
+    """
+    measured = np.isfinite(depth_mm)
+    return {
+        "other_capture": hide_like(measured, ~np.isfinite(other_depth_mm)),
+        "blobs": hide_blobs(measured, np.random.default_rng(seed)),
+        "edge_bands": hide_edge_bands(depth_mm),
+    }
