@@ -3,7 +3,7 @@
 At inference a camera user has the RGB image *and* the measured depth around each hole. The
 model's output is first mapped to mm by one robust affine fit on the measured pixels (in the
 model's label space: inverse depth for a zero-shot base), then anchored locally: the residual
-camera - prediction is interpolated into each hole harmonically (`fill.anchor_prediction`'s
+camera - prediction is interpolated into each hole harmonically (`anchor_prediction`, a
 gradient-domain fill). Measured pixels are returned exactly as the camera gave them.
 """
 
@@ -22,7 +22,9 @@ from depth_lora.predict import ModelBundle, predict_raw
 MIN_MEASURED_PIXELS = 200  # fewer measured pixels than this: no fit can be trusted
 MIN_MEASURED_FRACTION = 0.01
 # The residual (camera - prediction) is smooth: solve its fill at ~this many pixels, upsample.
-RESIDUAL_MAX_PIXELS = 600_000
+RESIDUAL_MAX_PIXELS = 250_000
+# The global fit (2 unknowns) uses at most this many measured pixels, evenly strided.
+FIT_MAX_SAMPLES = 200_000
 # A filled pixel farther than this share of the image diagonal from any measured pixel is "far":
 # its depth comes from the model's shape alone, counted and reported.
 FAR_FRACTION_OF_DIAGONAL = 0.05
@@ -80,8 +82,9 @@ def fit_prediction_mm(raw: np.ndarray, depth_mm: np.ndarray, labels: LabelScheme
     """
     measured = np.isfinite(depth_mm) if measured is None else measured
     labels = labels or capture_label_scheme(depth_mm, measured)
-    target = labels.encode(depth_mm[measured].astype(np.float64))
-    scale, shift, inliers = robust_fit_affine(raw[measured], target)
+    stride = max(1, int(measured.sum()) // FIT_MAX_SAMPLES)
+    target = labels.encode(depth_mm[measured][::stride].astype(np.float64))
+    scale, shift, inliers = robust_fit_affine(raw[measured][::stride], target)
     pred = labels.decode(scale * raw.astype(np.float64) + shift)
     return pred.astype(np.float32), float(inliers.mean())
 
