@@ -269,6 +269,8 @@ def test_overwrite_replaces_an_earlier_run_but_keeps_the_folders_readme(demo12, 
     run_training(tiny_config(demo12, out, max_steps=2, overwrite=True), progress=False)
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
     assert (out / "README.md").read_text() == "about this folder"
+    assert "base_model_dir" not in (out / "MODEL_CARD.md").read_text()  # the card went beside it
+    assert "# out" in (out / "MODEL_CARD.md").read_text()
 
 
 def test_resume_with_different_model_options_is_refused(demo12, tmp_path):

@@ -56,7 +56,7 @@ class Calibration:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict, source: str = "depth_lora.json") -> Calibration:
+    def from_dict(cls, values: dict, source: str = "the output folder") -> Calibration:
         try:
             return cls(**values)
         except TypeError as exc:

@@ -150,9 +150,17 @@ def complete_depth_mm(bundle: ModelBundle, rgb: np.ndarray, depth_mm: np.ndarray
     return completion.depth_mm, completion.filled
 
 
+def base_labels(model) -> LabelScheme | None:
+    """How a base model's raw output is fitted to a capture: None (inverse depth over the capture's
+    range) for a relative head; metres for a metric head."""
+    from depth_lora.model import head_type
+
+    return LabelScheme("metric", 1.0, 2.0) if head_type(model) == "metric" else None
+
+
 def zero_shot_bundle(model_name: str, image_size_hw: tuple[int, int], device=None) -> ModelBundle:
     """A base model (hub id, folder, `demo-pretrained`, ...) for completion without an adapter:
-    its relative output is fitted to each capture in inverse depth (labels None)."""
+    its output is fitted to each capture (see `base_labels`)."""
     import torch
 
     from depth_lora.model import build_model
@@ -161,7 +169,7 @@ def zero_shot_bundle(model_name: str, image_size_hw: tuple[int, int], device=Non
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model.to(device).eval()
     meta = {"base_model": model_name, "zero_shot": True, "model_info": {"source": info.get("source")}}
-    return ModelBundle(model, None, tuple(image_size_hw), meta, Path(model_name))
+    return ModelBundle(model, base_labels(model), tuple(image_size_hw), meta, Path(model_name))
 
 
 COMPLETE_FORMATS = ("npy", "png", "ply")

@@ -12,6 +12,16 @@ from depth_lora.data import parse_group_by
 from depth_lora.errors import ConfigError
 
 DEFAULT_MODEL = "depth-anything/Depth-Anything-V2-Small-hf"
+# Short names for the published Depth Anything V2 checkpoints (transformers format). The head type
+# (relative or metric, and a metric head's max_depth) is read from each checkpoint's config, never
+# from its name. Small is Apache-2.0; Base and Large are CC-BY-NC-4.0 (see their model cards).
+MODEL_ALIASES = {
+    "small": "depth-anything/Depth-Anything-V2-Small-hf",
+    "base": "depth-anything/Depth-Anything-V2-Base-hf",
+    "large": "depth-anything/Depth-Anything-V2-Large-hf",
+    **{f"metric-{scene}-{size}": f"depth-anything/Depth-Anything-V2-Metric-{scene.title()}-{size.title()}-hf"
+       for scene in ("indoor", "outdoor") for size in ("small", "base", "large")},
+}
 DEFAULT_DATA = "DATASET_DEVOIR"
 DEFAULT_OUTPUT = "depth_anything_finetuned_lora_zivid"
 LORA_TARGET_GROUPS = ("qkv", "out", "mlp", "neck")
@@ -53,8 +63,10 @@ class TrainConfig:
     model: str = field(
         default=DEFAULT_MODEL,
         metadata=_help(
-            "hub id, local model folder, 'demo-pretrained' (small, pretrained on synthetic scenes, shipped "
-            "for offline demos), 'tiny' (random init, for tests) or 'small-random'"
+            "hub id, local model folder, a short name: small, base, large (relative), "
+            "metric-indoor-small|base|large, metric-outdoor-small|base|large (metric heads); "
+            "'demo-pretrained' (tiny, pretrained on synthetic scenes, shipped for offline demos), or a "
+            "random init for tests: tiny, tiny-metric, small-random, base-random, large-random"
         ),
     )
     recipe: Literal["recommended", "original"] = field(
@@ -118,11 +130,25 @@ class TrainConfig:
         metadata=_help("masked loss on the labels; ssi (scale-and-shift invariant) learns relative "
                        "depth only, for pretraining (recipe: mse)"),
     )
-    labels: Literal["minmax", "inverse"] | None = field(
+    labels: Literal["minmax", "inverse", "metric"] | None = field(
         default=None,
         metadata=_help("minmax: (z - min) / (max - min), growing with distance (the original's "
                        "scheme); inverse: min / z, near = large like the pretrained head's disparity; "
-                       "min/max from the training split (recipe: recommended inverse, original minmax)"),
+                       "min/max from the training split (recipe: recommended inverse, original minmax); "
+                       "metric: depth in metres, the only labels of a metric head (chosen for it)"),
+    )
+    head: Literal["checkpoint", "metric"] = field(
+        default="checkpoint",
+        metadata=_help("checkpoint: keep the checkpoint's head type (relative or metric, from its "
+                       "config); metric: turn a relative checkpoint's head into a metric one (sigmoid x "
+                       "--max-depth, in metres), the way Depth Anything's metric models were made"),
+    )
+    max_depth: int | None = field(
+        default=None,
+        metadata=_help("metric heads: the head's range in whole metres (transformers stores it as an "
+                       "integer), output = sigmoid x max_depth (checkpoint: 20 indoor, 80 outdoor). A bin "
+                       "at 0.5 m uses a sliver of a 20 m sigmoid; a range just above your farthest depth "
+                       "gives the head finer steps, but nothing beyond it can ever be predicted"),
     )
     label_percentiles: list[float] | None = field(
         default=None,
@@ -167,6 +193,7 @@ class TrainConfig:
 
     def __post_init__(self):
         self._check_types()
+        self.model = MODEL_ALIASES.get(self.model, self.model)
         for name, value in RECIPES[self.recipe].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)

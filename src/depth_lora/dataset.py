@@ -48,12 +48,17 @@ def default_image_size(sizes_hw: list[tuple[int, int]]) -> tuple[int, int]:
     return processor_size_hw(h, w)
 
 
+LABEL_KINDS = ("minmax", "inverse", "metric")
+METRIC_HEAD_UNIT_MM = 1000.0  # Depth Anything's metric heads predict metres
+
+
 @dataclass(frozen=True)
 class LabelScheme:
     """How depth in mm becomes the model's target and back.
 
     minmax: label = (z - min) / (max - min); inverse: label = min / z (near = large, like the
     disparity Depth Anything predicts). min/max are the training split's valid depth range in mm.
+    metric: label = z in metres, the unit of a metric head (min/max only recorded).
     """
 
     kind: str
@@ -61,8 +66,8 @@ class LabelScheme:
     depth_max_mm: float
 
     def __post_init__(self):
-        if self.kind not in ("minmax", "inverse"):
-            raise ConfigError(f"label scheme must be minmax or inverse, got {self.kind!r}")
+        if self.kind not in LABEL_KINDS:
+            raise ConfigError(f"label scheme must be one of {', '.join(LABEL_KINDS)}, got {self.kind!r}")
         if not 0 < self.depth_min_mm < self.depth_max_mm:
             raise ConfigError(f"bad depth range {self.depth_min_mm}..{self.depth_max_mm} mm")
 
@@ -70,6 +75,8 @@ class LabelScheme:
         """Depth (mm, tensor or array) -> label."""
         if self.kind == "minmax":
             return (depth_mm - self.depth_min_mm) / (self.depth_max_mm - self.depth_min_mm)
+        if self.kind == "metric":
+            return depth_mm / METRIC_HEAD_UNIT_MM
         return self.depth_min_mm / depth_mm
 
     def decode(self, label):
@@ -77,6 +84,8 @@ class LabelScheme:
         zero output (the head ends in a ReLU) maps to 4x the largest training depth, not infinity."""
         if self.kind == "minmax":
             return label * (self.depth_max_mm - self.depth_min_mm) + self.depth_min_mm
+        if self.kind == "metric":
+            return label * METRIC_HEAD_UNIT_MM
         floor = self.depth_min_mm / (4 * self.depth_max_mm)
         clipped = label.clip(min=floor) if hasattr(label, "clip") else max(label, floor)
         return self.depth_min_mm / clipped

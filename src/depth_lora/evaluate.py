@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from depth_lora.align import align_disparity_to_depth_mm, align_in_label_space
+from depth_lora import outputs
+from depth_lora.align import align_disparity_to_depth_mm, align_in_label_space, align_to
 from depth_lora.calibration import Calibration
 from depth_lora.data import Capture, find_captures, group_captures, load_capture, load_split
+from depth_lora.dataset import METRIC_HEAD_UNIT_MM
 from depth_lora.errors import DataError
 from depth_lora.losses import RELATIVE_LOSSES
 from depth_lora.metrics import (
@@ -22,10 +24,13 @@ from depth_lora.metrics import (
     depth_metrics,
     mean_with_ci95,
 )
+from depth_lora.model import head_type
+from depth_lora.outputs import read_split
 from depth_lora.predict import ModelBundle, load_base_model, load_bundle, predict_raw
 from depth_lora.text import live_progress, plural
 
-METHODS = ("fine_tuned", "fine_tuned_aligned", "zero_shot_calibrated", "zero_shot_aligned", "constant")
+METHODS = ("fine_tuned", "fine_tuned_aligned", "zero_shot", "zero_shot_calibrated", "zero_shot_aligned",
+           "constant")
 HEADLINE = ("rmse_mm", "mae_mm", "abs_rel", "delta1")
 # What each row is, in the words the printed table and report.json use.
 DESCRIPTIONS = {
@@ -34,6 +39,8 @@ DESCRIPTIONS = {
     "fine_tuned_aligned": "the fine-tuned output given the oracle per-capture scale and shift (in its "
                           "label space: inverse depth for the recommended recipe) against the capture's "
                           "own ground truth: how good its shape is",
+    "zero_shot": "the metric base model's own prediction in mm, nothing fitted: what the published "
+                 "metric checkpoint gives out of the box",
     "zero_shot_calibrated": "the base model without fine-tuning, with ONE scale and shift fitted on the "
                             "training split and applied unchanged: what you can do without fine-tuning",
     "zero_shot_aligned": "the base model given the oracle per-capture scale and shift (MiDaS protocol): "
@@ -125,12 +132,14 @@ def predict_zero_shot_disparity(bundle: ModelBundle, rgb: np.ndarray, base=None)
 
 
 def zero_shot_base(bundle: ModelBundle):
-    """None for an adapter whose biases were not trained (PEFT's disable_adapter() then gives the
-    base model exactly); else the base model, loaded (disable_adapter() keeps trained biases)."""
+    """None for an adapter whose biases were not trained and whose head is the checkpoint's own
+    (PEFT's disable_adapter() then gives the base model exactly); else the base model as published,
+    loaded (disable_adapter() keeps trained biases and a converted or re-ranged metric head)."""
     lora_bias = bundle.meta.get("config", {}).get("lora_bias", "none")
-    if hasattr(bundle.model, "disable_adapter") and lora_bias == "none":
+    metric_run = (bundle.meta.get("head") or {}).get("type") == "metric"
+    if hasattr(bundle.model, "disable_adapter") and lora_bias == "none" and not metric_run:
         return None
-    return load_base_model(bundle.folder, bundle.meta).to(bundle.device).eval()
+    return load_base_model(bundle.folder, bundle.meta, as_published=True).to(bundle.device).eval()
 
 
 def predict_all_methods(bundle: ModelBundle, capture: Capture, base=None) -> dict[str, np.ndarray]:
@@ -138,7 +147,7 @@ def predict_all_methods(bundle: ModelBundle, capture: Capture, base=None) -> dic
     `zero_shot_calibrated` only when the output folder holds a calibration."""
     constant_mm = bundle.meta.get("train_depth_mean_mm")
     if constant_mm is None:
-        raise DataError(bundle.folder / "depth_lora.json", "has no train_depth_mean_mm")
+        raise DataError(outputs.meta_path(bundle.folder), "has no train_depth_mean_mm")
     if base is None:
         base = zero_shot_base(bundle)
     labels = bundle.labels
@@ -156,16 +165,21 @@ def predict_all_methods(bundle: ModelBundle, capture: Capture, base=None) -> dic
     }
     calibration = bundle.meta.get("zero_shot_calibration")
     if calibration is not None:
-        preds["zero_shot_calibrated"] = Calibration.from_dict(calibration).apply(disparity)
-    preds["zero_shot_aligned"] = align_disparity_to_depth_mm(disparity, target, valid, **depth_range)
+        source = outputs.meta_path(bundle.folder)
+        preds["zero_shot_calibrated"] = Calibration.from_dict(calibration, source).apply(disparity)
+    if base is not None and head_type(base) == "metric":  # metres: usable as is, aligned in depth
+        preds["zero_shot"] = (disparity * METRIC_HEAD_UNIT_MM).astype(np.float32)
+        preds["zero_shot_aligned"] = align_to(preds["zero_shot"], target, valid).astype(np.float32)
+    else:
+        preds["zero_shot_aligned"] = align_disparity_to_depth_mm(disparity, target, valid, **depth_range)
     preds["constant"] = np.full(target.shape, constant_mm, np.float32)
     return preds
 
 
 def training_keys(bundle: ModelBundle) -> list[str]:
     """The training split recorded with the output folder ([] if it has none)."""
-    split_path = bundle.folder / bundle.meta.get("split_file", "split.json")
-    return load_split(split_path)["train"] if split_path.is_file() else []
+    split = read_split(bundle.folder, bundle.meta)
+    return split["train"] if split else []
 
 
 def select_captures(data_dir: str | Path, bundle: ModelBundle, split: str):
@@ -173,7 +187,7 @@ def select_captures(data_dir: str | Path, bundle: ModelBundle, split: str):
     files = find_captures(data_dir)
     if split == "all":
         return files
-    split_path = bundle.folder / bundle.meta.get("split_file", "split.json")
+    split_path = outputs.split_path(bundle.folder, bundle.meta)
     keys = load_split(split_path)[split]
     by_key = {f.key: f for f in files}
     missing = [k for k in keys if k not in by_key]

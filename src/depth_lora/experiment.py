@@ -127,7 +127,7 @@ def check_saved_model_is_best(run_dir: Path) -> None:
     the last step's attention projections, saved under their legacy names)."""
     from safetensors.torch import load_file
 
-    from depth_lora.predict import read_meta
+    from depth_lora.outputs import read_meta
 
     meta = read_meta(run_dir)
     if not meta.get("best_checkpoint"):

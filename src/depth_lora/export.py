@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 from depth_lora.errors import DataError, DepthLoraError, ModelError
-from depth_lora.predict import META_FILE, load_bundle
+from depth_lora.model_card import write_model_card
+from depth_lora.outputs import copy_run_records, read_metrics, read_split, write_meta
+from depth_lora.predict import load_bundle
 
 
 def merge_adapter(adapter_dir: str | Path, output_dir: str | Path) -> Path:
@@ -28,10 +28,7 @@ def merge_adapter(adapter_dir: str | Path, output_dir: str | Path) -> Path:
         raise ModelError(f"{adapter_dir}: cannot merge the adapter ({exc})") from None
     merged.save_pretrained(output_dir)
     meta = {**bundle.meta, "merged": True, "merged_from": str(adapter_dir)}
-    split_file = Path(adapter_dir) / meta.get("split_file", "split.json")
-    if split_file.is_file():  # so that `evaluate --adapter MERGED` finds the held-out split
-        shutil.copy2(split_file, output_dir / split_file.name)
-    if meta.get("base_model_dir"):  # a random-init base: keep it for the zero-shot baseline
-        shutil.copytree(Path(adapter_dir) / meta["base_model_dir"], output_dir / meta["base_model_dir"])
-    (output_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    copy_run_records(adapter_dir, output_dir, meta)  # `evaluate --adapter MERGED` finds its test split
+    write_meta(output_dir, meta)
+    write_model_card(output_dir, meta, read_metrics(adapter_dir), read_split(adapter_dir, meta))
     return output_dir

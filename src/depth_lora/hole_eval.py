@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from depth_lora.complete import complete_raw
+from depth_lora.complete import base_labels, complete_raw
 from depth_lora.data import Capture, load_capture
 from depth_lora.evaluate import predict_zero_shot_disparity, select_captures, zero_shot_base
 from depth_lora.fill import harmonic_fill, nearest_fill, telea_fill
@@ -59,19 +59,22 @@ class HoleReport:
         return out
 
 
-def fill_all_methods(depth_mm: np.ndarray, raw_fine_tuned, raw_zero_shot, labels) -> dict[str, np.ndarray]:
-    """Each method's filled depth (mm) for a depth map whose holes include the hidden pixels."""
+def fill_all_methods(depth_mm: np.ndarray, raw_fine_tuned, raw_zero_shot, labels,
+                     base_labels=None) -> dict[str, np.ndarray]:
+    """Each method's filled depth (mm) for a depth map whose holes include the hidden pixels.
+    labels: the fine-tuned model's; base_labels: the base model's (complete.base_labels)."""
     return {
         "fine_tuned": complete_raw(raw_fine_tuned, depth_mm, labels).depth_mm,
         "fine_tuned_global": complete_raw(raw_fine_tuned, depth_mm, labels, local=False).depth_mm,
-        "zero_shot": complete_raw(raw_zero_shot, depth_mm, None).depth_mm,
+        "zero_shot": complete_raw(raw_zero_shot, depth_mm, base_labels).depth_mm,
         "nearest": nearest_fill(depth_mm),
         "harmonic": harmonic_fill(depth_mm),
         "telea": telea_fill(depth_mm),
     }
 
 
-def score_capture(capture: Capture, other: Capture, raw_fine_tuned, raw_zero_shot, labels, seed: int):
+def score_capture(capture: Capture, other: Capture, raw_fine_tuned, raw_zero_shot, labels, seed: int,
+                  base_labels=None):
     """Rows {capture, kind, method, metrics, hidden_pixels} for one capture, and the fills of its
     first kind (for a figure)."""
     rows, first = [], None
@@ -79,7 +82,7 @@ def score_capture(capture: Capture, other: Capture, raw_fine_tuned, raw_zero_sho
         if not hidden.any():
             continue
         depth = np.where(hidden, np.nan, capture.depth_mm)
-        fills = fill_all_methods(depth, raw_fine_tuned, raw_zero_shot, labels)
+        fills = fill_all_methods(depth, raw_fine_tuned, raw_zero_shot, labels, base_labels)
         for method, filled in fills.items():
             metrics = depth_metrics(filled, capture.depth_mm, hidden, HOLE_TOLERANCES_MM)
             rows.append({"capture": capture.key, "kind": kind, "method": method, "metrics": metrics,
@@ -100,6 +103,7 @@ def run_hole_evaluation(data_dir, adapter_dir, split: str = "test", plots_dir=No
     bundle = load_bundle(adapter_dir, device=device)
     files = select_captures(data_dir, bundle, split)
     base = zero_shot_base(bundle)
+    zero_shot_labels = base_labels(base if base is not None else bundle.model)
     unit = bundle.meta.get("depth_unit", "mm")
     rows = []
     bar = tqdm(files, desc=f"holes {split}", unit="capture", disable=not (progress and live_progress()))
@@ -111,7 +115,8 @@ def run_hole_evaluation(data_dir, adapter_dir, split: str = "test", plots_dir=No
             other = Capture(capture.key, capture.rgb, capture.depth_mm[:, ::-1])
         raw = predict_raw(bundle.model, capture.rgb, bundle.image_size_hw).cpu().numpy()
         raw_zero_shot = predict_zero_shot_disparity(bundle, capture.rgb, base)
-        capture_rows, first = score_capture(capture, other, raw, raw_zero_shot, bundle.labels, seed=i)
+        capture_rows, first = score_capture(capture, other, raw, raw_zero_shot, bundle.labels, seed=i,
+                                            base_labels=zero_shot_labels)
         rows += capture_rows
         if plots_dir is not None and first is not None:
             from depth_lora.viz import plot_hole_filling, save_figure

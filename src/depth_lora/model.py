@@ -24,7 +24,7 @@ from transformers import (
 )
 from transformers.models.depth_anything.modeling_depth_anything import DepthAnythingDepthEstimationHead
 
-from depth_lora.config import DEFAULT_MODEL
+from depth_lora.config import DEFAULT_MODEL, MODEL_ALIASES
 from depth_lora.errors import ConfigError, ModelError
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,8 @@ DEFAULT_HUB_ENDPOINT = "https://huggingface.co"
 
 # Names that build a random-init model (RANDOM_ARCHITECTURES below) instead of loading weights.
 # They win over a folder of the same name in the working directory.
-RANDOM_MODELS = ("tiny", "small-random")
+RANDOM_MODELS = ("tiny", "tiny-metric", "small-random", "base-random", "large-random")
+
 
 # Models shipped inside the package, loaded offline by name (they win over a folder of the same
 # name too). demo-pretrained: the `tiny` architecture pretrained from scratch on synthetic rooms and
@@ -54,6 +55,7 @@ OFFLINE_HINT = ("or use 'demo-pretrained' (a 0.5 M-parameter model pretrained on
 # everywhere and gradients barely reach the backbone. Starting the last conv's bias here puts the
 # initial output at the middle of min-max-normalised labels (0..1), where ReLU passes gradients.
 RANDOM_INIT_OUTPUT = 0.5
+RANDOM_INIT_METRES = 1.0  # the same for a random-init metric head (sigmoid): 1 m, a table's distance
 
 # LoRA target groups: which backbone Linear layers each group means, under both naming schemes.
 # transformers 5.18+: attention.{q,k,v,o}_proj; 4.x: attention.attention.{query,key,value} and
@@ -77,16 +79,33 @@ _TRUE = {"1", "on", "yes", "true"}
 # Random-init architectures: (Dinov2 backbone, DPT neck/head) sizes. Both relative (ReLU head),
 # patch 14. "small-random" is the published Depth-Anything-V2-Small-hf config.json (24,785,089
 # parameters); "tiny" (510,097) trains a step at batch 2, 126x196 in well under a second on CPU.
+# "base-random" and "large-random" are the published Base and Large configs (97.5 M and 335.3 M
+# parameters): for tests that LoRA and a training step work on every size, never downloaded.
+# "tiny-metric" is "tiny" with a metric head (sigmoid * max_depth, in metres; max_depth 20 like the
+# indoor checkpoints).
+_TINY = (
+    {"hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 2, "image_size": 126},
+    {"reassemble_hidden_size": 64, "neck_hidden_sizes": [16, 32, 64, 64]}
+    | {"fusion_hidden_size": 32, "head_hidden_size": 16},
+)
 RANDOM_ARCHITECTURES = {
-    "tiny": (
-        {"hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 2, "image_size": 126},
-        {"reassemble_hidden_size": 64, "neck_hidden_sizes": [16, 32, 64, 64]}
-        | {"fusion_hidden_size": 32, "head_hidden_size": 16},
-    ),
+    "tiny": _TINY,
+    "tiny-metric": (_TINY[0], _TINY[1] | {"depth_estimation_type": "metric", "max_depth": 20}),
     "small-random": (
         {"hidden_size": 384, "num_hidden_layers": 12, "num_attention_heads": 6, "image_size": 518},
         {"reassemble_hidden_size": 384, "neck_hidden_sizes": [48, 96, 192, 384]}
         | {"fusion_hidden_size": 64, "head_hidden_size": 32},
+    ),
+    "base-random": (
+        {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "image_size": 518},
+        {"reassemble_hidden_size": 768, "neck_hidden_sizes": [96, 192, 384, 768]}
+        | {"fusion_hidden_size": 128, "head_hidden_size": 32},
+    ),
+    "large-random": (
+        {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "image_size": 518}
+        | {"out_indices": [5, 12, 18, 24]},
+        {"reassemble_hidden_size": 1024, "neck_hidden_sizes": [256, 512, 1024, 1024]}
+        | {"fusion_hidden_size": 256, "head_hidden_size": 32},
     ),
 }
 
@@ -113,19 +132,44 @@ def keep_head_in_fp32(model: DepthAnythingForDepthEstimation) -> DepthAnythingFo
     return model
 
 
+def head_type(model: nn.Module) -> str:
+    """'relative' or 'metric': the depth head of a model (or of the model inside a PeftModel)."""
+    return getattr(model.config, "depth_estimation_type", "relative")
+
+
+def make_metric_head(model: nn.Module, max_depth: float | None = None) -> nn.Module:
+    """Give the model a metric head (sigmoid x max_depth, in metres), in place.
+
+    A relative checkpoint keeps its weights (backbone, neck, head convolutions): only the head's
+    last activation changes from ReLU to a sigmoid scaled by `max_depth`, which is how Depth
+    Anything V2's metric models were started from the relative ones before metric fine-tuning. On a
+    metric checkpoint `max_depth` only changes the range. Every copy of the head is changed (PEFT
+    keeps a trainable copy when the head is trained).
+    """
+    if max_depth is not None and (max_depth < 1 or max_depth != int(max_depth)):
+        raise ConfigError(f"--max-depth must be a whole number of metres >= 1, got {max_depth}")
+    max_depth = int(max_depth or (model.config.max_depth if head_type(model) == "metric" else 20))
+    model.config.depth_estimation_type = "metric"
+    model.config.max_depth = max_depth
+    for module in model.modules():
+        if isinstance(module, DepthAnythingDepthEstimationHead):
+            module.activation2 = nn.Sigmoid()
+            module.max_depth = max_depth
+    return model
+
+
 def _random_config(name: str) -> DepthAnythingConfig:
-    """A fresh config for a random-init name; the neck reads 4 evenly spaced backbone layers."""
+    """A fresh config for a random-init name; the neck reads 4 evenly spaced backbone layers
+    unless the architecture names them (Large: 5, 12, 18, 24, as published)."""
     backbone_sizes, head_sizes = RANDOM_ARCHITECTURES[name]
     layers = backbone_sizes["num_hidden_layers"]
     backbone = Dinov2Config(
-        **backbone_sizes,
+        **{"out_indices": [layers // 4 * k for k in range(1, 5)], **backbone_sizes},
         patch_size=14,
-        out_indices=[layers // 4 * k for k in range(1, 5)],
         reshape_hidden_states=False,
     )
-    return DepthAnythingConfig(
-        backbone_config=backbone, depth_estimation_type="relative", **head_sizes
-    )
+    head = {"depth_estimation_type": "relative", **head_sizes}
+    return DepthAnythingConfig(backbone_config=backbone, **head)
 
 
 def hub_is_reachable(timeout_s: float = 3.0) -> bool:
@@ -205,6 +249,7 @@ def build_model(
             f"attn_implementation must be one of {', '.join(ATTENTION_CHOICES)}, "
             f"got {attn_implementation!r}"
         )
+    name = MODEL_ALIASES.get(name, name)
     if name in RANDOM_MODELS:
         model, info = _build_random(name, seed=seed, attn_implementation=attn_implementation)
     elif name in BUNDLED_MODELS:
@@ -229,7 +274,10 @@ def _build_random(
             attn_implementation,
             name,
         )
-    head_bias = RANDOM_INIT_OUTPUT / model.config.max_depth
+    if model.config.depth_estimation_type == "metric":  # sigmoid x max_depth starts at 1 m
+        head_bias = float(torch.logit(torch.tensor(RANDOM_INIT_METRES / model.config.max_depth)))
+    else:
+        head_bias = RANDOM_INIT_OUTPUT / model.config.max_depth
     with torch.no_grad():
         model.head.conv3.bias.fill_(head_bias)
     model.eval()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,11 +11,10 @@ import torch.nn.functional as F
 
 from depth_lora.dataset import LabelScheme, resize_rgb, rgb_to_pixel_values
 from depth_lora.errors import ConfigError, DataError, DepthLoraError, ModelError
+from depth_lora.outputs import read_meta
 
 IMAGE_PATTERNS = ("*.png", "*.jpg", "*.jpeg", "*.tif", "*.tiff", "*.bmp")
 FORMATS = ("npy", "png", "ply")
-
-META_FILE = "depth_lora.json"
 
 
 @dataclass
@@ -36,22 +34,6 @@ class ModelBundle:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
-
-
-def read_meta(folder: str | Path) -> dict:
-    """Read `depth_lora.json` of an output folder; ModelError naming the folder if it is not one."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ModelError(f"{folder}: adapter folder does not exist")
-    path = folder / META_FILE
-    if not path.is_file():
-        raise ModelError(
-            f"{folder}: no {META_FILE}, so not a depth-lora output folder (train one with `depth-lora train`)"
-        )
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{path}: not valid JSON ({exc})") from None
 
 
 def load_bundle(folder: str | Path, device: str | torch.device | None = None) -> ModelBundle:
@@ -77,12 +59,18 @@ def load_bundle(folder: str | Path, device: str | torch.device | None = None) ->
     return ModelBundle(model, labels, tuple(meta["image_size_hw"]), meta, folder)
 
 
-def load_base_model(folder: Path, meta: dict) -> torch.nn.Module:
-    """The model a run started from: its saved copy (random-init bases) or the hub id / folder."""
-    from depth_lora.model import build_model
+def load_base_model(folder: Path, meta: dict, as_published: bool = False) -> torch.nn.Module:
+    """The model a run started from: its saved copy (random-init bases) or the hub id / folder,
+    with the run's metric head (--head metric, --max-depth) unless `as_published` (the zero-shot
+    baseline: the checkpoint as a user would download it)."""
+    from depth_lora.model import build_model, make_metric_head
 
     base_dir = meta.get("base_model_dir")
-    return build_model(str(folder / base_dir) if base_dir else meta["base_model"])[0]
+    model = build_model(str(folder / base_dir) if base_dir else meta["base_model"])[0]
+    head = meta.get("head") or {}
+    if head.get("type") == "metric" and not as_published:
+        make_metric_head(model, head.get("max_depth"))
+    return model
 
 
 @torch.no_grad()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -24,7 +23,6 @@ from depth_lora.data import (
     group_captures,
     load_split,
     make_split,
-    save_split,
     split_groups,
     straddling_groups,
 )
@@ -44,10 +42,23 @@ from depth_lora.model import (
     apply_lora,
     build_model,
     enable_activation_checkpointing,
+    head_type,
+    make_metric_head,
     quiet_weights_io,
     trainable_parameters_line,
 )
-from depth_lora.predict import META_FILE
+from depth_lora.model_card import write_model_card
+from depth_lora.outputs import (
+    CARD_FILE,
+    RUN_CONFIG_FILE,
+    SPLIT_FILE,
+    is_run_folder,
+    read_run_config,
+    write_meta,
+    write_metrics,
+    write_run_config,
+    write_split,
+)
 from depth_lora.text import plural
 from depth_lora.text import size_hw as format_size_hw
 from depth_lora.trainer import (
@@ -62,7 +73,6 @@ from depth_lora.trainer import (
 # not found" for ours: not something a user can act on.
 logging.getLogger("huggingface_hub.repocard").setLevel(logging.ERROR)
 
-RUN_CONFIG_FILE = "train_config.json"  # written first: marks the folder as a depth-lora run
 KEEP_IN_OUTPUT = {"README.md", ".gitkeep"}
 
 
@@ -121,7 +131,7 @@ def prepare_output_dir(output: Path, resume: bool, overwrite: bool, names: Optio
             f"{names.overwrite} to replace it", f"another {names.output} to keep it"]
         raise DataError(output, "output folder is not empty (an earlier run is never replaced silently): "
                                 + ", ".join(choices))
-    if not (output / RUN_CONFIG_FILE).is_file():
+    if not is_run_folder(output):
         raise DataError(output, f"{names.overwrite} refused: the folder holds files but no "
                                 f"{RUN_CONFIG_FILE}, so it is not a depth-lora run; "
                                 f"choose another {names.output}")
@@ -131,15 +141,56 @@ def prepare_output_dir(output: Path, resume: bool, overwrite: bool, names: Optio
 
 def check_resume_config(output: Path, cfg: TrainConfig) -> None:
     """Refuse to resume a run with options that change the model, the labels or the data."""
-    path = output / RUN_CONFIG_FILE
-    if not path.is_file():
+    saved = read_run_config(output)
+    if saved is None:
         return
-    saved = json.loads(path.read_text())
-    changed = [k for k in RESUME_MUST_MATCH if k in saved and saved[k] != getattr(cfg, k)]
+    # A metric head chose metric labels after the config was read: the same run, not a change.
+    same = {"labels"} if saved.get("labels") == "metric" and "labels" not in cfg.explicit_options() else set()
+    changed = [k for k in RESUME_MUST_MATCH if k in saved and k not in same and saved[k] != getattr(cfg, k)]
     if changed:
         diffs = ", ".join(f"{k} {saved[k]!r} -> {getattr(cfg, k)!r}" for k in changed)
         raise ConfigError(f"{output}: --resume with different options ({diffs}); "
                           "resume with the run's own options or start a new --output")
+
+
+def resolve_head(cfg: TrainConfig, model) -> dict:
+    """Apply --head / --max-depth to the model and choose the labels its head needs (in place).
+
+    A metric head (from the checkpoint, or made with --head metric) learns depth in metres; a
+    relative head never does. Returns the head record of depth_lora.json: its type, max_depth,
+    and whether it was converted from a relative checkpoint.
+    """
+    checkpoint_type = head_type(model)
+    if cfg.max_depth is not None and cfg.head != "metric" and checkpoint_type != "metric":
+        raise ConfigError("--max-depth sets a metric head's range, and this checkpoint's head is relative: "
+                          "add --head metric to turn it into a metric head")
+    if cfg.head == "metric" or cfg.max_depth is not None:
+        make_metric_head(model, cfg.max_depth)
+    if head_type(model) == "metric":
+        if cfg.labels != "metric" and "labels" in cfg.explicit_options():
+            raise ConfigError(f"--labels {cfg.labels}: a metric head predicts depth in metres, so its labels "
+                              "are metric (leave --labels unset)")
+        cfg.labels = "metric"
+    elif cfg.labels == "metric":
+        raise ConfigError("--labels metric needs a metric head: a metric checkpoint (e.g. --model "
+                          "metric-indoor-small) or --head metric")
+    return {"type": head_type(model), "max_depth": model.config.max_depth,
+            "converted": checkpoint_type != head_type(model)}
+
+
+def camera_of(files) -> dict | None:
+    """The camera's size and pinhole intrinsics, fitted to the first capture's XYZ map (None for
+    Z-only depth files): the model card names the camera an adapter was made for."""
+    from depth_lora.geometry import intrinsics_from_xyz
+
+    xyz = np.load(files[0].depth, mmap_mode="r", allow_pickle=False)
+    if xyz.ndim != 3:
+        return None
+    try:
+        intrinsics = intrinsics_from_xyz(np.asarray(xyz), files[0].depth)
+    except DataError:
+        return None
+    return {"size_hw": list(xyz.shape[:2]), "intrinsics": [round(v, 3) for v in intrinsics]}
 
 
 def image_size_of(path: Path) -> tuple[int, int]:
@@ -217,10 +268,10 @@ def run_training(cfg: TrainConfig, progress: bool = True, names: OptionNames = C
         prepare_output_dir(output, cfg.resume, cfg.overwrite, names)
         if cfg.resume:
             check_resume_config(output, cfg)
-        (output / RUN_CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        write_run_config(output, cfg.to_dict())
     set_seed(cfg.seed)
 
-    split_path = output / "split.json"
+    split_path = output / SPLIT_FILE
     resumed_split = cfg.resume and split_path.is_file()
     groups = group_captures([f.key for f in files], cfg.group_by)
     if resumed_split:
@@ -262,20 +313,23 @@ def run_training(cfg: TrainConfig, progress: bool = True, names: OptionNames = C
         name: prepare_captures([by_key[k] for k in split[name]], size_hw, cfg.depth_unit, progress)
         for name in ("train", "val", "test")
     }
-    labels = LabelScheme(cfg.labels, *depth_range_mm(prepared["train"], cfg.label_percentiles))
     train_mean_mm = float(np.nanmean(np.concatenate([c.depth_mm.ravel() for c in prepared["train"]])))
 
     model, model_info = build_model(cfg.model, seed=cfg.seed)
-    if not model_info.get("pretrained", False) and rank0:
-        # A random-init base cannot be rebuilt from a hub id: keep its weights with the adapter.
-        with quiet_weights_io():
-            model.save_pretrained(output / "base_model")
     calibration = None
     if rank0:  # the baseline to beat: the base model with one scale and shift fitted on train
         if progress:
             count = plural(len(prepared["train"]), "training capture")
             print(f"Calibrating the zero-shot baseline on {count}")
         calibration = fit_zero_shot_calibration(model, prepared["train"], prepared["val"]).to_dict()
+    head = resolve_head(cfg, model)  # after the calibration: zero-shot is the checkpoint as published
+    if rank0:
+        write_run_config(output, cfg.to_dict())  # with the labels the head resolved
+    labels = LabelScheme(cfg.labels, *depth_range_mm(prepared["train"], cfg.label_percentiles))
+    if not model_info.get("pretrained", False) and rank0:
+        # A random-init base cannot be rebuilt from a hub id: keep its weights with the adapter.
+        with quiet_weights_io():
+            model.save_pretrained(output / "base_model")
     if cfg.finetune == "lora":
         model = apply_lora(
             model,
@@ -297,21 +351,23 @@ def run_training(cfg: TrainConfig, progress: bool = True, names: OptionNames = C
         print(describe_recipe(cfg, size_hw))
 
     meta = {
-        "format_version": 1,
         **({"warning": DEMO_MODEL_WARNING} if cfg.model in BUNDLED_MODELS else {}),
         "recipe": cfg.recipe,
+        "recipe_line": describe_recipe(cfg, size_hw),
         "base_model": cfg.model,
         "base_model_dir": "base_model" if not model_info.get("pretrained", False) else None,
         "finetune": cfg.finetune,  # "full": OUT holds a whole model (config.json), not an adapter
         "pretrained": bool(model_info.get("pretrained", False)),
         "image_size_hw": list(size_hw),
+        "head": head,
         "labels": labels.to_dict(),
         "label_percentiles": list(cfg.label_percentiles),
         "zero_shot_calibration": calibration,
         "split_leaky": leaky,
         # The constant baseline: mean valid depth of the training split (at the model's input size).
         "train_depth_mean_mm": train_mean_mm,
-        "split_file": "split.json",
+        "split_file": SPLIT_FILE,
+        "camera": camera_of(files),
         "data": str(cfg.data),
         "depth_unit": cfg.depth_unit,
         "precision": precision,
@@ -320,7 +376,7 @@ def run_training(cfg: TrainConfig, progress: bool = True, names: OptionNames = C
     }
     if rank0 and not resumed_split:
         origin = {"from_split": str(cfg.split)} if cfg.split else {"seed": cfg.seed}
-        save_split(split, split_path, **origin, data=str(cfg.data), group_by=cfg.group_by, leaky=leaky,
+        write_split(output, split, **origin, data=str(cfg.data), group_by=cfg.group_by, leaky=leaky,
                    groups={k: groups.get(k, k) for name in split for k in split[name]},
                    split_groups=split_groups(split, groups))
 
@@ -348,24 +404,25 @@ def run_training(cfg: TrainConfig, progress: bool = True, names: OptionNames = C
     if not metrics["val"]:
         metrics["val"] = _strip(trainer.evaluate(metric_key_prefix="eval"), "eval_")
     metrics["val"]["resolution"] = f"model input, {format_size_hw(size_hw)}"
-    # The PEFT adapter (adapter_config.json + adapter_model.safetensors). PEFT also writes a model
-    # card README.md: keep the folder's own README (tracked in git for the default folder) instead.
-    readme = output / "README.md"
-    readme_text = readme.read_text() if readme.is_file() else None
+    # The PEFT adapter (adapter_config.json + adapter_model.safetensors). PEFT also writes a README.md
+    # template: our model card replaces it below, but a README the folder had before is kept.
+    readme = output / CARD_FILE
+    readme_before = readme.read_text() if readme.is_file() else None
     with quiet_weights_io():
         trainer.save_model(str(output))
-    if readme_text is not None and trainer.is_world_process_zero():
-        readme.write_text(readme_text)
+    if trainer.is_world_process_zero():
+        readme.write_text(readme_before) if readme_before is not None else readme.unlink(missing_ok=True)
     if trainer.is_world_process_zero():
         meta["best_checkpoint"] = trainer.state.best_model_checkpoint
         meta["global_step"] = trainer.state.global_step
-        (output / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        write_meta(output, meta)
         if prepared["test"]:
             # The same numbers `depth-lora evaluate` prints: every row, at full resolution.
             report = run_evaluation(cfg.data, output, split="test", progress=False)
             metrics["test"] = {**{m: report.mean[m] for m in report.methods}, "comparison": report.comparison,
                                "resolution": "full (each capture's own)", "notes": report.notes()}
-        (output / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_metrics(output, metrics)
+        write_model_card(output, meta, metrics, split)
     return TrainResult(output, metrics, trainable, trainer.model, log_history)
 
 
