@@ -19,6 +19,7 @@ from depth_lora.experiment import (
     run_experiment,
     structure_scores,
 )
+from depth_lora.experiment_heads import run_head_comparison
 
 FIVE_ROWS = {"fine_tuned", "fine_tuned_aligned", "zero_shot_calibrated", "zero_shot_aligned", "constant"}
 
@@ -122,3 +123,13 @@ def test_quick_experiment_selects_on_validation_scores_test_once_and_plots(tmp_p
         assert (out / name).stat().st_size > 10_000, name
     assert sorted(p.name for p in (out / "target_test" / "images").iterdir()) == sorted(
         f"{k}_color.png" for k in split["test"])
+
+    # The head comparison reuses this folder: metric heads at two ranges, chosen on validation.
+    heads = run_head_comparison(out)
+    assert set(heads["summary"]) == {"relative (recommended)", "metric_3m", "metric_20m"}
+    for row in heads["rows"]:
+        meta = json.loads((out / row["run"] / "depth_lora.json").read_text())
+        assert meta["head"]["type"] == "metric" and meta["head"]["converted"]
+        assert meta["labels"]["kind"] == "metric"
+        assert json.loads((out / row["run"] / "split.json").read_text())["test"] == []
+    assert (out / "heads.json").is_file()

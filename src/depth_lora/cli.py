@@ -199,6 +199,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_experiment(args: argparse.Namespace) -> int:
+    if args.heads:
+        from depth_lora.experiment_heads import run_head_comparison
+
+        summary = run_head_comparison(args.out)["summary"]
+        for head, row in summary.items():
+            print(f"{head:<24} test RMSE {row['mean']:.1f} mm (seeds: "
+                  f"{', '.join(f'{v:.1f}' for v in row['test_rmse_mm'])}), lr {row['learning_rate']:g}")
+        print(f"written: {Path(args.out) / 'heads.json'}")
+        return 0
     from depth_lora.experiment import format_table, run_experiment
 
     results = run_experiment(args.out, quick=args.quick)
@@ -369,6 +378,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, help="new folder for data, models, results and figures")
     p.add_argument("--quick", action="store_true", help="about 2 minutes instead of ~55 (smoke test)")
+    p.add_argument("--heads", action="store_true",
+                   help="after a full run in OUT: add the pretrained model with a metric head (3 m and 20 m "
+                   "ranges) beside the relative recipe, chosen and scored the same way (~15 min)")
     p.set_defaults(func=_cmd_experiment)
 
     p = sub.add_parser(
