@@ -30,13 +30,14 @@ def run_head_comparison(out_dir: str | Path) -> dict:
     results = json.loads(results_file.read_text())
     if "recommended" not in results["chosen"]:
         raise DataError(results_file, "has no 'recommended' method to compare with")
-    budget = FULL if results["budget"] == asdict(FULL) else QUICK  # --quick: a smoke test of this too
+    full = json.loads(json.dumps(asdict(FULL)))  # as results.json holds it (lists, not tuples)
+    budget = FULL if results["budget"] == full else QUICK  # --quick: a smoke test of this too
     loss = VARIANTS[results["variant"]]["loss"]
     run_args = dict(target_dir=out_dir / "target", pretrained=out_dir / "pretrained", budget=budget,
                     split_file=out_dir / "trainval_split.json", method="recommended")
     rows, chosen = [], {}
     for max_depth in HEAD_RANGES_M:
-        settings = {"head": "metric", "max_depth": max_depth, "loss": loss}
+        settings = {"head": "metric", "max_depth": max_depth, "labels": "metric", "loss": loss}
         grid = []
         for lr in budget.learning_rates:
             name = f"metric{max_depth}m_lr{lr:g}_s0"
