@@ -16,7 +16,7 @@ once, at the end.
 3. Selection, validation only, seed 0, each run `adapt_steps` steps with a 10 % warm-up, keeping
    its checkpoint of lowest validation RMSE (that is its number of steps):
    a. labels (inverse vs min-max) and loss (MSE vs SiLog) for the recommended placement at the
-      recipe's learning rate; the best of the three goes to every method below;
+      grid's rate nearest the recipe's; the best of the three goes to every method below;
    b. every method over the same learning-rate grid; the lowest validation RMSE picks its rate.
    Every run's validation numbers are rows of results.json (`stage: selection`) and of the
    selection table.
@@ -287,7 +287,10 @@ def run_experiment(out_dir: str | Path, quick: bool = False) -> dict:
 
     runs = out_dir / "runs"
     run_args = dict(target_dir=target, pretrained=pretrained, budget=budget)
-    base_lr = RECIPES["recommended"]["learning_rate"]
+    # Labels and loss are compared at the grid's rate nearest the recipe's (a grid point: its row
+    # then also serves the recommended method's rate selection).
+    recipe_lr = RECIPES["recommended"]["learning_rate"]
+    base_lr = min(budget.learning_rates, key=lambda lr: abs(np.log(lr / recipe_lr)))
     selection: list[dict] = []
 
     def select(method: str, lr: float, variant: str) -> dict:
