@@ -377,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
         "LoRA + head, full fine-tuning and training from scratch on Zivid-like captures, in mm.",
     )
     p.add_argument("--out", required=True, help="new folder for data, models, results and figures")
-    p.add_argument("--quick", action="store_true", help="about 2 minutes instead of ~55 (smoke test)")
+    p.add_argument("--quick", action="store_true", help="about 2 minutes instead of ~60 (smoke test)")
     p.add_argument("--heads", action="store_true",
                    help="after a full run in OUT: add the pretrained model with a metric head (3 m and 20 m "
                    "ranges) beside the relative recipe, chosen and scored the same way (~15 min)")

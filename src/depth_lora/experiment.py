@@ -1,6 +1,6 @@
 """The domain-adaptation experiment: does fine-tuning adapt a pretrained depth model to a camera, which
 placement of LoRA does it best, and how many captures does it take? One command:
-`depth-lora experiment --out DIR` (about 55 minutes on 2 CPU cores; `--quick`, every step at toy
+`depth-lora experiment --out DIR` (about 60 minutes on 2 CPU cores; `--quick`, every step at toy
 size, about 2 minutes). Every choice is made on the validation split; the test split is scored
 once, at the end.
 
@@ -54,7 +54,7 @@ from depth_lora.errors import DataError, ModelError
 
 @dataclass(frozen=True)
 class Budget:
-    """Sizes and steps of one experiment run (full: ~55 min on 2 cores; quick: ~2 min)."""
+    """Sizes and steps of one experiment run (full: ~60 min on 2 cores; quick: ~2 min)."""
 
     source_count: int
     target_count: int
