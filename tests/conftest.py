@@ -51,3 +51,19 @@ def mixed_dataset(tmp_path: Path) -> Path:
         key = f"2026-01-0{i + 1}_10-00-00_Zivid_acquisition"
         write_capture(tmp_path, key, rgb, xyz)
     return tmp_path
+
+
+def demo_run(root: Path, captures_seed: int, **overrides) -> tuple[Path, Path]:
+    """10 generated captures (120x194) in root/data and a short run trained on them in root/out:
+    demo-pretrained (a base whose output follows the scene, so zero-shot rows are not degenerate),
+    4 steps at 70x112, fp32. Returns (data, output folder)."""
+    from depth_lora.config import TrainConfig
+    from depth_lora.synthetic import generate_demo_captures
+    from depth_lora.train import run_training
+
+    data = root / "data"
+    generate_demo_captures(data, 10, seed=captures_seed, size_hw=(120, 194), workers=1)
+    values = dict(data=str(data), output=str(root / "out"), model="demo-pretrained", max_steps=4,
+                  batch_size=2, image_size=[70, 112], learning_rate=1e-3, precision="fp32")
+    run_training(TrainConfig(**{**values, **overrides}), progress=False)
+    return data, root / "out"

@@ -7,29 +7,21 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import demo_run
 from PIL import Image
 from scipy.spatial import cKDTree
 
 from depth_lora.cli import main
 from depth_lora.complete import complete_depth_mm
-from depth_lora.config import TrainConfig
 from depth_lora.data import find_captures, load_capture
 from depth_lora.hole_eval import FILL_METHODS, run_hole_evaluation
 from depth_lora.holes import HOLE_KINDS, hidden_masks
 from depth_lora.predict import load_bundle
-from depth_lora.synthetic import generate_demo_captures
-from depth_lora.train import run_training
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("complete")
-    data = root / "data"
-    generate_demo_captures(data, 10, seed=7, size_hw=(120, 194), workers=1)
-    cfg = TrainConfig(data=str(data), output=str(root / "out"), model="demo-pretrained", max_steps=4,
-                      batch_size=2, image_size=[70, 112], learning_rate=1e-3, precision="fp32")
-    run_training(cfg, progress=False)
-    return data, root / "out"
+    return demo_run(tmp_path_factory.mktemp("complete"), captures_seed=7)
 
 
 def read_ply(path):

@@ -8,14 +8,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import random_capture, write_capture
+from conftest import demo_run, random_capture, write_capture
 from PIL import Image
 from transformers import AutoModelForDepthEstimation
 
 from depth_lora.align import align_disparity_to_depth_mm
 from depth_lora.calibration import fit_calibration
 from depth_lora.cli import main
-from depth_lora.config import TrainConfig
 from depth_lora.data import find_captures, load_capture, load_rgb
 from depth_lora.dataset import PreparedCapture, prepare_capture
 from depth_lora.errors import DataError, ModelError
@@ -25,7 +24,6 @@ from depth_lora.metrics import depth_metrics
 from depth_lora.model import BUNDLED_MODELS
 from depth_lora.predict import load_bundle, predict_depth_mm
 from depth_lora.synthetic import camera_intrinsics, generate_demo_captures
-from depth_lora.train import run_training
 
 # A relative base (every run here) has no unaligned metric zero_shot row: five rows.
 ROWS = [m for m in METHODS if m != "zero_shot"]
@@ -33,14 +31,7 @@ ROWS = [m for m in METHODS if m != "zero_shot"]
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval")
-    data = root / "data"
-    generate_demo_captures(data, 10, seed=5, size_hw=(120, 194), workers=1)
-    # demo-pretrained: a base whose output follows the scene, so the zero-shot rows are not degenerate.
-    cfg = TrainConfig(data=str(data), output=str(root / "out"), model="demo-pretrained", max_steps=4,
-                      batch_size=2, image_size=[70, 112], learning_rate=1e-3, precision="fp32")
-    run_training(cfg, progress=False)
-    return data, root / "out"
+    return demo_run(tmp_path_factory.mktemp("eval"), captures_seed=5)
 
 
 def test_evaluate_writes_the_five_row_table_with_intervals_json_csv_and_plots(run, tmp_path, capsys):

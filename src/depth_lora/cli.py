@@ -19,7 +19,8 @@ TRAIN_FLAG_OVERRIDES = {
     "label_percentiles": {"nargs": 2, "metavar": ("LO", "HI")},
     "lora_targets": {"metavar": "GROUP"},
 }
-# `depth-lora predict --format` values; predict.FORMATS writes them (a test keeps the two equal).
+# `depth-lora predict --format` and `complete --format` values; predict.FORMATS writes them (a test
+# keeps the two equal).
 PREDICT_FORMATS = ("npy", "png", "ply")
 
 
@@ -420,12 +421,13 @@ def check_arguments(args: argparse.Namespace) -> None:
     Raises the DepthLoraError the verb would raise later, so the user sees the same one line at
     once: the format list and input paths of predict, the captures of --data, the adapter folder.
     """
-    if args.command == "predict":
+    if args.command in ("predict", "complete"):
         formats = args.format.split(",")
         unknown = sorted(set(formats) - set(PREDICT_FORMATS))
         if unknown:
             choices = ", ".join(PREDICT_FORMATS)
             raise ConfigError(f"--format: unknown format(s) {', '.join(unknown)}; choose from {choices}")
+    if args.command == "predict":
         if "ply" in formats and not (args.intrinsics or args.intrinsics_from):
             raise ConfigError(
                 "--format ply: a point cloud needs --intrinsics FX FY CX CY or --intrinsics-from FILE.npy"
@@ -440,10 +442,6 @@ def check_arguments(args: argparse.Namespace) -> None:
 
         find_captures(args.data)  # the folder exists and holds paired captures
     if args.command == "complete":
-        formats = args.format.split(",")
-        unknown = sorted(set(formats) - set(PREDICT_FORMATS))
-        if unknown:
-            raise ConfigError(f"--format: unknown format(s) {', '.join(unknown)}; choose from npy, png, ply")
         if args.model is None and not Path(args.adapter).is_dir():
             raise ModelError(f"{args.adapter}: adapter folder does not exist (or pass --model M for "
                              "zero-shot completion)")

@@ -39,15 +39,12 @@ class Completion:
     filled: (H, W) bool, the holes that were filled.
     prediction_mm: (H, W) float32, the model's prediction after the global fit (before anchoring).
     inlier_fraction: share of measured pixels the robust global fit kept.
-    far_pixels: filled pixels farther than FAR_FRACTION_OF_DIAGONAL of the diagonal from a
-        measured pixel.
     """
 
     depth_mm: np.ndarray
     filled: np.ndarray
     prediction_mm: np.ndarray
     inlier_fraction: float
-    far_pixels: int
 
 
 def check_measured(depth_mm: np.ndarray, name: str | Path = "depth") -> np.ndarray:
@@ -68,8 +65,8 @@ def check_measured(depth_mm: np.ndarray, name: str | Path = "depth") -> np.ndarr
 def capture_label_scheme(depth_mm: np.ndarray, measured: np.ndarray) -> LabelScheme:
     """Inverse-depth labels over the capture's own range: the space a relative (disparity-like)
     base model is affine in."""
-    lo, hi = np.percentile(depth_mm[measured], [0, 100])
-    return LabelScheme("inverse", float(lo), float(max(hi, lo * 1.01)))
+    lo, hi = float(depth_mm[measured].min()), float(depth_mm[measured].max())
+    return LabelScheme("inverse", lo, max(hi, lo * 1.01))
 
 
 def fit_prediction_mm(raw: np.ndarray, depth_mm: np.ndarray, labels: LabelScheme | None, measured=None):
@@ -108,30 +105,26 @@ def far_from_measured(measured: np.ndarray) -> np.ndarray:
 
 
 def complete_raw(raw: np.ndarray, depth_mm: np.ndarray, labels: LabelScheme | None,
-                 name: str | Path = "depth", local: bool = True) -> Completion:
+                 name: str | Path = "depth", measured: np.ndarray | None = None) -> Completion:
     """Completion from a model's raw output at the capture's resolution (see `complete_depth_mm`).
-    `local` False keeps the global fit only (for comparison)."""
-    measured = check_measured(depth_mm, name)
+    `measured`: the mask `check_measured` already returned, if the caller checked."""
+    measured = check_measured(depth_mm, name) if measured is None else measured
     if raw.shape != depth_mm.shape:
         raise DataError(name, f"prediction is {raw.shape} but the depth map is {depth_mm.shape}")
     prediction, inliers = fit_prediction_mm(raw, depth_mm, labels, measured)
-    if local:
-        completed = anchor_prediction(prediction, depth_mm, measured)
-    else:
-        completed = np.where(measured, depth_mm, prediction).astype(np.float32)
-    filled = ~measured & np.isfinite(completed)
-    far = int((far_from_measured(measured) & filled).sum()) if filled.any() else 0
-    return Completion(completed, filled, prediction, inliers, far)
+    completed = anchor_prediction(prediction, depth_mm, measured)
+    return Completion(completed, ~measured & np.isfinite(completed), prediction, inliers)
 
 
 def complete_capture(bundle: ModelBundle, rgb: np.ndarray, depth_mm: np.ndarray,
                      name: str | Path = "depth") -> Completion:
-    """Predict depth for one capture and anchor it to the capture's measured pixels."""
+    """Predict depth for one capture and anchor it to the capture's measured pixels (a capture
+    that cannot be completed is refused before the model runs)."""
     if rgb.shape[:2] != depth_mm.shape:
         raise DataError(name, f"depth is {depth_mm.shape} (HxW) but its image is {rgb.shape[:2]}")
-    check_measured(depth_mm, name)
+    measured = check_measured(depth_mm, name)
     raw = predict_raw(bundle.model, rgb, bundle.image_size_hw).cpu().numpy()
-    return complete_raw(raw, depth_mm, bundle.labels, name)
+    return complete_raw(raw, depth_mm, bundle.labels, name, measured)
 
 
 def complete_depth_mm(bundle: ModelBundle, rgb: np.ndarray, depth_mm: np.ndarray):
@@ -172,9 +165,6 @@ def zero_shot_bundle(model_name: str, image_size_hw: tuple[int, int], device=Non
     return ModelBundle(model, base_labels(model), tuple(image_size_hw), meta, Path(model_name))
 
 
-COMPLETE_FORMATS = ("npy", "png", "ply")
-
-
 def complete_files(
     bundle: ModelBundle,
     captures: list,
@@ -194,7 +184,7 @@ def complete_files(
     """
     from PIL import Image
 
-    from depth_lora.data import load_capture
+    from depth_lora.data import load_capture, load_xyz_mm
     from depth_lora.geometry import depth_to_points, intrinsics_from_xyz, write_ply
     from depth_lora.viz import plot_completion, save_figure
 
@@ -209,7 +199,7 @@ def complete_files(
             problems.append(str(exc))
             continue
         stem, filled = out_dir / files.key, result.filled
-        xyz, own = camera_xyz(files.depth, depth_unit), intrinsics
+        xyz, own = load_xyz_mm(files.depth, depth_unit), intrinsics
         if xyz is not None:
             own = intrinsics_from_xyz(xyz, files.depth)
         points = None
@@ -242,20 +232,11 @@ def describe_completion(key: str, measured: np.ndarray, result: Completion) -> s
     holes = int((~measured).sum())
     line = (f"{key}: {holes / measured.size:.1%} holes, {int(result.filled.sum()):,} of {holes:,} filled; "
             f"global fit kept {result.inlier_fraction:.0%} of the measured pixels")
-    if result.far_pixels:
-        line += (f"; {result.far_pixels:,} filled pixels lie more than "
-                 f"{FAR_FRACTION_OF_DIAGONAL:.0%} of the diagonal from any measurement (model shape only)")
+    far = int((far_from_measured(measured) & result.filled).sum()) if result.filled.any() else 0
+    if far:
+        line += (f"; {far:,} filled pixels lie more than {FAR_FRACTION_OF_DIAGONAL:.0%} of the diagonal "
+                 "from any measurement (model shape only)")
     return line
-
-
-def camera_xyz(depth_path: Path, depth_unit: str = "mm") -> np.ndarray | None:
-    """The capture's (H, W, 3) XYZ map in mm, or None if its depth file holds Z only."""
-    from depth_lora.data import DEPTH_UNITS_TO_MM
-
-    array = np.load(depth_path, mmap_mode="r", allow_pickle=False)
-    if array.ndim != 3:
-        return None
-    return np.asarray(array, dtype=np.float32) * np.float32(DEPTH_UNITS_TO_MM[depth_unit])
 
 
 def _save(path: str, array: np.ndarray) -> Path:

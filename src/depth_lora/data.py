@@ -178,6 +178,15 @@ def load_depth_mm(path: str | Path, depth_unit: str = "mm") -> np.ndarray:
     return z
 
 
+def load_xyz_mm(path: str | Path, depth_unit: str = "mm") -> np.ndarray | None:
+    """A depth file's (H, W, 3) X, Y, Z map in mm, or None if it holds Z only. Read after
+    `load_depth_mm` accepted the file (that is where a bad file gets its one-line error)."""
+    array = np.load(path, mmap_mode="r", allow_pickle=False)
+    if array.ndim != 3:
+        return None
+    return np.asarray(array, dtype=np.float32) * np.float32(DEPTH_UNITS_TO_MM[depth_unit])
+
+
 def load_capture(files: CaptureFiles, depth_unit: str = "mm") -> Capture:
     """Load and check one capture; raises DataError naming the file if anything is wrong."""
     rgb = load_rgb(files.image)

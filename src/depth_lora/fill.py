@@ -15,6 +15,7 @@ what a harmonic interpolation reproduces well.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from scipy import ndimage, sparse
 from scipy.sparse import linalg as sparse_linalg
@@ -65,8 +66,6 @@ def nearest_fill(depth_mm: np.ndarray) -> np.ndarray:
 
 def telea_fill(depth_mm: np.ndarray, radius_px: int = 5) -> np.ndarray:
     """OpenCV's fast-marching inpainting (Telea 2004) of the holes, on the float depth itself."""
-    import cv2
-
     holes = ~np.isfinite(depth_mm)
     if not holes.any() or holes.all():
         return depth_mm.copy()
@@ -121,20 +120,22 @@ def smooth_fill(values, known=None, max_pixels: int | None = None) -> np.ndarray
     full-resolution solve would cost several times more for sub-millimetre differences.
     Known pixels keep their own values.
     """
-    import cv2
-
     values = np.asarray(values, dtype=np.float32)
     known = np.isfinite(values) if known is None else np.asarray(known, dtype=bool) & np.isfinite(values)
     h, w = known.shape
     if max_pixels is None or h * w <= max_pixels:
         return harmonic_fill(values, known)
     factor = float(np.sqrt(h * w / max_pixels))
-    size_wh = (max(int(w / factor), 2), max(int(h / factor), 2))
-    weight = cv2.resize(known.astype(np.float32), size_wh, interpolation=cv2.INTER_AREA)
-    total = cv2.resize(np.where(known, values, 0).astype(np.float32), size_wh, interpolation=cv2.INTER_AREA)
-    coarse = np.divide(total, weight, out=np.full_like(total, np.nan), where=weight > 0)
+    coarse = _masked_area_resize(values, known, (max(int(w / factor), 2), max(int(h / factor), 2)))
     filled = cv2.resize(harmonic_fill(coarse), (w, h), interpolation=cv2.INTER_LINEAR)
     return np.where(known, values, filled)
+
+
+def _masked_area_resize(values, known, size_wh) -> np.ndarray:
+    """Area-average of the known pixels onto a smaller (W, H) grid; NaN where a cell has none."""
+    weight = cv2.resize(known.astype(np.float32), size_wh, interpolation=cv2.INTER_AREA)
+    total = cv2.resize(np.where(known, values, 0).astype(np.float32), size_wh, interpolation=cv2.INTER_AREA)
+    return np.divide(total, weight, out=np.full_like(total, np.nan), where=weight > 0)
 
 
 def _laplace_system(values, known, unknown):
@@ -175,19 +176,10 @@ def _solve_laplace(values, known, unknown) -> np.ndarray:
 
 
 def _coarse_start(values, known, unknown) -> np.ndarray:
-    """An initial guess for the unknown pixels: the harmonic fill on a 2x coarser grid, upsampled.
-
-    A coarse cell is known if any of its pixels is, with their mean value.
-    """
+    """An initial guess for the unknown pixels: the harmonic fill on a 2x coarser grid (a cell is
+    known if any of its pixels is, with their mean), upsampled."""
     h, w = known.shape
-    hc, wc = (h + 1) // 2, (w + 1) // 2
-    pad = ((0, 2 * hc - h), (0, 2 * wc - w))
-    k = np.pad(known, pad).reshape(hc, 2, wc, 2)
-    v = np.pad(np.where(known, values, 0.0), pad).reshape(hc, 2, wc, 2)
-    count = k.sum(axis=(1, 3))
-    coarse = np.full((hc, wc), np.nan)
-    np.divide(v.sum(axis=(1, 3)), count, out=coarse, where=count > 0)
-    filled = harmonic_fill(coarse, count > 0).astype(np.float64)
+    coarse = _masked_area_resize(values, known, ((w + 1) // 2, (h + 1) // 2))
     # Cells of holes that touch nothing stay NaN on the coarse grid; they are not solved for here.
-    up = np.repeat(np.repeat(np.nan_to_num(filled), 2, axis=0), 2, axis=1)[:h, :w]
-    return up[unknown]
+    filled = np.nan_to_num(harmonic_fill(coarse))
+    return cv2.resize(filled, (w, h), interpolation=cv2.INTER_LINEAR)[unknown].astype(np.float64)

@@ -15,7 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from depth_lora.complete import base_labels, complete_raw
-from depth_lora.data import Capture, load_capture
+from depth_lora.data import Capture, load_capture, load_depth_mm
 from depth_lora.evaluate import predict_zero_shot_disparity, select_captures, zero_shot_base
 from depth_lora.fill import harmonic_fill, nearest_fill, telea_fill
 from depth_lora.holes import HOLE_KINDS, hidden_masks
@@ -63,9 +63,10 @@ def fill_all_methods(depth_mm: np.ndarray, raw_fine_tuned, raw_zero_shot, labels
                      base_labels=None) -> dict[str, np.ndarray]:
     """Each method's filled depth (mm) for a depth map whose holes include the hidden pixels.
     labels: the fine-tuned model's; base_labels: the base model's (complete.base_labels)."""
+    fine_tuned = complete_raw(raw_fine_tuned, depth_mm, labels)
     return {
-        "fine_tuned": complete_raw(raw_fine_tuned, depth_mm, labels).depth_mm,
-        "fine_tuned_global": complete_raw(raw_fine_tuned, depth_mm, labels, local=False).depth_mm,
+        "fine_tuned": fine_tuned.depth_mm,
+        "fine_tuned_global": np.where(np.isfinite(depth_mm), depth_mm, fine_tuned.prediction_mm),
         "zero_shot": complete_raw(raw_zero_shot, depth_mm, base_labels).depth_mm,
         "nearest": nearest_fill(depth_mm),
         "harmonic": harmonic_fill(depth_mm),
@@ -73,12 +74,12 @@ def fill_all_methods(depth_mm: np.ndarray, raw_fine_tuned, raw_zero_shot, labels
     }
 
 
-def score_capture(capture: Capture, other: Capture, raw_fine_tuned, raw_zero_shot, labels, seed: int,
-                  base_labels=None):
+def score_capture(capture: Capture, other_depth_mm: np.ndarray, raw_fine_tuned, raw_zero_shot, labels,
+                  seed: int, base_labels=None):
     """Rows {capture, kind, method, metrics, hidden_pixels} for one capture, and the fills of its
-    first kind (for a figure)."""
+    first kind (for a figure). other_depth_mm: the depth whose holes are borrowed."""
     rows, first = [], None
-    for kind, hidden in hidden_masks(capture.depth_mm, other.depth_mm, seed).items():
+    for kind, hidden in hidden_masks(capture.depth_mm, other_depth_mm, seed).items():
         if not hidden.any():
             continue
         depth = np.where(hidden, np.nan, capture.depth_mm)
@@ -109,13 +110,13 @@ def run_hole_evaluation(data_dir, adapter_dir, split: str = "test", plots_dir=No
     bar = tqdm(files, desc=f"holes {split}", unit="capture", disable=not (progress and live_progress()))
     for i, f in enumerate(bar):
         capture = load_capture(f, unit)
-        if len(files) > 1:
-            other = load_capture(files[(i + 1) % len(files)], unit)
+        if len(files) > 1:  # only the next capture's holes are needed: its depth, not its image
+            other_depth = load_depth_mm(files[(i + 1) % len(files)].depth, unit)
         else:
-            other = Capture(capture.key, capture.rgb, capture.depth_mm[:, ::-1])
+            other_depth = capture.depth_mm[:, ::-1]
         raw = predict_raw(bundle.model, capture.rgb, bundle.image_size_hw).cpu().numpy()
         raw_zero_shot = predict_zero_shot_disparity(bundle, capture.rgb, base)
-        capture_rows, first = score_capture(capture, other, raw, raw_zero_shot, bundle.labels, seed=i,
+        capture_rows, first = score_capture(capture, other_depth, raw, raw_zero_shot, bundle.labels, seed=i,
                                             base_labels=zero_shot_labels)
         rows += capture_rows
         if plots_dir is not None and first is not None:

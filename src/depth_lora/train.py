@@ -22,6 +22,7 @@ from depth_lora.data import (
     find_captures,
     group_captures,
     load_split,
+    load_xyz_mm,
     make_split,
     split_groups,
     straddling_groups,
@@ -178,16 +179,16 @@ def resolve_head(cfg: TrainConfig, model) -> dict:
             "converted": checkpoint_type != head_type(model)}
 
 
-def camera_of(files) -> dict | None:
+def camera_of(files, cfg: TrainConfig) -> dict | None:
     """The camera's size and pinhole intrinsics, fitted to the first capture's XYZ map (None for
     Z-only depth files): the model card names the camera an adapter was made for."""
     from depth_lora.geometry import intrinsics_from_xyz
 
-    xyz = np.load(files[0].depth, mmap_mode="r", allow_pickle=False)
-    if xyz.ndim != 3:
+    xyz = load_xyz_mm(files[0].depth, cfg.depth_unit)
+    if xyz is None:
         return None
     try:
-        intrinsics = intrinsics_from_xyz(np.asarray(xyz), files[0].depth)
+        intrinsics = intrinsics_from_xyz(xyz, files[0].depth)
     except DataError:
         return None
     return {"size_hw": list(xyz.shape[:2]), "intrinsics": [round(v, 3) for v in intrinsics]}
@@ -367,7 +368,7 @@ def run_training(cfg: TrainConfig, progress: bool = True, names: OptionNames = C
         # The constant baseline: mean valid depth of the training split (at the model's input size).
         "train_depth_mean_mm": train_mean_mm,
         "split_file": SPLIT_FILE,
-        "camera": camera_of(files),
+        "camera": camera_of(files, cfg),
         "data": str(cfg.data),
         "depth_unit": cfg.depth_unit,
         "precision": precision,
