@@ -123,7 +123,7 @@ def complete_capture(bundle: ModelBundle, rgb: np.ndarray, depth_mm: np.ndarray,
     if rgb.shape[:2] != depth_mm.shape:
         raise DataError(name, f"depth is {depth_mm.shape} (HxW) but its image is {rgb.shape[:2]}")
     measured = check_measured(depth_mm, name)
-    raw = predict_raw(bundle.model, rgb, bundle.image_size_hw).cpu().numpy()
+    raw = predict_raw(bundle.model, rgb, bundle.image_size_hw, bundle.precision).cpu().numpy()
     return complete_raw(raw, depth_mm, bundle.labels, name, measured)
 
 
@@ -151,18 +151,22 @@ def base_labels(model) -> LabelScheme | None:
     return LabelScheme("metric", 1.0, 2.0) if head_type(model) == "metric" else None
 
 
-def zero_shot_bundle(model_name: str, image_size_hw: tuple[int, int], device=None) -> ModelBundle:
+def zero_shot_bundle(
+    model_name: str, image_size_hw: tuple[int, int], device=None, precision: str = "auto"
+) -> ModelBundle:
     """A base model (hub id, folder, `demo-pretrained`, ...) for completion without an adapter:
     its output is fitted to each capture (see `base_labels`)."""
     import torch
 
     from depth_lora.model import build_model
+    from depth_lora.precision import resolve_precision
 
     model, info = build_model(model_name)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model.to(device).eval()
+    model.to(device, memory_format=torch.channels_last).eval()
     meta = {"base_model": model_name, "zero_shot": True, "model_info": {"source": info.get("source")}}
-    return ModelBundle(model, base_labels(model), tuple(image_size_hw), meta, Path(model_name))
+    return ModelBundle(model, base_labels(model), tuple(image_size_hw), meta, Path(model_name),
+                       resolve_precision(precision, device.type))
 
 
 def complete_files(

@@ -128,7 +128,7 @@ def predict_zero_shot_disparity(bundle: ModelBundle, rgb: np.ndarray, base=None)
     `base` (see `zero_shot_base`) is used.
     """
     with nullcontext() if base is not None else bundle.model.disable_adapter():
-        return predict_raw(base or bundle.model, rgb, bundle.image_size_hw).cpu().numpy()
+        return predict_raw(base or bundle.model, rgb, bundle.image_size_hw, bundle.precision).cpu().numpy()
 
 
 def zero_shot_base(bundle: ModelBundle):
@@ -154,7 +154,7 @@ def predict_all_methods(bundle: ModelBundle, capture: Capture, base=None) -> dic
     target, valid = capture.depth_mm, capture.valid_mask
     depth_range = {"min_depth_mm": labels.depth_min_mm / 2, "max_depth_mm": labels.depth_max_mm * 2}
     disparity = predict_zero_shot_disparity(bundle, capture.rgb, base)
-    raw = predict_raw(bundle.model, capture.rgb, bundle.image_size_hw).cpu().numpy()
+    raw = predict_raw(bundle.model, capture.rgb, bundle.image_size_hw, bundle.precision).cpu().numpy()
     # The oracle fit is affine in the model's own output space (its labels), where a right shape with
     # a wrong scale and offset is exactly recoverable: min / z for inverse labels, z for min-max.
     aligned = align_in_label_space(raw, target, valid, labels).astype(np.float32)
@@ -210,14 +210,16 @@ def run_evaluation(
     device: str | None = None,
     progress: bool = True,
     tolerances_mm: tuple[float, ...] = (5.0, 10.0),
+    precision: str = "auto",
 ) -> EvaluationReport:
     """Evaluate an output folder on held-out captures against zero-shot and constant baselines.
 
     Predictions are compared with each capture's depth at its full resolution (predictions are
     upsampled bilinearly; the target is never shrunk). `tolerances_mm` sets the
-    `within_<tol>mm` columns (share of valid pixels with |error| <= tol).
+    `within_<tol>mm` columns (share of valid pixels with |error| <= tol). `precision`: the
+    forward's autocast (see `load_bundle`); predictions stay fp32.
     """
-    bundle = load_bundle(adapter_dir, device=device)
+    bundle = load_bundle(adapter_dir, device=device, precision=precision)
     files = select_captures(data_dir, bundle, split)
     base = zero_shot_base(bundle)
     per_method: dict[str, list] = {}

@@ -94,14 +94,14 @@ def score_capture(capture: Capture, other_depth_mm: np.ndarray, raw_fine_tuned, 
 
 
 def run_hole_evaluation(data_dir, adapter_dir, split: str = "test", plots_dir=None, device=None,
-                        progress: bool = True) -> HoleReport:
+                        progress: bool = True, precision: str = "auto") -> HoleReport:
     """Hide, fill and score the held-out captures of an output folder (see the module docstring).
 
     Each capture borrows the holes of the next capture of the split (its own, mirrored, if the
     split has one capture); blobs are seeded by the capture's position, so a re-run scores the
     same pixels.
     """
-    bundle = load_bundle(adapter_dir, device=device)
+    bundle = load_bundle(adapter_dir, device=device, precision=precision)
     files = select_captures(data_dir, bundle, split)
     base = zero_shot_base(bundle)
     zero_shot_labels = base_labels(base if base is not None else bundle.model)
@@ -114,7 +114,7 @@ def run_hole_evaluation(data_dir, adapter_dir, split: str = "test", plots_dir=No
             other_depth = load_depth_mm(files[(i + 1) % len(files)].depth, unit)
         else:
             other_depth = capture.depth_mm[:, ::-1]
-        raw = predict_raw(bundle.model, capture.rgb, bundle.image_size_hw).cpu().numpy()
+        raw = predict_raw(bundle.model, capture.rgb, bundle.image_size_hw, bundle.precision).cpu().numpy()
         raw_zero_shot = predict_zero_shot_disparity(bundle, capture.rgb, base)
         capture_rows, first = score_capture(capture, other_depth, raw, raw_zero_shot, bundle.labels, seed=i,
                                             base_labels=zero_shot_labels)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from depth_lora.dataset import LabelScheme, resize_rgb, rgb_to_pixel_values
 from depth_lora.errors import ConfigError, DataError, DepthLoraError, ModelError
 from depth_lora.outputs import read_meta
+from depth_lora.precision import resolve_precision
 
 IMAGE_PATTERNS = ("*.png", "*.jpg", "*.jpeg", "*.tif", "*.tiff", "*.bmp")
 FORMATS = ("npy", "png", "ply")
@@ -23,6 +25,8 @@ class ModelBundle:
 
     model: the base model with the adapter (a PeftModel), or a merged standalone model.
     image_size_hw: the size images are resized to for the model.
+    precision: "fp32", "bf16" or "fp16": the autocast of the forward (the head and the output stay
+    fp32, see model.DepthHeadInFp32).
     """
 
     model: torch.nn.Module
@@ -30,14 +34,26 @@ class ModelBundle:
     image_size_hw: tuple[int, int]
     meta: dict
     folder: Path
+    precision: str = "fp32"
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def predict_mm(self, rgbs: list[np.ndarray]) -> list[np.ndarray]:
+        """Depth in mm for a batch of images (any sizes), each at its own resolution."""
+        raw = predict_raw_batch(self.model, rgbs, self.image_size_hw, self.precision)
+        return [self.labels.decode(r).cpu().numpy().astype(np.float32) for r in raw]
 
-def load_bundle(folder: str | Path, device: str | torch.device | None = None) -> ModelBundle:
-    """Load a depth-lora output folder (adapter or merged model) for inference, in eval mode."""
+
+def load_bundle(
+    folder: str | Path, device: str | torch.device | None = None, precision: str = "auto"
+) -> ModelBundle:
+    """Load a depth-lora output folder (adapter or merged model) for inference, in eval mode.
+
+    precision: "auto" (bf16 autocast on a CPU with native bf16 or a CUDA GPU with it, fp16 on
+    older GPUs, else fp32), or "fp32", "bf16", "fp16" (CUDA only).
+    """
     from peft import PeftModel
     from transformers import AutoModelForDepthEstimation
 
@@ -54,9 +70,11 @@ def load_bundle(folder: str | Path, device: str | torch.device | None = None) ->
         with quiet_weights_io():
             model = PeftModel.from_pretrained(load_base_model(folder, meta), folder)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model.to(device).eval()
+    precision = resolve_precision(precision, device.type)
+    # channels-last: the DPT neck's and head's convolutions run about 7 % faster on CPU (bench).
+    model.to(device, memory_format=torch.channels_last).eval()
     labels = LabelScheme(**meta["labels"])
-    return ModelBundle(model, labels, tuple(meta["image_size_hw"]), meta, folder)
+    return ModelBundle(model, labels, tuple(meta["image_size_hw"]), meta, folder, precision)
 
 
 def load_base_model(folder: Path, meta: dict, as_published: bool = False) -> torch.nn.Module:
@@ -73,26 +91,45 @@ def load_base_model(folder: Path, meta: dict, as_published: bool = False) -> tor
     return model
 
 
-@torch.no_grad()
-def predict_raw(model: torch.nn.Module, rgb: np.ndarray, size_hw: tuple[int, int]) -> torch.Tensor:
-    """The model's raw output for one image, upsampled (bilinear) to the image's resolution.
+def autocast(device: torch.device, precision: str):
+    """The forward's autocast for a resolved precision (nothing for fp32)."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
 
-    rgb: (H, W, 3) uint8, resized to `size_hw` for the model. Returns (H, W) float32 tensor in
-    the model's output units (labels for a fine-tuned model, disparity-like for a base model).
+
+@torch.no_grad()
+def predict_raw_batch(
+    model: torch.nn.Module, rgbs: list[np.ndarray], size_hw: tuple[int, int], precision: str = "fp32"
+) -> list[torch.Tensor]:
+    """The model's raw output for a batch of images, each upsampled (bilinear) to its resolution.
+
+    rgbs: (H, W, 3) uint8 images of any sizes, each resized to `size_hw` and run as one batch.
+    Returns (H, W) float32 tensors in the model's output units (labels for a fine-tuned model,
+    disparity-like for a base model); the output is fp32 whatever the precision.
     """
     device = next(model.parameters()).device
-    pixel_values = rgb_to_pixel_values(resize_rgb(rgb, size_hw))[None].to(device)
-    pred = model(pixel_values=pixel_values).predicted_depth.float()  # (1, h, w)
-    return F.interpolate(pred[:, None], size=rgb.shape[:2], mode="bilinear", align_corners=False)[0, 0]
+    batch = np.stack([resize_rgb(rgb, size_hw) for rgb in rgbs])
+    pixel_values = rgb_to_pixel_values(batch).to(device).contiguous(memory_format=torch.channels_last)
+    with autocast(device, precision):
+        pred = model(pixel_values=pixel_values).predicted_depth.float()  # (B, h, w)
+    return [F.interpolate(p[None, None], size=rgb.shape[:2], mode="bilinear", align_corners=False)[0, 0]
+            for p, rgb in zip(pred, rgbs, strict=True)]
 
 
-def predict_depth_mm(bundle: ModelBundle, rgb: np.ndarray) -> np.ndarray:
+def predict_raw(
+    model: torch.nn.Module, rgb: np.ndarray, size_hw: tuple[int, int], precision: str = "fp32"
+) -> torch.Tensor:
+    """`predict_raw_batch` for one (H, W, 3) uint8 image: its (H, W) float32 raw output."""
+    return predict_raw_batch(model, [rgb], size_hw, precision)[0]
+
+
+def predict_depth_mm(bundle, rgb: np.ndarray) -> np.ndarray:
     """Depth in mm for one image, at the image's own resolution.
 
-    rgb: (H, W, 3) uint8. Returns (H, W) float32 mm (bilinear upsampling of the model's output).
+    bundle: a ModelBundle (PyTorch) or an onnx_backend.OnnxBundle. rgb: (H, W, 3) uint8.
+    Returns (H, W) float32 mm (bilinear upsampling of the model's output).
     """
-    pred = predict_raw(bundle.model, rgb, bundle.image_size_hw)
-    return bundle.labels.decode(pred).cpu().numpy().astype(np.float32)
+    return bundle.predict_mm([rgb])[0]
 
 
 def list_images(inputs: list[str | Path]) -> list[Path]:
@@ -118,19 +155,19 @@ def predict_files(
     formats=("npy", "png"),
     intrinsics: tuple[float, float, float, float] | None = None,
     progress: bool = True,
+    batch_size: int = 1,
 ) -> tuple[list[Path], list[str]]:
     """Predict and write depth for each image; a bad image is reported and skipped.
 
-    Writes `<name>_depth_mm.npy` (float32 mm, the image's resolution), `<name>_depth.png` (colour
-    map with a mm colour bar) and `<name>.ply` (coloured points in mm; needs intrinsics).
-    Returns (written files, one-line problems).
+    bundle: a ModelBundle or an onnx_backend.OnnxBundle. Images are run `batch_size` at a time
+    (they may differ in size: each is resized to the model's input). Writes `<name>_depth_mm.npy`
+    (float32 mm, the image's resolution), `<name>_depth.png` (colour map with a mm colour bar) and
+    `<name>.ply` (coloured points in mm; needs intrinsics). Returns (written files, one-line problems).
     """
     from tqdm.auto import tqdm
 
     from depth_lora.data import load_rgb
-    from depth_lora.geometry import depth_to_points, write_ply
     from depth_lora.text import live_progress
-    from depth_lora.viz import plot_depth_map, save_figure
 
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
@@ -142,23 +179,38 @@ def predict_files(
         )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
     written, problems = [], []
-    for path in tqdm(images, desc="predict", unit="image", disable=not (progress and live_progress())):
-        try:
-            rgb = load_rgb(path)
-        except DepthLoraError as exc:
-            problems.append(str(exc))
-            continue
-        depth = predict_depth_mm(bundle, rgb)
-        stem = out_dir / path.stem
-        if "npy" in formats:
-            np.save(f"{stem}_depth_mm.npy", depth)
-            written.append(Path(f"{stem}_depth_mm.npy"))
-        if "png" in formats:
-            title = path.name + (" (fine-tuned from the offline DEMO model: not Depth Anything)"
-                                 if bundle.meta.get("warning") else "")
-            written.append(save_figure(plot_depth_map(rgb, depth, title=title), f"{stem}_depth.png"))
-        if "ply" in formats:
-            write_ply(f"{stem}.ply", depth_to_points(depth, intrinsics), rgb)
-            written.append(Path(f"{stem}.ply"))
+    bar = tqdm(total=len(images), desc="predict", unit="image", disable=not (progress and live_progress()))
+    for start in range(0, len(images), batch_size):
+        loaded = []
+        for path in images[start:start + batch_size]:
+            try:
+                loaded.append((path, load_rgb(path)))
+            except DepthLoraError as exc:
+                problems.append(str(exc))
+        depths = bundle.predict_mm([rgb for _, rgb in loaded]) if loaded else []
+        for (path, rgb), depth in zip(loaded, depths, strict=True):
+            written += _write_prediction(bundle, path, rgb, depth, out_dir, formats, intrinsics)
+        bar.update(len(images[start:start + batch_size]))
+    bar.close()
     return written, problems
+
+
+def _write_prediction(bundle, path: Path, rgb, depth, out_dir: Path, formats, intrinsics) -> list[Path]:
+    from depth_lora.geometry import depth_to_points, write_ply
+    from depth_lora.viz import plot_depth_map, save_figure
+
+    stem, written = out_dir / path.stem, []
+    if "npy" in formats:
+        np.save(f"{stem}_depth_mm.npy", depth)
+        written.append(Path(f"{stem}_depth_mm.npy"))
+    if "png" in formats:
+        title = path.name + (" (fine-tuned from the offline DEMO model: not Depth Anything)"
+                             if bundle.meta.get("warning") else "")
+        written.append(save_figure(plot_depth_map(rgb, depth, title=title), f"{stem}_depth.png"))
+    if "ply" in formats:
+        write_ply(f"{stem}.ply", depth_to_points(depth, intrinsics), rgb)
+        written.append(Path(f"{stem}.ply"))
+    return written

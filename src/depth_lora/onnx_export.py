@@ -1,0 +1,291 @@
+"""`depth-lora export --format onnx`: the merged model as an ONNX graph, checked against PyTorch in mm.
+
+The graph (see onnx_backend) takes uint8 images at the trained input size with a dynamic batch
+dimension and returns the model's labels; the label scheme, input size and this export's checks
+are written beside it in depth_lora.json, with a README that runs it without depth-lora.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from depth_lora.errors import DataError, ModelError
+from depth_lora.onnx_backend import (
+    INPUT_NAME,
+    INT8_FILE,
+    ONNX_FILE,
+    OUTPUT_NAME,
+    import_onnxruntime,
+    load_onnx_bundle,
+)
+from depth_lora.outputs import CARD_FILE, METRICS_FILE, read_split, split_path, write_meta
+from depth_lora.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+# The fp32 graph must reproduce PyTorch's fp32 depth to within this, at full resolution, on every
+# checked pixel (measured: about 1e-3 mm on the Small architecture; operator order differs).
+PARITY_TOLERANCE_MM = 1.0
+CHECK_CAPTURES = 3  # parity inputs
+ACCURACY_CAPTURES = 20  # held-out captures scored for the int8 accuracy cost
+QUANTIZE_CHOICES = ("int8",)
+
+
+class ImageToLabels(nn.Module):
+    """uint8 (B, h, w, 3) images at the model size -> the model's labels (B, h, w) float32."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = image.permute(0, 3, 1, 2).float() / 255.0
+        return self.model(pixel_values=(x - self.mean) / self.std).predicted_depth.float()
+
+
+@dataclass
+class ExportReport:
+    """What `export_onnx` wrote and measured; mm differences are at full resolution."""
+
+    folder: Path
+    check_source: str
+    parity: dict  # {"max_abs_mm", "mean_abs_mm", "images"} fp32 graph vs PyTorch
+    seconds_per_image: dict = field(default_factory=dict)  # {"pytorch", "onnx", "onnx_int8"}
+    int8: dict | None = None  # {"parity": ..., "rmse_mm": {"pytorch", "onnx_int8"}, "captures"}
+
+    def to_dict(self) -> dict:
+        return {"check_source": self.check_source, "parity": self.parity, "tolerance_mm": PARITY_TOLERANCE_MM,
+                "seconds_per_image": self.seconds_per_image, "int8": self.int8}
+
+
+def merged_model(adapter_dir: str | Path):
+    """The run's model with its adapter folded in (fp32, CPU, eval), and its bundle."""
+    from depth_lora.predict import ModelBundle, load_bundle
+
+    bundle = load_bundle(adapter_dir, device="cpu", precision="fp32")
+    model = bundle.model
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model = model.float().to(memory_format=torch.contiguous_format).eval()
+    return ModelBundle(model, bundle.labels, bundle.image_size_hw, bundle.meta, bundle.folder, "fp32")
+
+
+def write_onnx(model: nn.Module, size_hw: tuple[int, int], path: Path) -> None:
+    """Export `ImageToLabels(model)` to one .onnx file, the batch dimension dynamic."""
+    example = torch.zeros(2, *size_hw, 3, dtype=torch.uint8)  # batch 2: torch.export fixes a size-1 dim
+    batch = torch.export.Dim("batch", min=1, max=256)
+    for name in ("torch.onnx", "onnxscript", "torch.export"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.export's own deprecation notices
+            program = torch.onnx.export(
+                ImageToLabels(model).eval(), (example,), input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME], dynamic_shapes={"image": {0: batch}}, dynamo=True, verbose=False,
+            )
+    except ImportError as exc:
+        from depth_lora.onnx_backend import EXPORT_EXTRA
+
+        raise ModelError(f"ONNX export needs the optional export packages ({exc}): {EXPORT_EXTRA}") from None
+    program.save(str(path), external_data=False)
+
+
+def check_inputs(bundle, images: list[Path] | None) -> tuple[list, str]:
+    """(captures, where they come from) for the checks: the given images (no depth), else the
+    run's test captures (validation if it has no test split), else two generated captures."""
+    from depth_lora.data import find_captures, load_capture, load_rgb
+
+    if images:
+        return [(Path(p).stem, load_rgb(p), None) for p in images], f"{len(images)} given image(s)"
+    split = read_split(bundle.folder, bundle.meta) or {}
+    keys = split.get("test") or split.get("val") or []
+    data = Path(bundle.meta.get("data", ""))
+    try:
+        by_key = {f.key: f for f in find_captures(data)} if keys else {}
+    except DataError:
+        by_key = {}
+    files = [by_key[k] for k in keys if k in by_key][:ACCURACY_CAPTURES]
+    if files:
+        unit = bundle.meta.get("depth_unit", "mm")
+        captures = [(f.key, c.rgb, c.depth_mm) for f in files for c in [load_capture(f, unit)]]
+        which = "test" if split.get("test") else "validation"
+        return captures, f"{len(files)} {which} capture(s) of the run ({data})"
+    from depth_lora.synthetic import render_capture
+
+    size = tuple((bundle.meta.get("camera") or {}).get("size_hw") or (1200, 1944))
+    generated = [render_capture(seed, size) for seed in (0, 1)]
+    return ([(f"generated-{i}", rgb, xyz[..., 2]) for i, (rgb, xyz) in enumerate(generated)],
+            f"2 generated {size[0]}x{size[1]} captures (the run's captures were not found at {data})")
+
+
+def compare_mm(a: list[np.ndarray], b: list[np.ndarray]) -> dict:
+    """Max and mean |a - b| in mm over every pixel of every image (full resolution)."""
+    diffs = np.concatenate([np.abs(x - y).ravel() for x, y in zip(a, b, strict=True)])
+    return {"max_abs_mm": float(diffs.max()), "mean_abs_mm": float(diffs.mean()), "images": len(a)}
+
+
+def timed_predictions(bundle, rgbs: list[np.ndarray]) -> tuple[list[np.ndarray], float]:
+    """Each image's depth in mm, one at a time, and the mean seconds per image after the first."""
+    out, times = [], []
+    for rgb in rgbs:
+        start = time.perf_counter()
+        out += bundle.predict_mm([rgb])
+        times.append(time.perf_counter() - start)
+    return out, float(np.mean(times[1:] or times))
+
+
+def mean_rmse_mm(preds: list[np.ndarray], targets: list[np.ndarray]) -> float:
+    from depth_lora.metrics import depth_metrics
+
+    rows = [depth_metrics(p, t, np.isfinite(t)) for p, t in zip(preds, targets, strict=True)]
+    return float(np.mean([r["rmse_mm"] for r in rows if r]))
+
+
+def export_onnx(adapter_dir: str | Path, output_dir: str | Path, quantize: str | None = None,
+                images: list[Path] | None = None, say=print) -> ExportReport:
+    """Merge the adapter, export it to ONNX in `output_dir` and check it against PyTorch.
+
+    Writes model.onnx (fp32; with quantize="int8" also model.int8.onnx, dynamic int8 weights),
+    depth_lora.json (labels, input size, the checks) and README.md. The folder appears only once
+    the fp32 graph passed the parity check: a failed export leaves nothing behind.
+    Raises ModelError if the fp32 graph differs from PyTorch by more than PARITY_TOLERANCE_MM.
+    """
+    import onnx
+
+    ort = import_onnxruntime()
+    output_dir = Path(output_dir)
+    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
+        raise DataError(output_dir, "output folder is not empty; choose a new folder for the export")
+    if quantize not in (None, *QUANTIZE_CHOICES):
+        raise ModelError(f"--quantize takes {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
+    bundle = merged_model(adapter_dir)
+    work = output_dir.with_name(output_dir.name + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        say(f"exporting {adapter_dir} at {bundle.image_size_hw[0]} x {bundle.image_size_hw[1]} ...")
+        write_onnx(bundle.model, bundle.image_size_hw, work / ONNX_FILE)
+        meta = {**bundle.meta, "format": "onnx", "onnx_file": ONNX_FILE, "exported_from": str(adapter_dir),
+                "base_model_dir": None}
+        write_meta(work, meta)
+        captures, source = check_inputs(bundle, images)
+        rgbs = [rgb for _, rgb, _ in captures]
+        torch_mm, torch_s = timed_predictions(bundle, rgbs)
+        onnx_mm, onnx_s = timed_predictions(load_onnx_bundle(work), rgbs[:CHECK_CAPTURES])
+        report = ExportReport(output_dir, source, compare_mm(onnx_mm, torch_mm[:CHECK_CAPTURES]),
+                              {"pytorch": torch_s, "onnx": onnx_s})
+        parity = report.parity
+        say(f"parity, ONNX Runtime vs PyTorch (fp32) on {source}, full resolution: max |diff| "
+            f"{parity['max_abs_mm']:.4f} mm, mean {parity['mean_abs_mm']:.5f} mm "
+            f"(tolerance {PARITY_TOLERANCE_MM:g} mm)")
+        if parity["max_abs_mm"] > PARITY_TOLERANCE_MM:
+            raise ModelError(f"{adapter_dir}: the ONNX graph differs from PyTorch by up to "
+                             f"{parity['max_abs_mm']:.3f} mm (tolerance {PARITY_TOLERANCE_MM:g} mm); "
+                             "nothing was written")
+        if quantize == "int8":
+            report.int8 = quantize_int8(work, bundle, captures, torch_mm, report, say)
+            meta["onnx_file"] = INT8_FILE
+        opset = onnx.load(work / ONNX_FILE, load_external_data=False).opset_import[0].version
+        meta["export"] = {**report.to_dict(), "opset": opset, "onnxruntime": ort.__version__,
+                          "torch": torch.__version__}
+        write_meta(work, meta)
+        for path in (split_path(adapter_dir, bundle.meta), Path(adapter_dir) / METRICS_FILE):
+            if path.is_file():
+                shutil.copy2(path, work / path.name)  # `evaluate` and the README find the held-out split
+        (work / CARD_FILE).write_text(export_readme(meta, output_dir.name))
+        if output_dir.exists():
+            output_dir.rmdir()
+        work.rename(output_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
+def quantize_int8(work: Path, bundle, captures, torch_mm, report: ExportReport, say) -> dict:
+    """Dynamic int8 weights (onnxruntime.quantization) and what they cost, in mm."""
+    from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
+
+    prepared = work / "model.prepared.onnx"
+    root = logging.getLogger()
+    level, root.level = root.level, logging.ERROR  # the quantizer warns through the root logger
+    try:
+        quant_pre_process(work / ONNX_FILE, prepared)  # shape inference and graph clean-up, as advised
+        quantize_dynamic(prepared, work / INT8_FILE, weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+        prepared.unlink(missing_ok=True)
+    int8_mm, int8_s = timed_predictions(load_onnx_bundle(work, INT8_FILE), [rgb for _, rgb, _ in captures])
+    report.seconds_per_image["onnx_int8"] = int8_s
+    result = {"parity": compare_mm(int8_mm, torch_mm), "captures": len(captures)}
+    say(f"int8 vs PyTorch fp32: max |diff| {result['parity']['max_abs_mm']:.1f} mm, mean "
+        f"{result['parity']['mean_abs_mm']:.2f} mm")
+    targets = [depth for _, _, depth in captures]
+    if all(t is not None for t in targets):
+        result["rmse_mm"] = {"pytorch": mean_rmse_mm(torch_mm, targets),
+                             "onnx_int8": mean_rmse_mm(int8_mm, targets)}
+        say(f"accuracy cost of int8 on {report.check_source}: RMSE {result['rmse_mm']['pytorch']:.1f} mm "
+            f"(PyTorch fp32) -> {result['rmse_mm']['onnx_int8']:.1f} mm (int8)")
+    return result
+
+
+def export_readme(meta: dict, folder_name: str) -> str:
+    """How to run the export with onnxruntime alone (numpy, Pillow, OpenCV; no torch, no depth-lora)."""
+    labels, (h, w) = meta["labels"], meta["image_size_hw"]
+    lo, hi = labels["depth_min_mm"], labels["depth_max_mm"]
+    decode = {
+        "minmax": f"labels * ({hi!r} - {lo!r}) + {lo!r}",
+        "metric": "labels * 1000.0  # the metric head predicts metres",
+        "inverse": f"{lo!r} / np.maximum(labels, {lo / (4 * hi)!r})",
+    }[labels["kind"]]
+    export = meta["export"]
+    parity = export["parity"]
+    lines = [
+        f"# {folder_name}: a depth-lora model exported to ONNX",
+        "",
+        f"Exported from `{meta['exported_from']}` (base model `{meta['base_model']}`) by "
+        "`depth-lora export`.",
+        *([f"**Warning:** {meta['warning']}.", ""] if meta.get("warning") else [""]),
+        f"- `{ONNX_FILE}`: fp32, input `{INPUT_NAME}` uint8 (batch, {h}, {w}, 3) RGB at the trained input "
+        f"size (batch dynamic), output `{OUTPUT_NAME}` float32 (batch, {h}, {w}): the model's "
+        f"{labels['kind']} labels.",
+        *([f"- `{INT8_FILE}`: the same graph with int8 weights (dynamic quantization); "
+           f"`depth-lora predict` uses it."] if export.get("int8") else []),
+        f"- Parity with PyTorch (fp32) on {export['check_source']}, full resolution: max |diff| "
+        f"{parity['max_abs_mm']:.4f} mm, mean {parity['mean_abs_mm']:.5f} mm "
+        f"(tolerance {export['tolerance_mm']:g} mm).",
+        "",
+        "## With depth-lora",
+        "",
+        "```bash",
+        f"depth-lora predict IMAGES... --adapter {folder_name} --out predictions",
+        "```",
+        "",
+        "## Without depth-lora (onnxruntime, numpy, Pillow, OpenCV)",
+        "",
+        "Resize like the training (bicubic), run, upsample the labels bilinearly, then decode to mm:",
+        "",
+        "```python",
+        "import cv2, numpy as np, onnxruntime as ort",
+        "from PIL import Image",
+        "",
+        f'session = ort.InferenceSession("{folder_name}/{meta["onnx_file"]}")',
+        'rgb = np.asarray(Image.open("capture.png").convert("RGB"))  # (H, W, 3) uint8',
+        f"small = np.asarray(Image.fromarray(rgb).resize(({w}, {h}), Image.BICUBIC))",
+        f'labels = session.run(["{OUTPUT_NAME}"], {{"{INPUT_NAME}": small[None]}})[0][0]',
+        "labels = cv2.resize(labels, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)",
+        f"depth_mm = {decode}  # (H, W) float32 mm",
+        "```",
+        "",
+        "OpenCV's bilinear upsampling matches PyTorch's (`align_corners=False`) to about 1e-4 of the label "
+        "range; depth-lora itself upsamples with PyTorch.",
+    ]
+    return "\n".join(lines) + "\n"

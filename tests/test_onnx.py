@@ -1,0 +1,157 @@
+"""ONNX export, its parity check, the onnx backend of predict, and reduced-precision / batched inference."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import numpy as np
+import pytest
+from conftest import demo_run
+
+from depth_lora.cli import main
+from depth_lora.data import find_captures, load_rgb
+from depth_lora.errors import ConfigError, ModelError
+from depth_lora.predict import load_bundle, predict_files
+
+EXTRA = "the [export] extra is not installed (pip install -e '.[export]')"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return demo_run(tmp_path_factory.mktemp("onnx"), captures_seed=11)
+
+
+@pytest.fixture(scope="module")
+def exported(run, tmp_path_factory):
+    pytest.importorskip("onnxruntime", reason=EXTRA)
+    pytest.importorskip("onnxscript", reason=EXTRA)
+    from depth_lora.onnx_export import export_onnx
+
+    _, out = run
+    lines = []
+    folder = tmp_path_factory.mktemp("export") / "onnx"
+    report = export_onnx(out, folder, say=lines.append)
+    return folder, report, lines
+
+
+def test_export_writes_a_checked_graph_and_a_readme(exported):
+    folder, report, lines = exported
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md", "depth_lora.json", "metrics.json", "model.onnx", "split.json"]
+    parity_line = next(line for line in lines if line.startswith("parity"))
+    printed = float(re.search(r"max \|diff\| ([\d.]+) mm", parity_line).group(1))
+    assert printed == pytest.approx(report.parity["max_abs_mm"], abs=1e-4)
+    assert 0 <= report.parity["max_abs_mm"] <= 1.0  # the stated tolerance
+    test_keys = json.loads((folder / "split.json").read_text())["test"]
+    assert report.parity["images"] == min(3, len(test_keys))
+    assert f"{len(test_keys)} test capture(s) of the run" in report.check_source
+    assert not folder.with_name("onnx.partial").exists()
+
+
+def test_onnx_and_pytorch_backends_write_the_same_depth(exported, run, tmp_path):
+    folder, _, _ = exported
+    data, out = run
+    assert main(["predict", str(data), "--adapter", str(folder), "--out", str(tmp_path / "onnx"),
+                 "--format", "npy", "--batch-size", "3"]) == 0
+    assert main(["predict", str(data), "--adapter", str(out), "--out", str(tmp_path / "torch"),
+                 "--format", "npy", "--precision", "fp32"]) == 0
+    onnx_files = sorted((tmp_path / "onnx").glob("*.npy"))
+    assert len(onnx_files) == len(find_captures(data)) == 10
+    for path in onnx_files:
+        a, b = np.load(path), np.load(tmp_path / "torch" / path.name)
+        assert a.shape == b.shape == (120, 194)
+        assert np.abs(a - b).max() <= 1.0
+
+
+def test_readme_recipe_runs_without_depth_lora(exported, run):
+    """The README's snippet (onnxruntime, numpy, Pillow, OpenCV) gives depth-lora's depth."""
+    folder, _, _ = exported
+    data, out = run
+    image = find_captures(data)[0].image
+    code = re.search(r"```python\n(.*?)```", (folder / "README.md").read_text(), re.S).group(1)
+    code = code.replace(f'"{folder.name}/', f'"{folder}/').replace('"capture.png"', f'"{image}"')
+    scope: dict = {}
+    exec(code, scope)  # noqa: S102 - the README's own recipe
+    expected = load_bundle(out, "cpu", precision="fp32").predict_mm([load_rgb(image)])[0]
+    labels = load_bundle(out, "cpu").labels
+    assert scope["depth_mm"].shape == expected.shape
+    # OpenCV's bilinear weights are rounded to about 1e-4: a small share of the depth range.
+    span = labels.depth_max_mm - labels.depth_min_mm
+    assert np.median(np.abs(scope["depth_mm"] - expected)) < 1e-3 * span
+
+
+def test_int8_export_reports_its_cost_on_the_held_out_captures(run, tmp_path):
+    pytest.importorskip("onnxruntime", reason=EXTRA)
+    pytest.importorskip("onnxscript", reason=EXTRA)
+    from depth_lora.onnx_export import export_onnx
+
+    _, out = run
+    report = export_onnx(out, tmp_path / "int8", quantize="int8", say=lambda line: None)
+    assert (tmp_path / "int8" / "model.int8.onnx").is_file()
+    rmse = report.int8["rmse_mm"]
+    assert np.isfinite(rmse["pytorch"]) and np.isfinite(rmse["onnx_int8"])
+    # int8 weights move the depth, but not by more than the error the model already makes.
+    assert report.int8["parity"]["mean_abs_mm"] < rmse["pytorch"]
+    from depth_lora.onnx_backend import load_onnx_bundle
+
+    assert load_onnx_bundle(tmp_path / "int8").onnx_path.name == "model.int8.onnx"
+
+
+def test_a_failed_parity_check_writes_nothing(run, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime", reason=EXTRA)
+    pytest.importorskip("onnxscript", reason=EXTRA)
+    from depth_lora import onnx_export
+
+    monkeypatch.setattr(onnx_export, "PARITY_TOLERANCE_MM", -1.0)  # any difference at all fails
+    with pytest.raises(ModelError, match="differs from PyTorch by up to"):
+        onnx_export.export_onnx(run[1], tmp_path / "bad", say=lambda line: None)
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.partial").exists()
+
+
+def test_export_never_writes_into_a_non_empty_folder(run, tmp_path, capsys):
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "keep" / "notes.txt").write_text("mine")
+    assert main(["export", "--adapter", str(run[1]), "--output", str(tmp_path / "keep")]) == 2
+    assert "output folder is not empty" in capsys.readouterr().err
+    assert (tmp_path / "keep" / "notes.txt").read_text() == "mine"
+
+
+def test_onnx_backend_on_a_training_folder_says_to_export_first(run, tmp_path, capsys):
+    data, out = run
+    args = ["predict", str(data), "--adapter", str(out), "--out", str(tmp_path), "--backend", "onnx"]
+    assert main(args) == 2
+    assert "depth-lora export --adapter" in capsys.readouterr().err
+
+
+def test_missing_onnxruntime_names_the_extra(monkeypatch):
+    from depth_lora.onnx_backend import import_onnxruntime
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
+    with pytest.raises(ConfigError, match=r"\[export\]"):
+        import_onnxruntime()
+
+
+def test_bf16_inference_stays_close_to_fp32(run):
+    """bf16 autocast (the default on CPUs with native bf16) moves depth by a small share of the range;
+    the output is fp32 either way."""
+    data, out = run
+    rgbs = [load_rgb(f.image) for f in find_captures(data)[:3]]
+    fp32 = load_bundle(out, "cpu", precision="fp32")
+    bf16 = load_bundle(out, "cpu", precision="bf16")
+    span = fp32.labels.depth_max_mm - fp32.labels.depth_min_mm
+    for a, b in zip(fp32.predict_mm(rgbs), bf16.predict_mm(rgbs), strict=True):
+        assert b.dtype == np.float32
+        assert np.abs(a - b).mean() < 0.02 * span
+        assert not np.array_equal(a, b)  # bf16 really ran
+
+
+def test_batched_prediction_equals_one_at_a_time(run, tmp_path):
+    data, out = run
+    bundle = load_bundle(out, "cpu", precision="fp32")
+    images = [f.image for f in find_captures(data)[:5]]
+    predict_files(bundle, images, tmp_path / "one", formats=("npy",), progress=False)
+    predict_files(bundle, images, tmp_path / "batch", formats=("npy",), progress=False, batch_size=4)
+    for path in sorted((tmp_path / "one").glob("*.npy")):
+        np.testing.assert_allclose(np.load(tmp_path / "batch" / path.name), np.load(path), atol=0.01)
