@@ -42,6 +42,16 @@ def random_capture(rng: np.random.Generator, h: int, w: int, hole_fraction: floa
     return rgb, xyz.astype(np.float32)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def prepared_cache_dir(tmp_path_factory) -> Path:
+    """The prepared-capture cache of every test (and of the processes they start) lives in this
+    session's temporary folder, never in the user's ~/.cache."""
+    path = tmp_path_factory.mktemp("prepared_cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DEPTH_LORA_CACHE", str(path))
+        yield path
+
+
 @pytest.fixture
 def mixed_dataset(tmp_path: Path) -> Path:
     """Five captures of two resolutions, Zivid export names, ~30 % holes."""

@@ -61,10 +61,12 @@ def test_items_have_one_layout_and_zero_labels_on_holes():
         depth[: h // 3] = np.nan
         cap = Capture(f"c{h}", rng.integers(0, 256, (h, w, 3), dtype=np.uint8), depth)
         captures.append(prepare_capture(cap, (56, 84)))
-    dataset = DepthDataset(captures, LabelScheme("minmax", 500.0, 900.0), flip=True, jitter=True)
-    for item in dataset:
+    dataset = DepthDataset(captures, LabelScheme("minmax", 500.0, 900.0))
+    for item, cap in zip(dataset, captures, strict=True):
         assert set(item) == {"pixel_values", "labels", "valid_mask"}
-        assert item["pixel_values"].shape == (3, 56, 84) and item["pixel_values"].dtype == torch.float32
+        # uint8 as prepared: normalisation and augmentation run per batch on the device
+        assert item["pixel_values"].shape == (3, 56, 84) and item["pixel_values"].dtype == torch.uint8
+        assert np.array_equal(item["pixel_values"].permute(1, 2, 0).numpy(), cap.rgb)
         assert item["labels"].shape == (56, 84) and item["valid_mask"].dtype == torch.bool
         assert torch.isfinite(item["labels"]).all()
         assert (item["labels"][~item["valid_mask"]] == 0).all()

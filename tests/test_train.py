@@ -247,6 +247,29 @@ def test_eval_steps_evaluates_and_checkpoints_every_n_steps_instead_of_every_epo
     assert kept == ["checkpoint-2", "checkpoint-4"]
 
 
+def test_default_cadence_evaluates_about_ten_times_per_run_and_at_the_last_step(demo12, tmp_path, capsys):
+    from depth_lora.trainer import MAX_EVALUATIONS, default_eval_steps
+
+    # 2 steps per epoch: every epoch would be 13 evaluations and checkpoints in 25 steps.
+    cfg = tiny_config(demo12, tmp_path / "out", max_steps=25, batch_size=4, image_size=[56, 84],
+                      logging_steps=50)
+    result = run_training(cfg, progress=True)
+    train_size = len(json.loads((tmp_path / "out" / "split.json").read_text())["train"])
+    steps_per_epoch = -(-train_size // 4)
+    every = default_eval_steps(train_size, 4, 10.0, 25)
+    assert every > steps_per_epoch
+    evaluated = [e["step"] for e in result.log_history if "eval_rmse_mm" in e]
+    assert evaluated == [*range(every, 25, every), 25]  # the end of the run is a candidate too
+    assert len(evaluated) <= MAX_EVALUATIONS + 1
+    printed = capsys.readouterr().out
+    line = next(t for t in printed.splitlines() if t.startswith("trained 25 steps in"))
+    assert "% of the time outside training steps" in line
+    assert f"({len(evaluated)} evaluations, {len(evaluated)} checkpoints)" in line
+    # Long epochs: still every epoch (the cap only thins out many short ones).
+    assert default_eval_steps(train_size=400, batch_size=4, epochs=10, max_steps=-1) == 100
+    assert default_eval_steps(train_size=24, batch_size=4, epochs=50, max_steps=-1) == 30
+
+
 def test_gradient_checkpointing_gives_the_same_first_step(demo12, tmp_path):
     # Recomputing activations must not change the maths: same seed, same loss, same gradients.
     losses, grad_norms = [], []

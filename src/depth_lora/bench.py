@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import TrainerCallback, TrainingArguments
 
@@ -86,23 +87,39 @@ def _summary(timer: StepTimer, batch_size: int) -> dict:
 
 
 def phase_ours(data_dir, model_name, size_hw, batch_size, steps, precision, out, gc=False) -> dict:
-    """Our pipeline: captures prepared once at the model size, labels with their masks, DepthTrainer."""
+    """Our pipeline: captures prepared once at the model size (timed cold, then warm from the
+    on-disk cache), uint8 batches transformed on the device, labels with their masks, DepthTrainer."""
+    import shutil
+
+    from depth_lora.cache import ArrayCache
     from depth_lora.data import find_captures
     from depth_lora.dataset import DepthDataset, LabelScheme, depth_range_mm, prepare_captures
     from depth_lora.losses import build_loss
     from depth_lora.trainer import DepthTrainer
+    from depth_lora.transforms import JITTER_STRENGTH, BatchTransform
 
-    prepared = prepare_captures(find_captures(data_dir), size_hw, progress=False)
+    files = find_captures(data_dir)
+    cache_dir = Path(out) / "prepared_cache"  # a fresh cache: the first pass is cold
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    start = time.perf_counter()
+    prepare_captures(files, size_hw, progress=False, cache=ArrayCache(cache_dir))  # decode, resize, store
+    cold_s = time.perf_counter() - start
+    start = time.perf_counter()
+    prepared = prepare_captures(files, size_hw, progress=False, cache=ArrayCache(cache_dir))
+    warm_s = time.perf_counter() - start
+    shutil.rmtree(cache_dir, ignore_errors=True)
     labels = LabelScheme("minmax", *depth_range_mm(prepared))
     timer = StepTimer()
     trainer = DepthTrainer(
         model=_lora_model(model_name, gc), args=_args(out, batch_size, steps, precision),
-        train_dataset=DepthDataset(prepared, labels, flip=True, jitter=True),
+        train_dataset=DepthDataset(prepared, labels),
+        transform=BatchTransform(flip=True, jitter_strength=JITTER_STRENGTH),
         loss_fn=build_loss("mse"), label_scheme=labels, callbacks=[timer],
     )
     trainer.train()
     summary = _summary(timer, batch_size)
-    return {**summary, "data_fraction": _data_fraction(timer), "peak_rss_mb": peak_rss_mb()}
+    return {**summary, "data_fraction": _data_fraction(timer), "peak_rss_mb": peak_rss_mb(),
+            "prepare_cold_s": cold_s, "prepare_warm_s": warm_s}
 
 
 def _data_fraction(timer: StepTimer) -> float:
@@ -157,29 +174,70 @@ def phase_model_only(data_dir, model_name, size_hw, batch_size, steps, precision
 
 
 def phase_inference(data_dir, model_name, size_hw, batch_size, steps, precision, out, gc=False) -> dict:
-    """One full-resolution PNG in -> depth in mm at full resolution out, end to end; then the same
-    capture completed (PNG and depth file in -> holes filled, `depth-lora complete`'s path)."""
+    """One full-resolution PNG in -> depth in mm at full resolution out, end to end, in fp32 and in
+    the run's precision (and their difference in mm on the captures); the same through ONNX Runtime
+    when the [export] extra is installed; then the capture completed (`depth-lora complete`'s path)."""
     from depth_lora.complete import complete_capture
     from depth_lora.data import find_captures, load_depth_mm, load_rgb
     from depth_lora.dataset import LabelScheme
     from depth_lora.predict import ModelBundle, predict_depth_mm
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = _lora_model(model_name).to(device).eval()
-    bundle = ModelBundle(model, LabelScheme("minmax", 250.0, 4000.0), tuple(size_hw), {}, Path(out))
-    files = find_captures(data_dir)[0]
-    times, complete_times = [], []
-    for _ in range(max(steps, 2)):
+    model = _lora_model(model_name).to(device, memory_format=torch.channels_last).eval()
+    labels = LabelScheme("minmax", 250.0, 4000.0)
+    files = find_captures(data_dir)
+    image = files[0].image
+    bundles = {p: ModelBundle(model, labels, tuple(size_hw), {}, Path(out), p) for p in {"fp32", precision}}
+    repeats = max(steps, 2)
+    result = {"size_hw": list(load_rgb(image).shape[:2]), "precision": precision}
+    for name, bundle in bundles.items():
+        predict = lambda b=bundle: predict_depth_mm(b, load_rgb(image))  # noqa: E731
+        result[f"s_per_capture_{name}"] = _timed(predict, repeats)
+    result["s_per_capture"] = result[f"s_per_capture_{precision}"]
+    rgbs = [load_rgb(f.image) for f in files[:4]]
+    if precision != "fp32":  # what the faster precision costs, in mm, on every pixel of 4 captures
+        diffs = np.concatenate([np.abs(a - b).ravel() for a, b in zip(
+            bundles["fp32"].predict_mm(rgbs), bundles[precision].predict_mm(rgbs), strict=True)])
+        result["precision_diff_mm"] = {"mean": float(diffs.mean()), "p99": float(np.percentile(diffs, 99)),
+                                       "max": float(diffs.max())}
+    result["complete_s_per_capture"] = _timed(
+        lambda: complete_capture(bundles[precision], load_rgb(image), load_depth_mm(files[0].depth)), repeats)
+    result["onnx"] = _onnx_inference(model, labels, size_hw, image, rgbs, bundles["fp32"], repeats, out)
+    return {**result, "peak_rss_mb": peak_rss_mb()}
+
+
+def _timed(fn, repeats: int) -> float:
+    """Mean seconds of `fn()` over `repeats` calls, the first (warm-up) excluded."""
+    times = []
+    for _ in range(repeats):
         start = time.perf_counter()
-        depth = predict_depth_mm(bundle, load_rgb(files.image))
+        fn()
         times.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        complete_capture(bundle, load_rgb(files.image), load_depth_mm(files.depth))
-        complete_times.append(time.perf_counter() - start)
-    seconds = sum(times[1:]) / len(times[1:])
-    complete_seconds = sum(complete_times[1:]) / len(complete_times[1:])
-    return {"s_per_capture": seconds, "complete_s_per_capture": complete_seconds,
-            "size_hw": list(depth.shape), "peak_rss_mb": peak_rss_mb()}
+    return sum(times[1:]) / len(times[1:])
+
+
+def _onnx_inference(model, labels, size_hw, image, rgbs, fp32_bundle, repeats, out) -> dict | None:
+    """The same path through ONNX Runtime (fp32 graph of the merged model), or None without the
+    [export] extra."""
+    try:
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        return None
+    from depth_lora.data import load_rgb
+    from depth_lora.onnx_backend import OnnxBundle, session_options
+    from depth_lora.onnx_export import compare_mm, write_onnx
+
+    path = Path(out) / "bench.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    merged = model.merge_and_unload().float().to(memory_format=torch.contiguous_format)
+    write_onnx(merged, tuple(size_hw), path)
+    session = onnxruntime.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
+    bundle = OnnxBundle(session, labels, tuple(size_hw), {}, path.parent, path)
+    seconds = _timed(lambda: bundle.predict_mm([load_rgb(image)]), repeats)
+    parity = compare_mm(bundle.predict_mm(rgbs[:2]), fp32_bundle.predict_mm(rgbs[:2]))
+    path.unlink(missing_ok=True)
+    return {"s_per_capture": seconds, "parity_max_abs_mm": parity["max_abs_mm"]}
 
 
 def _child(phase, args, queue):
@@ -242,6 +300,8 @@ def run_bench(data_dir, model_name="small-random", size_hw=(518, 840), batch_siz
         model_only_samples_per_s=bare["samples_per_s"],
         overhead=bare["samples_per_s"] / ours["samples_per_s"] - 1,
         data_fraction=ours["data_fraction"],
+        prepare_cold_s=ours["prepare_cold_s"],
+        prepare_warm_s=ours["prepare_warm_s"],
         infer_s_per_capture=report["inference"]["s_per_capture"],
         complete_s_per_capture=report["inference"]["complete_s_per_capture"],
         train_peak_rss_mb=ours["peak_rss_mb"],
@@ -252,7 +312,9 @@ def run_bench(data_dir, model_name="small-random", size_hw=(518, 840), batch_siz
 
 def format_bench(report: dict) -> str:
     m = report["machine"]
-    h, w = report["inference"]["size_hw"]
+    inference = report["inference"]
+    h, w = inference["size_hw"]
+    diff, onnx = inference.get("precision_diff_mm"), inference.get("onnx")
     lines = [
         f"machine: {m['device']} | torch {m['torch']} | precision {report['precision']} "
         f"(reference: {report['reference']['precision']})",
@@ -264,8 +326,17 @@ def format_bench(report: dict) -> str:
         f"speedup vs reference     {report['speedup_vs_reference']:.2f}x",
         f"model_only_samples_per_s {report['model_only_samples_per_s']:.3f} "
         f"(overhead {100 * report['overhead']:.1f} %)",
-        f"data_fraction            {100 * report['data_fraction']:.1f} %",
-        f"infer_s_per_capture      {report['infer_s_per_capture']:.3f} s ({h}x{w} PNG -> depth mm)",
+        f"data_fraction            {100 * report['data_fraction']:.1f} % of a step waiting for data",
+        f"prepare captures         cold {report['prepare_cold_s']:.2f} s, "
+        f"warm {report['prepare_warm_s']:.2f} s ({report['captures']} captures decoded and resized, then "
+        "read back from the on-disk cache)",
+        f"infer_s_per_capture      {report['infer_s_per_capture']:.3f} s ({h}x{w} PNG -> depth mm, "
+        f"{inference['precision']}; fp32 {inference['s_per_capture_fp32']:.3f} s)",
+        *([f"{inference['precision']} vs fp32          mean {diff['mean']:.2f} mm, 99th percentile "
+           f"{diff['p99']:.2f} mm, max {diff['max']:.2f} mm (depth on 4 captures)"] if diff else []),
+        *([f"onnxruntime              {onnx['s_per_capture']:.3f} s per capture (fp32 graph; max "
+           f"{onnx['parity_max_abs_mm']:.4f} mm from PyTorch fp32)"] if onnx else
+          ["onnxruntime              not measured (the [export] extra is not installed)"]),
         f"complete_s_per_capture   {report['complete_s_per_capture']:.3f} s (PNG + depth file -> holes "
         f"filled: {report['complete_s_per_capture'] - report['infer_s_per_capture']:+.3f} s over inference)",
         f"peak RSS                 train {report['train_peak_rss_mb']:.0f} MB, "

@@ -179,11 +179,23 @@ class TrainConfig:
     logging_steps: int = field(default=10, metadata=_help("log the training loss every N steps"))
     eval_steps: int | None = field(
         default=None,
-        metadata=_help("evaluate and save a checkpoint every N steps instead of every epoch (for "
-                       "small datasets, where epochs are a few steps long)"),
+        metadata=_help("evaluate and save a checkpoint every N steps, and at the last step (default: "
+                       "every epoch, or less often on long runs of short epochs: about 10 per run)"),
     )
     save_total_limit: int = field(default=3, metadata=_help("checkpoints kept (the best one is always kept)"))
-    num_workers: int = field(default=0, metadata=_help("DataLoader worker processes"))
+    num_workers: int | None = field(
+        default=None,
+        metadata=_help("DataLoader worker processes (default: 0 on CPU, where the captures are in memory "
+                       "and a batch is only stacked, so workers would cost process start-up and a CPU "
+                       "core the model needs; min(4, CPU cores / 2) on CUDA, to stack batches into "
+                       "pinned memory while the GPU computes)"),
+    )
+    no_cache: bool = field(
+        default=False,
+        metadata=_help("decode and resize every capture, without the on-disk cache of prepared captures "
+                       "($DEPTH_LORA_CACHE, default ~/.cache/depth_lora/prepared; entries are keyed by "
+                       "each file's path, size and modification time, and the input size)"),
+    )
     gradient_checkpointing: bool = field(
         default=False,
         metadata=_help("recompute backbone activations in backward: less memory (measured on the Small "
@@ -213,6 +225,8 @@ class TrainConfig:
             raise ConfigError("set --epochs > 0 or --max-steps > 0")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ConfigError(f"--num-workers must be >= 0, got {self.num_workers}")
         if self.eval_steps is not None and self.eval_steps < 1:
             raise ConfigError(f"--eval-steps must be >= 1, got {self.eval_steps}")
         if self.learning_rate <= 0:

@@ -1,8 +1,10 @@
 """Captures as the model sees them: resized like the checkpoint's processor, labels and valid masks.
 
-Every capture is decoded and resized once (the original decoded a 1200x1944 PNG and a 28 MB
-XYZ array on every access, and interpolated labels on every step); the Dataset then serves
-tensors from memory and only applies the cheap random augmentations per item.
+Every capture is decoded and resized once, and cached on disk (depth_lora.cache) so that a re-run
+skips even that (the original decoded a 1200x1944 PNG and a 28 MB XYZ array on every access, and
+interpolated labels on every step); labels are encoded once. The Dataset then serves uint8 images
+and ready labels from memory; normalisation and augmentation run per batch on the training device
+(depth_lora.transforms).
 """
 
 from __future__ import annotations
@@ -17,13 +19,12 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
+from depth_lora.cache import ArrayCache, default_cache_dir, entry_key
 from depth_lora.data import Capture, CaptureFiles, load_capture
 from depth_lora.errors import ConfigError
 from depth_lora.text import live_progress
+from depth_lora.transforms import normalize, to_unit_range
 
-# ImageNet statistics, as Depth Anything's image processor normalises.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 PATCH = 14
 TARGET_SIDE = 518
 # A resized depth pixel is a label only if measured pixels cover at least this share of it.
@@ -142,75 +143,86 @@ def prepare_capture(capture: Capture, size_hw: tuple[int, int]) -> PreparedCaptu
     return PreparedCapture(capture.key, resize_rgb(capture.rgb, size_hw), depth, capture.size_hw)
 
 
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    """(..., 3, H, W) values in [0, 1] -> ImageNet-normalised."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype).view(3, 1, 1)
-    return (x - mean) / std
-
-
 def rgb_to_pixel_values(rgb: np.ndarray | torch.Tensor) -> torch.Tensor:
     """(..., H, W, 3) uint8 -> (..., 3, H, W) float32, ImageNet-normalised."""
-    return normalize(torch.as_tensor(rgb).float().div(255.0).movedim(-1, -3))
-
-
-def color_jitter(x: torch.Tensor, strength: float = 0.1) -> torch.Tensor:
-    """Random brightness, contrast, saturation in [1 - s, 1 + s] on (3, H, W) values in [0, 1].
-
-    Written here because torchvision is not a dependency; mild on purpose: brightness carries
-    distance under a projector's light falloff.
-    """
-    b, c, s = (1 + strength * (2 * torch.rand(3) - 1)).tolist()
-    x = x * b
-    mean = x.mean()
-    x = (x - mean) * c + mean
-    gray = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]).unsqueeze(0)
-    x = (x - gray) * s + gray
-    return x.clamp(0, 1)
+    return normalize(to_unit_range(torch.as_tensor(rgb).movedim(-1, -3)))
 
 
 class DepthDataset(torch.utils.data.Dataset):
-    """Prepared captures -> {"pixel_values", "labels", "valid_mask"} items.
+    """Prepared captures -> {"pixel_values", "labels", "valid_mask"} items, served from memory.
 
-    pixel_values: (3, h, w) float32 normalised; labels: (h, w) float32 (0 where invalid);
-    valid_mask: (h, w) bool.
+    pixel_values: (3, h, w) uint8, normalised (and augmented in training) per batch on the device
+    by DepthTrainer's transforms.BatchTransform; labels: (h, w) float32, encoded once here (0 where
+    invalid); valid_mask: (h, w) bool.
     """
 
-    def __init__(
-        self,
-        captures: list[PreparedCapture],
-        labels: LabelScheme,
-        flip: bool = False,
-        jitter: bool = False,
-    ):
+    def __init__(self, captures: list[PreparedCapture], labels: LabelScheme):
         self.captures = captures
         self.labels = labels
-        self.flip, self.jitter = flip, jitter
+        self._targets = [self._encode(c.depth_mm) for c in captures]
+
+    def _encode(self, depth_mm: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        depth = torch.from_numpy(depth_mm)
+        valid = torch.isfinite(depth)
+        labels = self.labels.encode(depth.nan_to_num(self.labels.depth_min_mm))
+        return torch.where(valid, labels, 0.0).float(), valid
 
     def __len__(self) -> int:
         return len(self.captures)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        cap = self.captures[i]
-        x = torch.from_numpy(cap.rgb).float().div(255.0).permute(2, 0, 1)  # (3, h, w) in [0, 1]
-        depth = torch.from_numpy(cap.depth_mm)
-        # Augmentations draw from torch's global RNG, which the Trainer seeds (and the DataLoader
-        # seeds per worker), so runs are reproducible and every epoch differs.
-        if self.flip and torch.rand(1).item() < 0.5:
-            x, depth = x.flip(-1), depth.flip(-1)
-        if self.jitter:
-            x = color_jitter(x)
-        valid = torch.isfinite(depth)
-        labels = torch.where(valid, self.labels.encode(depth.nan_to_num(self.labels.depth_min_mm)), 0.0)
-        return {"pixel_values": normalize(x), "labels": labels.float(), "valid_mask": valid}
+        labels, valid = self._targets[i]
+        pixels = torch.from_numpy(self.captures[i].rgb).permute(2, 0, 1)  # (3, h, w) uint8, a view
+        return {"pixel_values": pixels, "labels": labels, "valid_mask": valid}
+
+
+def open_cache(enabled: bool = True) -> ArrayCache | None:
+    """The prepared-capture cache in its default folder (see depth_lora.cache), or None if disabled."""
+    return ArrayCache(default_cache_dir()) if enabled else None
+
+
+def load_prepared(
+    files: CaptureFiles, size_hw: tuple[int, int], depth_unit: str = "mm", cache: ArrayCache | None = None
+) -> PreparedCapture:
+    """One capture at `size_hw`: from `cache` if it holds it for these very files, else decoded,
+    resized and stored there."""
+    params = {"size_hw": list(size_hw), "depth_unit": depth_unit, "min_coverage": MIN_COVERAGE}
+    key = entry_key([files.image, files.depth], params) if cache is not None else None
+    cached = _from_arrays(files.key, cache.get(key), size_hw) if key is not None else None
+    if cached is not None:
+        return cached
+    prepared = prepare_capture(load_capture(files, depth_unit), size_hw)
+    if key is not None:
+        cache.put(key, {"rgb": prepared.rgb, "depth_mm": prepared.depth_mm,
+                        "original_size_hw": np.asarray(prepared.original_size_hw, dtype=np.int64)})
+    return prepared
+
+
+def _from_arrays(key: str, arrays: dict | None, size_hw: tuple[int, int]) -> PreparedCapture | None:
+    """A cache entry back as a PreparedCapture; None if it lacks an array or has the wrong shapes."""
+    arrays = arrays or {}
+    rgb, depth, original = (arrays.get(k) for k in ("rgb", "depth_mm", "original_size_hw"))
+    shapes = [getattr(a, "shape", None) for a in (rgb, depth, original)]
+    if shapes != [(*size_hw, 3), tuple(size_hw), (2,)] or rgb.dtype != np.uint8 or depth.dtype != np.float32:
+        return None
+    return PreparedCapture(key, rgb, depth, (int(original[0]), int(original[1])))
 
 
 def prepare_captures(
-    files: list[CaptureFiles], size_hw: tuple[int, int], depth_unit: str = "mm", progress: bool = True
+    files: list[CaptureFiles],
+    size_hw: tuple[int, int],
+    depth_unit: str = "mm",
+    progress: bool = True,
+    cache: bool | ArrayCache | None = True,
 ) -> list[PreparedCapture]:
-    """Load and resize captures once (each full-size capture is dropped right after)."""
+    """Load and resize captures once (each full-size capture is dropped right after).
+
+    cache: True: the on-disk cache in its default folder (depth_lora.cache); an ArrayCache: that
+    one; False/None: decode every capture.
+    """
+    store = open_cache() if cache is True else (cache or None)
     return [
-        prepare_capture(load_capture(f, depth_unit), size_hw)
+        load_prepared(f, size_hw, depth_unit, store)
         for f in tqdm(files, desc=f"prepare {size_hw[0]} x {size_hw[1]}", unit="capture",
                       disable=not (progress and live_progress()))
     ]

@@ -32,6 +32,7 @@ from depth_lora.dataset import (
     LabelScheme,
     default_image_size,
     depth_range_mm,
+    open_cache,
     prepare_captures,
 )
 from depth_lora.errors import ConfigError, DataError
@@ -65,10 +66,12 @@ from depth_lora.text import size_hw as format_size_hw
 from depth_lora.trainer import (
     HEADLINE_METRIC,
     DepthTrainer,
+    default_eval_steps,
     make_compute_metrics,
     resolve_precision,
     use_log_lines,
 )
+from depth_lora.transforms import JITTER_STRENGTH, BatchTransform
 
 # PEFT's save_pretrained updates a model card and huggingface_hub warns "Repo card metadata block was
 # not found" for ours: not something a user can act on.
@@ -215,8 +218,20 @@ def warmup_arguments(warmup: float) -> dict:
     return {"warmup_ratio": warmup}
 
 
-def build_training_arguments(cfg: TrainConfig, precision: str) -> TrainingArguments:
+def default_num_workers(cuda: bool) -> int:
+    """DataLoader workers for --num-workers unset: none on CPU (the batches come from memory), a few
+    on CUDA (stacking into pinned memory overlaps the GPU's work)."""
+    return min(4, max(1, (os.cpu_count() or 2) // 2)) if cuda else 0
+
+
+def build_training_arguments(
+    cfg: TrainConfig, precision: str, eval_steps: int | None = None
+) -> TrainingArguments:
+    """The Trainer's arguments for `cfg`; `eval_steps`: the cadence when cfg.eval_steps is unset
+    (trainer.default_eval_steps), else every epoch."""
     cuda = torch.cuda.is_available()
+    every = cfg.eval_steps or eval_steps
+    workers = cfg.num_workers if cfg.num_workers is not None else default_num_workers(cuda)
     return TrainingArguments(
         output_dir=cfg.output,
         num_train_epochs=cfg.epochs,
@@ -229,10 +244,10 @@ def build_training_arguments(cfg: TrainConfig, precision: str) -> TrainingArgume
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=not cuda,
-        eval_strategy="steps" if cfg.eval_steps else "epoch",
-        save_strategy="steps" if cfg.eval_steps else "epoch",
-        eval_steps=cfg.eval_steps,
-        save_steps=cfg.eval_steps,
+        eval_strategy="steps" if every else "epoch",
+        save_strategy="steps" if every else "epoch",
+        eval_steps=every,
+        save_steps=every,
         load_best_model_at_end=True,
         metric_for_best_model=HEADLINE_METRIC,
         greater_is_better=False,
@@ -242,7 +257,7 @@ def build_training_arguments(cfg: TrainConfig, precision: str) -> TrainingArgume
         report_to=["tensorboard"],
         remove_unused_columns=False,  # our batches carry labels and valid_mask, not model kwargs
         label_names=["labels", "valid_mask"],
-        dataloader_num_workers=cfg.num_workers,
+        dataloader_num_workers=workers,
         dataloader_pin_memory=cuda,
         seed=cfg.seed,
         # DDP: with LoRA (no trainable bias) every trainable parameter is used in forward; a full
@@ -310,8 +325,9 @@ def run_training(cfg: TrainConfig, progress: bool = True, names: OptionNames = C
     size_hw = tuple(cfg.image_size) if cfg.image_size else default_image_size(
         [image_size_of(by_key[k].image) for k in split["train"]]
     )
+    cache = open_cache(not cfg.no_cache)
     prepared = {
-        name: prepare_captures([by_key[k] for k in split[name]], size_hw, cfg.depth_unit, progress)
+        name: prepare_captures([by_key[k] for k in split[name]], size_hw, cfg.depth_unit, progress, cache)
         for name in ("train", "val", "test")
     }
     train_mean_mm = float(np.nanmean(np.concatenate([c.depth_mm.ravel() for c in prepared["train"]])))
@@ -381,12 +397,14 @@ def run_training(cfg: TrainConfig, progress: bool = True, names: OptionNames = C
                    groups={k: groups.get(k, k) for name in split for k in split[name]},
                    split_groups=split_groups(split, groups))
 
-    args = build_training_arguments(cfg, precision)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    every = default_eval_steps(len(prepared["train"]), cfg.batch_size, cfg.epochs, cfg.max_steps, world_size)
     trainer = DepthTrainer(
         model=model,
-        args=args,
-        train_dataset=DepthDataset(prepared["train"], labels, flip=cfg.flip, jitter=cfg.color_jitter),
+        args=build_training_arguments(cfg, precision, every),
+        train_dataset=DepthDataset(prepared["train"], labels),
         eval_dataset=DepthDataset(prepared["val"], labels),
+        transform=BatchTransform(flip=cfg.flip, jitter_strength=JITTER_STRENGTH if cfg.color_jitter else 0.0),
         compute_metrics=make_compute_metrics(labels, relative=cfg.loss in RELATIVE_LOSSES),
         loss_fn=loss_fn,
         label_scheme=labels,

@@ -1,6 +1,10 @@
-"""The masked-loss Trainer, its mm metrics, its TensorBoard image panel, and the precision choice."""
+"""The masked-loss Trainer, its mm metrics, its TensorBoard image panel, its evaluation cadence,
+and the precision choice."""
 
 from __future__ import annotations
+
+import math
+import time
 
 import numpy as np
 import torch
@@ -13,10 +17,28 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from depth_lora.align import align_to
 from depth_lora.dataset import LabelScheme, PreparedCapture, rgb_to_pixel_values
 from depth_lora.metrics import depth_metrics, mean_over_captures
-from depth_lora.text import live_progress
+from depth_lora.text import live_progress, plural
+from depth_lora.transforms import BatchTransform
 
 # What the Trainer logs and selects the best checkpoint by (as eval_<name>).
 HEADLINE_METRIC = "rmse_mm"
+# Default cadence: at most about this many evaluations + checkpoints per run, and never more than
+# one per epoch (each evaluates the whole validation split, saves a checkpoint and draws a panel).
+MAX_EVALUATIONS = 10
+
+
+def default_eval_steps(train_size: int, batch_size: int, epochs: float, max_steps: int,
+                       world_size: int = 1) -> int:
+    """Steps between evaluations (and checkpoints) when --eval-steps is not given.
+
+    Every epoch on a long run of short epochs would spend a large share of the run evaluating and
+    saving: max(steps per epoch, ceil(total steps / MAX_EVALUATIONS)). Counted in steps, never in
+    seconds, so which checkpoint is best does not depend on the machine's speed. The last step is
+    always evaluated too (EvaluateAtLastStep), so the end of the run is a candidate.
+    """
+    steps_per_epoch = max(1, math.ceil(train_size / (batch_size * world_size)))
+    total = max_steps if max_steps > 0 else math.ceil(epochs * steps_per_epoch)
+    return max(steps_per_epoch, math.ceil(total / MAX_EVALUATIONS))
 
 
 def cpu_supports_bf16() -> bool:
@@ -53,6 +75,8 @@ class DepthTrainer(Trainer):
 
     Batches hold `pixel_values`, `labels` (B, H, W) and `valid_mask` (B, H, W). The labels are not
     passed to the model: Depth Anything's forward raises NotImplementedError when given labels.
+    uint8 `pixel_values` (from DepthDataset) go through `transform` once on the device: normalised
+    always, augmented (flip, jitter) only while the model trains.
     """
 
     def __init__(
@@ -61,12 +85,20 @@ class DepthTrainer(Trainer):
         loss_fn: nn.Module,
         label_scheme: LabelScheme,
         panel_capture: PreparedCapture | None = None,
+        transform: BatchTransform | None = None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
         self.loss_fn = loss_fn
         self.label_scheme = label_scheme
         self.panel_capture = panel_capture  # drawn in TensorBoard at each evaluation
+        self.transform = transform or BatchTransform()
+        self.add_callback(EvaluateAtLastStep())
+
+    def _prepare_inputs(self, inputs):
+        # The Trainer calls this in training_step (after model.train()) and prediction_step (the
+        # evaluation loop calls model.eval() first): augmentation follows the model's mode.
+        return self.transform(super()._prepare_inputs(inputs), training=self.model.training)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(pixel_values=inputs["pixel_values"])
@@ -133,29 +165,67 @@ def make_compute_metrics(label_scheme: LabelScheme, relative: bool = False):
     return compute_metrics
 
 
+class EvaluateAtLastStep(TrainerCallback):
+    """Evaluate and save at the last step whatever the cadence, so the end of the run is a candidate
+    for the best checkpoint (transformers 5 does this for step cadences itself; 4.x did not)."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps and args.eval_strategy == "steps":
+            control.should_evaluate = True
+            control.should_save = control.should_save or args.save_strategy == "steps"
+        return control
+
+
 class LogLinesCallback(TrainerCallback):
     """One readable line per log instead of the Trainer's dicts, and one training bar, never nested.
 
     step   20/150  loss 0.0266  lr 6.0e-04  grad norm 0.287
     step   50/150  val RMSE 229.1 mm  MAE 206.1 mm  AbsRel 0.183  d<1.25 0.63
+    trained 150 steps in 95 s (0.84 samples/s); 12 % of the time outside training steps (...)
+
+    It times the optimiser steps: the rest of the training loop's wall time went to evaluations,
+    checkpoints, the panel and waiting for data.
     """
 
     def __init__(self, bar: bool = True):
         self.bar_enabled = bar
         self.bar = None
+        self.step_s, self.evaluations, self.checkpoints = 0.0, 0, 0
+        self._step_start = None
 
     def on_train_begin(self, args, state, control, **kwargs):
+        self.step_s, self.evaluations, self.checkpoints = 0.0, 0, 0
         if state.is_world_process_zero and self.bar_enabled:
             self.bar = tqdm(total=state.max_steps, desc="train", unit="step", dynamic_ncols=True)
 
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._step_start = time.perf_counter()
+
     def on_step_end(self, args, state, control, **kwargs):
+        if self._step_start is not None:
+            self.step_s += time.perf_counter() - self._step_start
+            self._step_start = None
         if self.bar is not None:
             self.bar.update(state.global_step - self.bar.n)
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.evaluations += 1
+
+    def on_save(self, args, state, control, **kwargs):
+        self.checkpoints += 1
+
+    def outside_steps_text(self, train_runtime_s: float) -> str:
+        """'12 % of the time outside training steps (8 evaluations, 8 checkpoints)'."""
+        share = max(0.0, 1 - self.step_s / train_runtime_s) if train_runtime_s > 0 else 0.0
+        return (f"{100 * share:.0f} % of the time outside training steps ("
+                f"{plural(self.evaluations, 'evaluation')}, {plural(self.checkpoints, 'checkpoint')})")
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
         line = format_log_line(logs, state.global_step, state.max_steps)
+        if line and "train_runtime" in logs:
+            line += "; " + self.outside_steps_text(logs["train_runtime"])
         if line:
             (self.bar.write if self.bar is not None else print)(line)
 
