@@ -258,6 +258,7 @@ def build_training_arguments(
         remove_unused_columns=False,  # our batches carry labels and valid_mask, not model kwargs
         label_names=["labels", "valid_mask"],
         dataloader_num_workers=workers,
+        dataloader_persistent_workers=workers > 0,  # not re-spawned for every evaluation
         dataloader_pin_memory=cuda,
         seed=cfg.seed,
         # DDP: with LoRA (no trainable bias) every trainable parameter is used in forward; a full
