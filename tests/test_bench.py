@@ -19,10 +19,13 @@ def test_bench_reports_ours_reference_bare_model_inference_and_memory(tmp_path, 
     report = json.loads(out.read_text())
     for key in ("train_samples_per_s", "reference_samples_per_s", "speedup_vs_reference",
                 "model_only_samples_per_s", "overhead", "data_fraction", "infer_s_per_capture",
-                "complete_s_per_capture", "train_peak_rss_mb", "infer_peak_rss_mb"):
+                "complete_s_per_capture", "train_peak_rss_mb", "infer_peak_rss_mb",
+                "prepare_cold_s", "prepare_warm_s"):
         assert report[key] == report[key] and report[key] is not None, key  # present, not NaN
     assert report["train_samples_per_s"] > 0 and report["reference_samples_per_s"] > 0
     assert 0 <= report["data_fraction"] < 1
+    assert 0 < report["prepare_warm_s"] < report["prepare_cold_s"]  # read back from the cache, no decoding
+    assert "prepare captures         cold" in printed
     assert report["inference"]["size_hw"] == [120, 194]  # depth at the capture's full resolution
     assert report["reference"]["precision"] == "fp32"  # the original trained fp32 on CPU
     assert report["machine"]["device"].startswith("CPU") and report["machine"]["torch"]
