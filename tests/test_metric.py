@@ -51,7 +51,7 @@ def test_a_metric_head_learns_metric_labels_and_evaluate_adds_the_unaligned_zero
     meta = read_meta(metric_run)
     assert meta["labels"]["kind"] == "metric" and meta["head"] == {"type": "metric", "max_depth": 20,
                                                                    "converted": False}
-    report = run_evaluation(data, metric_run, split="all", progress=False)
+    report = run_evaluation(data, metric_run, split="all", progress=False, precision="fp32")
     assert report.methods[:3] == ["fine_tuned", "fine_tuned_aligned", "zero_shot"]
     # zero_shot is the base model's metres x 1000, nothing fitted: recompute it independently
     capture = load_capture(find_captures(data)[0])
@@ -64,10 +64,10 @@ def test_a_metric_head_learns_metric_labels_and_evaluate_adds_the_unaligned_zero
 
 def test_a_metric_run_predicts_merges_and_completes(data, metric_run, tmp_path):
     capture = load_capture(find_captures(data)[0])
-    depth = predict_depth_mm(load_bundle(metric_run, device="cpu"), capture.rgb)
+    depth = predict_depth_mm(load_bundle(metric_run, device="cpu", precision="fp32"), capture.rgb)
     assert depth.shape == capture.size_hw and np.isfinite(depth).all() and (depth > 0).all()
     assert main(["merge", "--adapter", str(metric_run), "--output", str(tmp_path / "merged")]) == 0
-    merged = predict_depth_mm(load_bundle(tmp_path / "merged", device="cpu"), capture.rgb)
+    merged = predict_depth_mm(load_bundle(tmp_path / "merged", device="cpu", precision="fp32"), capture.rgb)
     np.testing.assert_allclose(merged, depth, rtol=1e-4, atol=0.05)
     assert main(["complete", str(data), "--adapter", str(metric_run), "--out", str(tmp_path / "c")]) == 0
 
@@ -79,7 +79,7 @@ def test_head_metric_turns_a_relative_checkpoint_into_a_metric_head_with_its_ran
     meta = read_meta(out)
     assert meta["head"] == {"type": "metric", "max_depth": 4, "converted": True}
     assert json.loads((out / "train_config.json").read_text())["labels"] == "metric"
-    bundle = load_bundle(out, device="cpu")
+    bundle = load_bundle(out, device="cpu", precision="fp32")
     assert head_type(bundle.model) == "metric"
     capture = load_capture(find_captures(data)[0])
     depth = predict_depth_mm(bundle, capture.rgb)

@@ -95,7 +95,7 @@ def test_tensorboard_has_scalars_and_the_validation_image_panel(trained):
 
 def test_reloaded_output_folder_reproduces_the_trained_models_predictions(trained, demo12):
     capture = load_capture(find_captures(demo12)[0])
-    reloaded = load_bundle(trained.output_dir, device="cpu")
+    reloaded = load_bundle(trained.output_dir, device="cpu", precision="fp32")
     in_memory = ModelBundle(
         trained.model.eval(), reloaded.labels, reloaded.image_size_hw, {}, trained.output_dir
     )
