@@ -210,3 +210,10 @@ def test_predict_formats_are_the_ones_predict_writes():
     from depth_lora.predict import FORMATS
 
     assert PREDICT_FORMATS == FORMATS
+
+
+def test_precision_choices_are_the_ones_precision_resolves():
+    from depth_lora.cli_parser import PRECISIONS as CLI_PRECISIONS
+    from depth_lora.precision import PRECISIONS
+
+    assert CLI_PRECISIONS == PRECISIONS

@@ -116,7 +116,8 @@ def test_zero_shot_calibrated_matches_an_independent_computation(run):
         depth = np.clip(depth, lo, hi)
         valid = capture.valid_mask
         rmses.append(np.sqrt(np.mean((depth[valid] - capture.depth_mm[valid]) ** 2)))
-    report = run_evaluation(data, out, split="test", progress=False)
+    report = run_evaluation(data, out, split="test", progress=False, precision="fp32")  # as computed above
+    assert report.precision == "fp32"
     assert report.mean["zero_shot_calibrated"]["rmse_mm"] == pytest.approx(np.mean(rmses), rel=1e-3)
 
 

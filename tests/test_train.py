@@ -155,7 +155,7 @@ def test_the_recommended_recipe_beats_the_constant_predictor_on_held_out_session
                     val_fraction=0.2, test_fraction=0.25, color_jitter=False),
         progress=False,
     )
-    bundle = load_bundle(result.output_dir, device="cpu")
+    bundle = load_bundle(result.output_dir, device="cpu", precision=precision)  # scored as trained
     split = json.loads((result.output_dir / "split.json").read_text())
     files = {f.key: f for f in find_captures(demo24)}
     train_depths = np.concatenate([load_capture(files[k]).depth_mm.ravel() for k in split["train"]])

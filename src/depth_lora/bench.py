@@ -220,12 +220,11 @@ def _onnx_inference(model, labels, size_hw, image, rgbs, fp32_bundle, repeats, o
         return None
     from depth_lora.data import load_rgb
     from depth_lora.onnx_backend import OnnxBundle, session_options
-    from depth_lora.onnx_export import compare_mm, write_onnx
+    from depth_lora.onnx_export import compare_mm, plain_model, write_onnx
 
     path = Path(out) / "bench.onnx"
     path.parent.mkdir(parents=True, exist_ok=True)
-    merged = model.merge_and_unload().float().to(memory_format=torch.contiguous_format)
-    write_onnx(merged, tuple(size_hw), path)
+    write_onnx(plain_model(model), tuple(size_hw), path)
     session = onnxruntime.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
     bundle = OnnxBundle(session, labels, tuple(size_hw), {}, path.parent, path)
     seconds = _timed(lambda: bundle.predict_mm([load_rgb(image)]), repeats)
@@ -270,7 +269,7 @@ def run_bench(data_dir, model_name="small-random", size_hw=(518, 840), batch_siz
               precision="auto", out_dir="/tmp/depth_lora_bench", gradient_checkpointing=False) -> dict:
     """All phases on the same captures, model and size; returns the report dict."""
     from depth_lora.data import find_captures
-    from depth_lora.trainer import resolve_precision
+    from depth_lora.precision import resolve_precision
 
     if steps < 2:
         raise ConfigError("--steps must be >= 2 (the first step is excluded as warm-up)")

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from depth_lora import __version__
+
 CACHE_ENV = "DEPTH_LORA_CACHE"
 # Bump when what an entry holds changes for the same sources and parameters (e.g. the resizing).
 FORMAT_VERSION = 1
@@ -33,17 +35,21 @@ def default_cache_dir() -> Path:
 
 
 def entry_key(sources: list[Path], params: dict) -> str | None:
-    """The entry name for these source files (path, size, mtime) and parameters; None if a source
-    cannot be read (its loader then says why). Take it *before* reading the sources: a file changed
-    while it was read then misses next time instead of hitting stale arrays."""
+    """The entry name for these source files (path, size, mtime, inode, ctime), this version of
+    depth-lora and the parameters; None if a source cannot be read (its loader then says why).
+    Take it *before* reading the sources: a file changed while it was read then misses next time
+    instead of hitting stale arrays."""
     try:
         stamps = []
         for path in sources:
             stat = Path(path).stat()
-            stamps.append([str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns])
+            # inode and ctime too: a file replaced by `cp -p` or `rsync -a` keeps size and mtime.
+            stamps.append([str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino,
+                           stat.st_ctime_ns])
     except OSError:
         return None
-    text = json.dumps({"version": FORMAT_VERSION, "sources": stamps, "params": params}, sort_keys=True)
+    text = json.dumps({"version": FORMAT_VERSION, "depth_lora": __version__, "sources": stamps,
+                       "params": params}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:40]
 
 

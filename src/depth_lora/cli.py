@@ -122,7 +122,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         from depth_lora.onnx_backend import load_onnx_bundle
 
         bundle = load_onnx_bundle(args.adapter)
-        print(f"ONNX Runtime: {bundle.onnx_path}")
+        print(f"ONNX Runtime: {bundle.onnx_path} (the graph's own precision; --precision is for PyTorch)")
     else:
         bundle = load_bundle(args.adapter, precision=args.precision)
         print(f"PyTorch, {bundle.precision} on {bundle.device.type}")

@@ -71,6 +71,7 @@ class EvaluationReport:
     trained_on: int = 0  # evaluated captures that were in the training split (--split all)
     sessions: int = 0  # groups (sessions) the evaluated captures come from; 0: not known
     holes: dict | None = None  # `evaluate --holes`: hole_eval.HoleReport.to_dict()
+    precision: str = "fp32"  # the forward's autocast (see predict.load_bundle); outputs are fp32
 
     @property
     def methods(self) -> list[str]:
@@ -108,6 +109,7 @@ class EvaluationReport:
             "pooled": self.pooled,
             "captures": self.captures,
             "split": self.split,
+            "precision": self.precision,
             "averaging": "top-level metrics: mean over captures, with 95 % bootstrap intervals over "
                          "captures (<metric>_ci95); 'pooled': over all valid pixels",
             "methods": {m: DESCRIPTIONS[m] for m in self.methods},
@@ -251,6 +253,7 @@ def run_evaluation(
         trained_on=len(set(f.key for f in files) & set(training_keys(bundle))) if split == "all" else 0,
         sessions=len(set(group_captures([f.key for f in files],
                                         bundle.meta.get("config", {}).get("group_by", "session")).values())),
+        precision=bundle.precision,
     )
     if plots_dir is not None:
         from depth_lora.viz import plot_metric_bars, save_figure
@@ -290,8 +293,8 @@ def format_report_table(report: EvaluationReport) -> str:
                      f"{m.get('abs_rel', float('nan')):>8.3f}{100 * m.get('delta1', float('nan')):>7.1f}%"
                      + "".join(f"{100 * m.get(k, float('nan')):>8.1f}%" for k in tolerances))
     which = "all captures of the folder" if report.split == "all" else f"the {report.split} split"
-    lines.append(f"{plural(report.count, 'capture')} of {which}, compared at full resolution; mean over "
-                 "captures, 95 % bootstrap intervals over captures.")
+    lines.append(f"{plural(report.count, 'capture')} of {which}, compared at full resolution "
+                 f"({report.precision} forward); mean over captures, 95 % bootstrap intervals over captures.")
     lines += [f"  {note}" for note in report.notes()]
     return "\n".join(lines)
 

@@ -178,7 +178,9 @@ def score_on_test(row: dict, out_dir: Path, stage: str, **extra) -> dict:
     """Score a trained run once on the test captures (all five rows of `run_evaluation`)."""
     from depth_lora.evaluate import run_evaluation
 
-    report = run_evaluation(out_dir / "target_test", out_dir / row["run"], split="all", progress=False)
+    # fp32: the committed results were scored so, and bf16 support differs between machines.
+    report = run_evaluation(out_dir / "target_test", out_dir / row["run"], split="all", progress=False,
+                            precision="fp32")
     per_capture = {}
     for entry in report.captures:
         per_capture.setdefault(entry["method"], {})[entry["capture"]] = {k: entry.get(k) for k in HEADLINE}
@@ -386,7 +388,7 @@ def measure_structure(out_dir: Path, final: list[dict]) -> dict:
                                  for c in captures])
     methods = {}
     for row in (r for r in final if r["seed"] == 0):
-        bundle = load_bundle(out_dir / row["run"], "cpu")
+        bundle = load_bundle(out_dir / row["run"], "cpu", precision="fp32")
         methods[row["method"]] = mean_structure(
             [structure_scores(predict_depth_mm(bundle, c.rgb), c.depth_mm) for c in captures])
     base = build_model(str(out_dir / "pretrained"))[0].eval()
@@ -568,7 +570,7 @@ def write_figures(out_dir: Path, results: dict) -> None:
     ranked = sorted((m["rmse_mm"], key) for key, m in per_capture.items() if m["rmse_mm"] is not None)
     key = ranked[len(ranked) // 2][1]
     capture = load_capture(next(f for f in find_captures(out_dir / "target_test") if f.key == key))
-    bundles = {m: load_bundle(out_dir / r["run"], "cpu") for m, r in final0.items()}
+    bundles = {m: load_bundle(out_dir / r["run"], "cpu", precision="fp32") for m, r in final0.items()}
     baselines = predict_all_methods(bundles["recommended"], capture)
     preds = {"zero_shot_calibrated": baselines["zero_shot_calibrated"],
              "zero_shot_aligned (oracle)": baselines["zero_shot_aligned"], "constant": baselines["constant"]}

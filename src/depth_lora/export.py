@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from depth_lora.errors import DataError, DepthLoraError, ModelError
+from depth_lora.errors import DepthLoraError, ModelError
 from depth_lora.model_card import write_model_card
-from depth_lora.outputs import copy_run_records, read_metrics, read_split, write_meta
+from depth_lora.outputs import check_new_folder, copy_run_records, read_metrics, read_split, write_meta
 from depth_lora.predict import load_bundle
 
 
@@ -17,8 +17,7 @@ def merge_adapter(adapter_dir: str | Path, output_dir: str | Path) -> Path:
     depth_lora.json (marked merged) lets `depth-lora predict` use it too.
     """
     output_dir = Path(output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()):
-        raise DataError(output_dir, "output folder is not empty; choose a new folder for the merged model")
+    check_new_folder(output_dir, "the merged model")
     bundle = load_bundle(adapter_dir, device="cpu")
     if not hasattr(bundle.model, "merge_and_unload"):
         raise ModelError(f"{adapter_dir}: already a merged model")

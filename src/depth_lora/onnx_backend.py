@@ -35,6 +35,18 @@ def import_onnxruntime():
     return onnxruntime
 
 
+def require_export_extra():
+    """(onnx, onnxruntime) with onnxscript importable (torch's exporter needs it), or a ConfigError
+    naming the optional extra."""
+    try:
+        import onnx
+        import onnxscript  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(f"ONNX export needs the optional export packages ({exc.name} is missing): "
+                          f"{EXPORT_EXTRA}") from None
+    return onnx, import_onnxruntime()
+
+
 @dataclass
 class OnnxBundle:
     """An exported model ready for inference: an onnxruntime session and what turns its output

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,16 +20,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from depth_lora.dataset import METRIC_HEAD_UNIT_MM
 from depth_lora.errors import DataError, ModelError
 from depth_lora.onnx_backend import (
     INPUT_NAME,
     INT8_FILE,
     ONNX_FILE,
     OUTPUT_NAME,
-    import_onnxruntime,
     load_onnx_bundle,
+    require_export_extra,
 )
-from depth_lora.outputs import CARD_FILE, METRICS_FILE, read_split, split_path, write_meta
+from depth_lora.outputs import CARD_FILE, check_new_folder, copy_run_records, read_split, write_meta
 from depth_lora.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 # The fp32 graph must reproduce PyTorch's fp32 depth to within this, at full resolution, on every
@@ -67,35 +70,41 @@ class ExportReport:
                 "seconds_per_image": self.seconds_per_image, "int8": self.int8}
 
 
-def merged_model(adapter_dir: str | Path):
-    """The run's model with its adapter folded in (fp32, CPU, eval), and its bundle."""
-    from depth_lora.predict import ModelBundle, load_bundle
-
-    bundle = load_bundle(adapter_dir, device="cpu", precision="fp32")
-    model = bundle.model
+def plain_model(model: nn.Module) -> nn.Module:
+    """A model ready to export: the adapter folded in (PEFT merge_and_unload, in place), fp32,
+    contiguous memory, eval mode."""
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    model = model.float().to(memory_format=torch.contiguous_format).eval()
-    return ModelBundle(model, bundle.labels, bundle.image_size_hw, bundle.meta, bundle.folder, "fp32")
+    return model.float().to(memory_format=torch.contiguous_format).eval()
+
+
+@contextmanager
+def quiet_exporter():
+    """Silence torch.export's and the ONNX exporter's progress logs and deprecation notices, for
+    the duration of the export only."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "torch.export")]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def write_onnx(model: nn.Module, size_hw: tuple[int, int], path: Path) -> None:
     """Export `ImageToLabels(model)` to one .onnx file, the batch dimension dynamic."""
     example = torch.zeros(2, *size_hw, 3, dtype=torch.uint8)  # batch 2: torch.export fixes a size-1 dim
     batch = torch.export.Dim("batch", min=1, max=256)
-    for name in ("torch.onnx", "onnxscript", "torch.export"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.export's own deprecation notices
-            program = torch.onnx.export(
-                ImageToLabels(model).eval(), (example,), input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME], dynamic_shapes={"image": {0: batch}}, dynamo=True, verbose=False,
-            )
-    except ImportError as exc:
-        from depth_lora.onnx_backend import EXPORT_EXTRA
-
-        raise ModelError(f"ONNX export needs the optional export packages ({exc}): {EXPORT_EXTRA}") from None
+    require_export_extra()
+    with quiet_exporter():
+        program = torch.onnx.export(
+            ImageToLabels(model).eval(), (example,), input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME], dynamic_shapes={"image": {0: batch}}, dynamo=True, verbose=False,
+        )
     program.save(str(path), external_data=False)
 
 
@@ -108,9 +117,9 @@ def check_inputs(bundle, images: list[Path] | None) -> tuple[list, str]:
         return [(Path(p).stem, load_rgb(p), None) for p in images], f"{len(images)} given image(s)"
     split = read_split(bundle.folder, bundle.meta) or {}
     keys = split.get("test") or split.get("val") or []
-    data = Path(bundle.meta.get("data", ""))
+    data = bundle.meta.get("data")
     try:
-        by_key = {f.key: f for f in find_captures(data)} if keys else {}
+        by_key = {f.key: f for f in find_captures(data)} if keys and data else {}
     except DataError:
         by_key = {}
     files = [by_key[k] for k in keys if k in by_key][:ACCURACY_CAPTURES]
@@ -159,27 +168,26 @@ def export_onnx(adapter_dir: str | Path, output_dir: str | Path, quantize: str |
     the fp32 graph passed the parity check: a failed export leaves nothing behind.
     Raises ModelError if the fp32 graph differs from PyTorch by more than PARITY_TOLERANCE_MM.
     """
-    import onnx
+    from depth_lora.predict import load_bundle
 
-    ort = import_onnxruntime()
+    onnx, ort = require_export_extra()
     output_dir = Path(output_dir)
-    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
-        raise DataError(output_dir, "output folder is not empty; choose a new folder for the export")
+    check_new_folder(output_dir, "the export")
     if quantize not in (None, *QUANTIZE_CHOICES):
         raise ModelError(f"--quantize takes {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
-    bundle = merged_model(adapter_dir)
-    work = output_dir.with_name(output_dir.name + ".partial")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    bundle = load_bundle(adapter_dir, device="cpu", precision="fp32")
+    captures, source = check_inputs(bundle, images)  # a bad --check-images file fails before the export
+    rgbs = [rgb for _, rgb, _ in captures]
+    # The reference is the run as `predict` loads it, adapter unmerged: the check covers the merge too.
+    torch_mm, torch_s = timed_predictions(bundle, rgbs)
+    say(f"exporting {adapter_dir} at {bundle.image_size_hw[0]} x {bundle.image_size_hw[1]} ...")
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.partial-"))
     try:
-        say(f"exporting {adapter_dir} at {bundle.image_size_hw[0]} x {bundle.image_size_hw[1]} ...")
-        write_onnx(bundle.model, bundle.image_size_hw, work / ONNX_FILE)
+        write_onnx(plain_model(bundle.model), bundle.image_size_hw, work / ONNX_FILE)
         meta = {**bundle.meta, "format": "onnx", "onnx_file": ONNX_FILE, "exported_from": str(adapter_dir),
                 "base_model_dir": None}
         write_meta(work, meta)
-        captures, source = check_inputs(bundle, images)
-        rgbs = [rgb for _, rgb, _ in captures]
-        torch_mm, torch_s = timed_predictions(bundle, rgbs)
         onnx_mm, onnx_s = timed_predictions(load_onnx_bundle(work), rgbs[:CHECK_CAPTURES])
         report = ExportReport(output_dir, source, compare_mm(onnx_mm, torch_mm[:CHECK_CAPTURES]),
                               {"pytorch": torch_s, "onnx": onnx_s})
@@ -192,25 +200,23 @@ def export_onnx(adapter_dir: str | Path, output_dir: str | Path, quantize: str |
                              f"{parity['max_abs_mm']:.3f} mm (tolerance {PARITY_TOLERANCE_MM:g} mm); "
                              "nothing was written")
         if quantize == "int8":
-            report.int8 = quantize_int8(work, bundle, captures, torch_mm, report, say)
+            report.int8 = quantize_int8(work, captures, torch_mm, report, say)
             meta["onnx_file"] = INT8_FILE
         opset = onnx.load(work / ONNX_FILE, load_external_data=False).opset_import[0].version
         meta["export"] = {**report.to_dict(), "opset": opset, "onnxruntime": ort.__version__,
                           "torch": torch.__version__}
         write_meta(work, meta)
-        for path in (split_path(adapter_dir, bundle.meta), Path(adapter_dir) / METRICS_FILE):
-            if path.is_file():
-                shutil.copy2(path, work / path.name)  # `evaluate` and the README find the held-out split
+        copy_run_records(adapter_dir, work, meta)  # the split and metrics, for the record
         (work / CARD_FILE).write_text(export_readme(meta, output_dir.name))
         if output_dir.exists():
-            output_dir.rmdir()
+            output_dir.rmdir()  # empty: checked above
         work.rename(output_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return report
 
 
-def quantize_int8(work: Path, bundle, captures, torch_mm, report: ExportReport, say) -> dict:
+def quantize_int8(work: Path, captures, torch_mm, report: ExportReport, say) -> dict:
     """Dynamic int8 weights (onnxruntime.quantization) and what they cost, in mm."""
     from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
 
@@ -243,7 +249,7 @@ def export_readme(meta: dict, folder_name: str) -> str:
     lo, hi = labels["depth_min_mm"], labels["depth_max_mm"]
     decode = {
         "minmax": f"labels * ({hi!r} - {lo!r}) + {lo!r}",
-        "metric": "labels * 1000.0  # the metric head predicts metres",
+        "metric": f"labels * {METRIC_HEAD_UNIT_MM!r}  # the metric head predicts metres",
         "inverse": f"{lo!r} / np.maximum(labels, {lo / (4 * hi)!r})",
     }[labels["kind"]]
     export = meta["export"]

@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 
 from depth_lora.data import load_split, save_split
-from depth_lora.errors import ModelError
+from depth_lora.errors import DataError, ModelError
 
 FORMAT_VERSION = 1
 META_FILE = "depth_lora.json"
@@ -109,6 +109,14 @@ def write_run_config(folder: str | Path, config: dict) -> Path:
 def is_run_folder(folder: str | Path) -> bool:
     """True if a depth-lora run wrote this folder (it holds train_config.json)."""
     return (Path(folder) / RUN_CONFIG_FILE).is_file()
+
+
+def check_new_folder(folder: str | Path, what: str) -> None:
+    """Refuse to write `what` into a folder that exists and holds anything: a user's files are never
+    overwritten or mixed with ours."""
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise DataError(folder, f"output folder is not empty; choose a new folder for {what}")
 
 
 def copy_run_records(source: str | Path, target: str | Path, meta: dict) -> None:

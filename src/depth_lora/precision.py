@@ -10,9 +10,13 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 def cpu_supports_bf16() -> bool:
-    """True if this CPU has native bf16 arithmetic (AVX-512 BF16 or AMX), where autocast pays."""
+    """True if this CPU has native bf16 arithmetic (AVX-512 BF16 or AMX), where autocast pays.
+
+    Not oneDNN's own check (`mkldnn._is_mkldnn_bf16_supported`): it also says yes on AVX-512 CPUs
+    that only emulate bf16 (Skylake, Cascade Lake), where bf16 runs slower than fp32.
+    """
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except (AttributeError, RuntimeError):
         return False
 

@@ -61,6 +61,9 @@ def load_bundle(
 
     folder = Path(folder)
     meta = read_meta(folder)
+    if meta.get("format") == "onnx":
+        raise ModelError(f"{folder}: an ONNX export, which only `depth-lora predict` runs; use the folder it "
+                         f"was exported from ({meta.get('exported_from')}) for this")
     if meta.get("merged") or meta.get("finetune") == "full":  # a whole model, no adapter
         with quiet_weights_io():
             model = keep_head_in_fp32(AutoModelForDepthEstimation.from_pretrained(folder))
@@ -177,10 +180,10 @@ def predict_files(
         raise ConfigError(
             "--format ply: a point cloud needs --intrinsics FX FY CX CY or --intrinsics-from FILE.npy"
         )
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     written, problems = [], []
     bar = tqdm(total=len(images), desc="predict", unit="image", disable=not (progress and live_progress()))
     for start in range(0, len(images), batch_size):

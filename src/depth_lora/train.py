@@ -61,6 +61,7 @@ from depth_lora.outputs import (
     write_run_config,
     write_split,
 )
+from depth_lora.precision import resolve_precision
 from depth_lora.text import plural
 from depth_lora.text import size_hw as format_size_hw
 from depth_lora.trainer import (
@@ -68,7 +69,6 @@ from depth_lora.trainer import (
     DepthTrainer,
     default_eval_steps,
     make_compute_metrics,
-    resolve_precision,
     use_log_lines,
 )
 from depth_lora.transforms import JITTER_STRENGTH, BatchTransform
@@ -398,8 +398,11 @@ def run_training(cfg: TrainConfig, progress: bool = True, names: OptionNames = C
                    groups={k: groups.get(k, k) for name in split for k in split[name]},
                    split_groups=split_groups(split, groups))
 
+    # Batches per optimiser step: one per process (torchrun), or one per GPU when a single process
+    # drives several (the Trainer's DataParallel); one on CPU.
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    every = default_eval_steps(len(prepared["train"]), cfg.batch_size, cfg.epochs, cfg.max_steps, world_size)
+    replicas = world_size if world_size > 1 else max(1, torch.cuda.device_count())
+    every = default_eval_steps(len(prepared["train"]), cfg.batch_size, cfg.epochs, cfg.max_steps, replicas)
     trainer = DepthTrainer(
         model=model,
         args=build_training_arguments(cfg, precision, every),
@@ -438,9 +441,10 @@ def run_training(cfg: TrainConfig, progress: bool = True, names: OptionNames = C
         write_meta(output, meta)
         if prepared["test"]:
             # The same numbers `depth-lora evaluate` prints: every row, at full resolution.
-            report = run_evaluation(cfg.data, output, split="test", progress=False)
+            report = run_evaluation(cfg.data, output, split="test", progress=False, precision=precision)
             metrics["test"] = {**{m: report.mean[m] for m in report.methods}, "comparison": report.comparison,
-                               "resolution": "full (each capture's own)", "notes": report.notes()}
+                               "resolution": "full (each capture's own)", "precision": report.precision,
+                               "notes": report.notes()}
         write_metrics(output, metrics)
         write_model_card(output, meta, metrics, split)
     return TrainResult(output, metrics, trainable, trainer.model, log_history)

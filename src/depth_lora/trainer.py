@@ -41,35 +41,6 @@ def default_eval_steps(train_size: int, batch_size: int, epochs: float, max_step
     return max(steps_per_epoch, math.ceil(total / MAX_EVALUATIONS))
 
 
-def cpu_supports_bf16() -> bool:
-    """True if this CPU has native bf16 arithmetic (AVX-512 BF16 or AMX), where autocast pays."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def resolve_precision(precision: str = "auto") -> str:
-    """Pick fp32 / fp16 / bf16 for this machine.
-
-    auto: on CUDA, bf16 if the GPU supports it, else fp16; on CPU, bf16 autocast if the CPU has
-    native bf16 (about 1.6x faster than fp32 on AVX-512 BF16), else fp32. An explicit choice is
-    kept, except fp16 on CPU, which torch does not autocast well: refused.
-    """
-    from depth_lora.errors import ConfigError
-
-    cuda = torch.cuda.is_available()
-    if precision == "auto":
-        if cuda:
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "bf16" if cpu_supports_bf16() else "fp32"
-    if precision == "fp16" and not cuda:
-        raise ConfigError("--precision fp16 needs a CUDA GPU; on CPU use bf16 or fp32")
-    if precision not in ("fp32", "fp16", "bf16"):
-        raise ConfigError(f"--precision must be auto, fp32, fp16 or bf16, got {precision!r}")
-    return precision
-
-
 class DepthTrainer(Trainer):
     """Trainer whose loss is a masked loss on depth labels.
 
