@@ -243,6 +243,18 @@ def quantize_int8(work: Path, captures, torch_mm, report: ExportReport, say) -> 
     return result
 
 
+def int8_line(int8: dict) -> str:
+    """What the int8 weights cost, in one sentence."""
+    parity = int8["parity"]
+    text = (f"Against PyTorch fp32 its depth differs by {parity['mean_abs_mm']:.2f} mm on average (max "
+            f"{parity['max_abs_mm']:.1f} mm)")
+    if "rmse_mm" in int8:
+        rmse = int8["rmse_mm"]
+        text += (f"; RMSE on {int8['captures']} held-out capture(s) {rmse['pytorch']:.1f} mm (PyTorch fp32) "
+                 f"-> {rmse['onnx_int8']:.1f} mm (int8)")
+    return text + "."
+
+
 def export_readme(meta: dict, folder_name: str) -> str:
     """How to run the export with onnxruntime alone (numpy, Pillow, OpenCV; no torch, no depth-lora)."""
     labels, (h, w) = meta["labels"], meta["image_size_hw"]
@@ -259,12 +271,13 @@ def export_readme(meta: dict, folder_name: str) -> str:
         "",
         f"Exported from `{meta['exported_from']}` (base model `{meta['base_model']}`) by "
         "`depth-lora export`.",
-        *([f"**Warning:** {meta['warning']}.", ""] if meta.get("warning") else [""]),
+        "",
+        *([f"**Warning:** {meta['warning']}.", ""] if meta.get("warning") else []),
         f"- `{ONNX_FILE}`: fp32, input `{INPUT_NAME}` uint8 (batch, {h}, {w}, 3) RGB at the trained input "
         f"size (batch dynamic), output `{OUTPUT_NAME}` float32 (batch, {h}, {w}): the model's "
         f"{labels['kind']} labels.",
         *([f"- `{INT8_FILE}`: the same graph with int8 weights (dynamic quantization); "
-           f"`depth-lora predict` uses it."] if export.get("int8") else []),
+           f"`depth-lora predict` uses it. {int8_line(export['int8'])}"] if export.get("int8") else []),
         f"- Parity with PyTorch (fp32) on {export['check_source']}, full resolution: max |diff| "
         f"{parity['max_abs_mm']:.4f} mm, mean {parity['mean_abs_mm']:.5f} mm "
         f"(tolerance {export['tolerance_mm']:g} mm).",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -253,7 +254,8 @@ def plot_depth_map(rgb: np.ndarray, depth_mm: np.ndarray, title: str = "") -> Fi
     fig = Figure(figsize=(12, 4), layout="constrained")
     ax_rgb, ax_depth = fig.subplots(1, 2)
     ax_rgb.imshow(rgb)
-    ax_rgb.set_title(title or "RGB", fontsize=9)
+    # A Zivid file name plus the demo-model note is wider than the panel: wrapped, not clipped.
+    ax_rgb.set_title(textwrap.fill(title or "RGB", 70), fontsize=9)
     _draw_depth(fig, ax_depth, depth_mm, depth_scales_mm([depth_mm])[0], "predicted depth",
                 label="predicted Z (mm)", shrink=0.9)
     for ax in (ax_rgb, ax_depth):
