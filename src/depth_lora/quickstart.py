@@ -7,8 +7,8 @@ from pathlib import Path
 
 from depth_lora.config import DEFAULT_MODEL, TrainConfig
 from depth_lora.data import has_captures
+from depth_lora.run_setup import OptionNames
 from depth_lora.text import plural
-from depth_lora.train import OptionNames
 
 # The offline demo model, shipped with the package: the `tiny` architecture pretrained on synthetic
 # rooms and tabletops by `depth-lora experiment`. It is fine-tuned with the recommended recipe like
@@ -79,7 +79,8 @@ def run_quickstart(
 ) -> None:
     """Demo captures if needed, analysis, fine-tuning, evaluation; prints where everything went."""
     from depth_lora.analysis import analyze_dataset, format_stats_table, write_stats_json
-    from depth_lora.train import prepare_output_dir, run_training
+    from depth_lora.run_setup import prepare_output_dir
+    from depth_lora.train import run_training
     from depth_lora.viz import write_analysis_plots
 
     data_dir, output_dir = Path(data_dir), Path(output_dir)
