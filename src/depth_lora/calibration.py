@@ -64,11 +64,14 @@ class Calibration:
 
 
 @torch.no_grad()
-def raw_outputs(model: torch.nn.Module, captures: list[PreparedCapture]) -> list[np.ndarray]:
-    """The model's raw output for each prepared capture, at the capture's (input) size, fp32."""
+def raw_outputs(
+    model: torch.nn.Module, captures: list[PreparedCapture], precision: str = "fp32"
+) -> list[np.ndarray]:
+    """The model's raw output for each prepared capture, at the capture's (input) size (an fp32
+    array; `precision`: the forward's autocast)."""
     was_training = model.training
     model.eval()
-    outputs = [predict_raw(model, c.rgb, c.rgb.shape[:2]).cpu().numpy() for c in captures]
+    outputs = [predict_raw(model, c.rgb, c.rgb.shape[:2], precision).cpu().numpy() for c in captures]
     model.train(was_training)
     return outputs
 
@@ -103,7 +106,9 @@ def fit_calibration(
 
 
 def fit_zero_shot_calibration(
-    model: torch.nn.Module, train: list[PreparedCapture], val: list[PreparedCapture]
+    model: torch.nn.Module, train: list[PreparedCapture], val: list[PreparedCapture], precision: str = "fp32"
 ) -> Calibration:
-    """Run the base `model` on the training and validation captures and fit its calibration."""
-    return fit_calibration(raw_outputs(model, train), train, raw_outputs(model, val), val)
+    """Run the base `model` on the training and validation captures and fit its calibration, in the
+    precision `evaluate` will apply it in (the run's)."""
+    raw_train, raw_val = raw_outputs(model, train, precision), raw_outputs(model, val, precision)
+    return fit_calibration(raw_train, train, raw_val, val)

@@ -171,7 +171,8 @@ def run_training(cfg: TrainConfig, progress: bool = True, names: OptionNames = C
         if progress:
             count = plural(len(prepared["train"]), "training capture")
             print(f"Calibrating the zero-shot baseline on {count}")
-        calibration = fit_zero_shot_calibration(model, prepared["train"], prepared["val"]).to_dict()
+        calibration = fit_zero_shot_calibration(model, prepared["train"], prepared["val"], precision)
+        calibration = calibration.to_dict()
     head = resolve_head(cfg, model)  # after the calibration: zero-shot is the checkpoint as published
     if rank0:
         write_run_config(output, cfg.to_dict())  # with the labels the head resolved
