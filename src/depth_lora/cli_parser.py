@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, nargs=2, default=[518, 840], metavar=("H", "W"))
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--steps", type=int, default=6, help="training steps per pipeline; the first is excluded")
-    p.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"], default="auto")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto")
     p.add_argument("--gradient-checkpointing", action="store_true",
                    help="our pipeline and the bare model with gradient checkpointing (memory option)")
     p.add_argument("--json", help="write the report as JSON")

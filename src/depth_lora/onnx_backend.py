@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from depth_lora.dataset import LabelScheme, resize_rgb
 from depth_lora.errors import ConfigError, ModelError
 from depth_lora.outputs import read_meta
+from depth_lora.predict import upsample
 
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -68,8 +68,7 @@ class OnnxBundle:
         """Depth in mm for a batch of images (any sizes), each at its own resolution."""
         out = []
         for label, rgb in zip(self.predict_labels(rgbs), rgbs, strict=True):
-            up = F.interpolate(torch.from_numpy(label)[None, None], size=rgb.shape[:2], mode="bilinear",
-                               align_corners=False)[0, 0]
+            up = upsample(torch.from_numpy(label), rgb.shape[:2])
             out.append(self.labels.decode(up).numpy().astype(np.float32))
         return out
 

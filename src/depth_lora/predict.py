@@ -115,8 +115,12 @@ def predict_raw_batch(
     pixel_values = rgb_to_pixel_values(batch).to(device).contiguous(memory_format=torch.channels_last)
     with autocast(device, precision):
         pred = model(pixel_values=pixel_values).predicted_depth.float()  # (B, h, w)
-    return [F.interpolate(p[None, None], size=rgb.shape[:2], mode="bilinear", align_corners=False)[0, 0]
-            for p, rgb in zip(pred, rgbs, strict=True)]
+    return [upsample(p, rgb.shape[:2]) for p, rgb in zip(pred, rgbs, strict=True)]
+
+
+def upsample(pred: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:
+    """(h, w) model output -> (H, W), bilinear (half-pixel centres, as the processors do)."""
+    return F.interpolate(pred[None, None], size=tuple(size_hw), mode="bilinear", align_corners=False)[0, 0]
 
 
 def predict_raw(
