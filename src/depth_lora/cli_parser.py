@@ -262,6 +262,8 @@ def check_arguments(args: argparse.Namespace) -> None:
             raise ConfigError(
                 "--format ply: a point cloud needs --intrinsics FX FY CX CY or --intrinsics-from FILE.npy"
             )
+        if args.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
         for item in map(Path, args.inputs):
             if not (item.is_dir() or item.is_file()):
                 raise DataError(item, "no such image file or folder")
