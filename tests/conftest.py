@@ -67,9 +67,9 @@ def demo_run(root: Path, captures_seed: int, **overrides) -> tuple[Path, Path]:
     """10 generated captures (120x194) in root/data and a short run trained on them in root/out:
     demo-pretrained (a base whose output follows the scene, so zero-shot rows are not degenerate),
     4 steps at 70x112, fp32. Returns (data, output folder)."""
-    from depth_lora.config import TrainConfig
-    from depth_lora.synthetic import generate_demo_captures
-    from depth_lora.train import run_training
+    from depth_lora.synthetic.demo import generate_demo_captures
+    from depth_lora.training.config import TrainConfig
+    from depth_lora.training.run import run_training
 
     data = root / "data"
     generate_demo_captures(data, 10, seed=captures_seed, size_hw=(120, 194), workers=1)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from depth_lora.align import align_disparity_to_depth_mm, fit_scale_shift
 from depth_lora.errors import ConfigError
+from depth_lora.numeric.align import align_disparity_to_depth_mm, fit_scale_shift
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def test_bad_depth_range_is_rejected():
 
 
 def test_align_to_recovers_an_affine_map_and_ignores_masked_and_nan_pixels():
-    from depth_lora.align import align_to
+    from depth_lora.numeric.align import align_to
 
     rng = np.random.default_rng(1)
     y = rng.uniform(0.1, 1.0, size=(20, 30))
@@ -97,8 +97,8 @@ def test_align_to_recovers_an_affine_map_and_ignores_masked_and_nan_pixels():
 
 @pytest.mark.parametrize("kind", ["inverse", "minmax"])
 def test_align_in_label_space_recovers_depth_from_a_relative_prediction(kind):
-    from depth_lora.align import align_in_label_space
-    from depth_lora.dataset import LabelScheme
+    from depth_lora.data.dataset import LabelScheme
+    from depth_lora.numeric.align import align_in_label_space
 
     labels = LabelScheme(kind, 300.0, 2500.0)
     rng = np.random.default_rng(2)

@@ -8,8 +8,8 @@ import numpy as np
 from conftest import write_capture
 from PIL import Image
 
-from depth_lora.analysis import analyze_dataset
-from depth_lora.cli import main
+from depth_lora.cli.commands import main
+from depth_lora.data.analysis import analyze_dataset
 
 
 def all_valid_depths(data_dir):

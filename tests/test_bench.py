@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from depth_lora.cli import main
-from depth_lora.synthetic import generate_demo_captures
+from depth_lora.cli.commands import main
+from depth_lora.synthetic.demo import generate_demo_captures
 
 
 def test_bench_reports_ours_reference_bare_model_inference_and_memory(tmp_path, capsys):

@@ -11,13 +11,13 @@ import torch
 from PIL import Image
 from transformers import TrainingArguments
 
-from depth_lora.cache import CACHE_ENV, ArrayCache, default_cache_dir
-from depth_lora.data import find_captures
-from depth_lora.dataset import DepthDataset, LabelScheme, depth_range_mm, prepare_captures
-from depth_lora.losses import build_loss
-from depth_lora.model import build_model
-from depth_lora.trainer import DepthTrainer
-from depth_lora.transforms import JITTER_STRENGTH, BatchTransform
+from depth_lora.data.cache import CACHE_ENV, ArrayCache, default_cache_dir
+from depth_lora.data.captures import find_captures
+from depth_lora.data.dataset import DepthDataset, LabelScheme, depth_range_mm, prepare_captures
+from depth_lora.data.transforms import JITTER_STRENGTH, BatchTransform
+from depth_lora.model.checkpoints import build_model
+from depth_lora.training.losses import build_loss
+from depth_lora.training.trainer import DepthTrainer
 
 SIZE = (42, 70)
 
@@ -130,8 +130,8 @@ def test_the_cache_folder_follows_the_environment(monkeypatch, tmp_path, prepare
 
 @pytest.mark.parametrize("no_cache", [False, True])
 def test_training_uses_the_cache_unless_told_not_to(mixed_dataset, tmp_path, monkeypatch, no_cache):
-    from depth_lora.config import TrainConfig
-    from depth_lora.train import run_training
+    from depth_lora.training.config import TrainConfig
+    from depth_lora.training.run import run_training
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     cfg = TrainConfig(data=str(mixed_dataset), output=str(tmp_path / "out"), model="tiny", max_steps=1,

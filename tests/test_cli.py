@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from conftest import random_capture, write_capture
 
-from depth_lora.cli import main
-from depth_lora.synthetic import generate_demo_captures
+from depth_lora.cli.commands import main
+from depth_lora.synthetic.demo import generate_demo_captures
 
 
 def run_cli(args, capsys) -> tuple[int, str, str]:
@@ -100,7 +100,7 @@ def test_bad_config_files_are_one_line(tmp_path, capsys, text, message):
 
 
 def test_yaml_numbers_written_like_5e_5_are_read_as_numbers(tmp_path):
-    from depth_lora.config import TrainConfig, read_config_file
+    from depth_lora.training.config import TrainConfig, read_config_file
 
     config = tmp_path / "run.yaml"
     config.write_text("learning_rate: 5e-5\nepochs: 3\n")  # PyYAML reads 5e-5 as a string
@@ -109,7 +109,7 @@ def test_yaml_numbers_written_like_5e_5_are_read_as_numbers(tmp_path):
 
 
 def test_quickstart_offline_falls_back_to_the_demo_model_loudly(tmp_path, capsys, monkeypatch):
-    from depth_lora.quickstart import OFFLINE_DEMO
+    from depth_lora.cli.quickstart import OFFLINE_DEMO
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setitem(OFFLINE_DEMO, "max_steps", 40)  # the demo's job, shortened: the path is the same

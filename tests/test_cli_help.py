@@ -13,9 +13,10 @@ from typing import Literal
 
 import pytest
 
-from depth_lora.cli import PREDICT_FORMATS, build_parser, check_arguments, main
-from depth_lora.config import TrainConfig, field_names, read_config_file
-from depth_lora.flags import add_dataclass_flags
+from depth_lora.cli.commands import main
+from depth_lora.cli.flags import add_dataclass_flags
+from depth_lora.cli.parser import build_parser, check_arguments
+from depth_lora.training.config import TrainConfig, field_names, read_config_file
 
 
 def train_help(capsys) -> str:
@@ -194,7 +195,8 @@ def test_a_missing_data_folder_is_one_stderr_line_and_exit_code_2(tmp_path, caps
 )
 def test_argument_errors_come_before_torch_is_imported(tmp_path, argv, message):
     argv = [a.format(tmp=tmp_path) for a in argv]
-    code = f"import sys, depth_lora.cli as c; rc = c.main({argv!r}); print(rc, 'torch' in sys.modules)"
+    code = (f"import sys, depth_lora.cli.commands as c; rc = c.main({argv!r}); "
+            "print(rc, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert out.stdout.split() == ["2", "False"], out.stderr
     (line,) = out.stderr.splitlines()
@@ -204,16 +206,3 @@ def test_argument_errors_come_before_torch_is_imported(tmp_path, argv, message):
 def test_quickstart_may_name_a_missing_data_folder(tmp_path):
     args = build_parser().parse_args(["quickstart", "--data", str(tmp_path / "new")])
     check_arguments(args)  # quickstart generates demo captures there: no error
-
-
-def test_predict_formats_are_the_ones_predict_writes():
-    from depth_lora.predict import FORMATS
-
-    assert PREDICT_FORMATS == FORMATS
-
-
-def test_precision_choices_are_the_ones_precision_resolves():
-    from depth_lora.cli_parser import PRECISIONS as CLI_PRECISIONS
-    from depth_lora.precision import PRECISIONS
-
-    assert CLI_PRECISIONS == PRECISIONS

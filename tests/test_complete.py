@@ -11,12 +11,12 @@ from conftest import demo_run
 from PIL import Image
 from scipy.spatial import cKDTree
 
-from depth_lora.cli import main
-from depth_lora.complete import complete_depth_mm
-from depth_lora.data import find_captures, load_capture
-from depth_lora.hole_eval import FILL_METHODS, run_hole_evaluation
-from depth_lora.holes import HOLE_KINDS, hidden_masks
-from depth_lora.predict import load_bundle
+from depth_lora.cli.commands import main
+from depth_lora.data.captures import find_captures, load_capture
+from depth_lora.evaluation.holes import FILL_METHODS, run_hole_evaluation
+from depth_lora.inference.complete import complete_depth_mm
+from depth_lora.inference.predict import load_bundle
+from depth_lora.numeric.hole_masks import HOLE_KINDS, hidden_masks
 
 
 @pytest.fixture(scope="module")

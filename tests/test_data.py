@@ -11,13 +11,10 @@ import pytest
 from conftest import random_capture, write_capture
 from PIL import Image
 
-from depth_lora.data import (
+from depth_lora.data.captures import find_captures, load_capture, load_depth_mm, load_rgb
+from depth_lora.data.split import (
     capture_time,
-    find_captures,
     group_captures,
-    load_capture,
-    load_depth_mm,
-    load_rgb,
     load_split,
     make_split,
     save_split,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from depth_lora.data import Capture
-from depth_lora.dataset import (
+from depth_lora.data.captures import Capture
+from depth_lora.data.dataset import (
     DepthDataset,
     LabelScheme,
     default_image_size,

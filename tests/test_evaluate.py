@@ -12,18 +12,19 @@ from conftest import demo_run, random_capture, write_capture
 from PIL import Image
 from transformers import AutoModelForDepthEstimation
 
-from depth_lora.align import align_disparity_to_depth_mm
-from depth_lora.calibration import fit_calibration
-from depth_lora.cli import main
-from depth_lora.data import find_captures, load_capture, load_rgb
-from depth_lora.dataset import PreparedCapture, prepare_capture
+from depth_lora.cli.commands import main
+from depth_lora.data.captures import find_captures, load_capture, load_rgb
+from depth_lora.data.dataset import PreparedCapture, prepare_capture
 from depth_lora.errors import DataError, ModelError
-from depth_lora.evaluate import METHODS, run_evaluation
-from depth_lora.geometry import intrinsics_from_xyz
-from depth_lora.metrics import depth_metrics
-from depth_lora.model import BUNDLED_MODELS
-from depth_lora.predict import load_bundle, predict_depth_mm
-from depth_lora.synthetic import camera_intrinsics, generate_demo_captures
+from depth_lora.evaluation.calibration import fit_calibration
+from depth_lora.evaluation.report import METHODS, run_evaluation
+from depth_lora.inference.predict import load_bundle, predict_depth_mm
+from depth_lora.model.choices import BUNDLED_MODELS
+from depth_lora.numeric.align import align_disparity_to_depth_mm
+from depth_lora.numeric.geometry import intrinsics_from_xyz
+from depth_lora.numeric.metrics import depth_metrics
+from depth_lora.synthetic.demo import generate_demo_captures
+from depth_lora.synthetic.scenes import camera_intrinsics
 
 # A relative base (every run here) has no unaligned metric zero_shot row: five rows.
 ROWS = [m for m in METHODS if m != "zero_shot"]

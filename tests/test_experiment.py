@@ -4,12 +4,17 @@ learning curve) runs end to end in quick mode (slow: about 2 minutes), and its h
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from transformers import AutoModelForDepthEstimation
 
-from depth_lora.experiment import (
+# Research code lives outside the package (experiments/), run from a source checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "domain_adaptation"))
+
+from experiment import (
     CURVE_METHODS,
     METHODS,
     QUICK,
@@ -19,7 +24,7 @@ from depth_lora.experiment import (
     run_experiment,
     structure_scores,
 )
-from depth_lora.experiment_heads import run_head_comparison
+from heads import run_head_comparison
 
 FIVE_ROWS = {"fine_tuned", "fine_tuned_aligned", "zero_shot_calibrated", "zero_shot_aligned", "constant"}
 

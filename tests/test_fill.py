@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from depth_lora import fill
-from depth_lora.complete import anchor_prediction, check_measured, complete_raw, fit_prediction_mm
-from depth_lora.dataset import LabelScheme
+from depth_lora.data.dataset import LabelScheme
 from depth_lora.errors import DataError
-from depth_lora.holes import hidden_masks, hide_blobs, hide_edge_bands, hide_like
+from depth_lora.inference.complete import anchor_prediction, check_measured, complete_raw, fit_prediction_mm
+from depth_lora.numeric import fill
+from depth_lora.numeric.hole_masks import hidden_masks, hide_blobs, hide_edge_bands, hide_like
 
 
 def interior_holes(shape, rng, count=6, radius=6):

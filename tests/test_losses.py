@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from depth_lora.errors import ConfigError
-from depth_lora.losses import MaskedL1Loss, MaskedMSELoss, SiLogLoss, build_loss
+from depth_lora.training.losses import MaskedL1Loss, MaskedMSELoss, SiLogLoss, build_loss
 
 NAN, INF = float("nan"), float("inf")
 
@@ -133,7 +133,7 @@ def test_build_loss_knows_three_names_and_rejects_others():
 # ---- scale-and-shift-invariant loss -------------------------------------------------------
 
 def test_ssi_matches_a_hand_computed_value():
-    from depth_lora.losses import ScaleShiftInvariantLoss
+    from depth_lora.training.losses import ScaleShiftInvariantLoss
 
     # target [1, 2, 3, 4]: (lower) median 2, mean |d - 2| = (1 + 0 + 1 + 2) / 4 = 1 -> [-1, 0, 1, 2]
     # pred   [1, 1, 1, 5]: median 1, mean |d - 1| = 4 / 4 = 1 -> [0, 0, 0, 4]
@@ -144,7 +144,7 @@ def test_ssi_matches_a_hand_computed_value():
 
 
 def test_ssi_ignores_scale_and_shift_but_not_a_flip():
-    from depth_lora.losses import ScaleShiftInvariantLoss
+    from depth_lora.training.losses import ScaleShiftInvariantLoss
 
     target = torch.rand(2, 6, 7) * 3 + 1
     loss = ScaleShiftInvariantLoss()
@@ -153,7 +153,7 @@ def test_ssi_ignores_scale_and_shift_but_not_a_flip():
 
 
 def test_ssi_is_nan_safe_and_skips_images_without_valid_pixels():
-    from depth_lora.losses import ScaleShiftInvariantLoss
+    from depth_lora.training.losses import ScaleShiftInvariantLoss
 
     target = torch.tensor([[[1.0, 2.0], [3.0, 4.0]], [[float("nan"), 1.0], [2.0, 3.0]]])
     mask = torch.tensor([[[True, True], [True, True]], [[False, False], [False, True]]])  # 2nd: 1 pixel

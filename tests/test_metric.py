@@ -8,16 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from depth_lora.cli import main
-from depth_lora.config import MODEL_ALIASES, TrainConfig
-from depth_lora.data import find_captures, load_capture
+from depth_lora.cli.commands import main
+from depth_lora.data.captures import find_captures, load_capture
 from depth_lora.errors import ConfigError
-from depth_lora.evaluate import run_evaluation
-from depth_lora.model import apply_lora, build_model, head_type, trainable_parameters_line
-from depth_lora.outputs import read_meta
-from depth_lora.predict import load_bundle, predict_depth_mm, predict_raw
-from depth_lora.synthetic import generate_demo_captures
-from depth_lora.train import run_training
+from depth_lora.evaluation.report import run_evaluation
+from depth_lora.inference.predict import load_bundle, predict_depth_mm, predict_raw
+from depth_lora.model.checkpoints import build_model
+from depth_lora.model.choices import MODEL_ALIASES
+from depth_lora.model.heads import head_type
+from depth_lora.model.lora import apply_lora, trainable_parameters_line
+from depth_lora.runs.folder import read_record
+from depth_lora.synthetic.demo import generate_demo_captures
+from depth_lora.training.config import TrainConfig
+from depth_lora.training.run import run_training
 
 
 @pytest.fixture(scope="module")
@@ -48,15 +51,15 @@ def test_short_names_map_to_the_published_checkpoints():
 
 
 def test_a_metric_head_learns_metric_labels_and_evaluate_adds_the_unaligned_zero_shot_row(data, metric_run):
-    meta = read_meta(metric_run)
-    assert meta["labels"]["kind"] == "metric" and meta["head"] == {"type": "metric", "max_depth": 20,
-                                                                   "converted": False}
+    record = read_record(metric_run)
+    assert record.labels["kind"] == "metric" and record.head == {"type": "metric", "max_depth": 20,
+                                                                 "converted": False}
     report = run_evaluation(data, metric_run, split="all", progress=False, precision="fp32")
     assert report.methods[:3] == ["fine_tuned", "fine_tuned_aligned", "zero_shot"]
     # zero_shot is the base model's metres x 1000, nothing fitted: recompute it independently
     capture = load_capture(find_captures(data)[0])
     base, _ = build_model(str(metric_run / "base_model"))
-    expected = predict_raw(base, capture.rgb, tuple(meta["image_size_hw"])).numpy() * 1000.0
+    expected = predict_raw(base, capture.rgb, record.image_size_hw).numpy() * 1000.0
     row = next(r for r in report.captures if r["method"] == "zero_shot" and r["capture"] == capture.key)
     error = (expected - capture.depth_mm)[capture.valid_mask]
     assert row["rmse_mm"] == pytest.approx(np.sqrt(np.mean(error**2)), rel=1e-4)
@@ -76,8 +79,8 @@ def test_head_metric_turns_a_relative_checkpoint_into_a_metric_head_with_its_ran
     out = tmp_path / "out"
     cfg = config(data, out, model="demo-pretrained", head="metric", max_depth=4)
     result = run_training(cfg, progress=False)
-    meta = read_meta(out)
-    assert meta["head"] == {"type": "metric", "max_depth": 4, "converted": True}
+    record = read_record(out)
+    assert record.head == {"type": "metric", "max_depth": 4, "converted": True}
     assert json.loads((out / "train_config.json").read_text())["labels"] == "metric"
     bundle = load_bundle(out, device="cpu", precision="fp32")
     assert head_type(bundle.model) == "metric"
@@ -85,7 +88,7 @@ def test_head_metric_turns_a_relative_checkpoint_into_a_metric_head_with_its_ran
     depth = predict_depth_mm(bundle, capture.rgb)
     assert depth.max() <= 4000.0 + 1e-3  # sigmoid x 4 m can never say more than 4 m
     with torch.no_grad():  # the reloaded folder predicts what the trained model predicted
-        trained = predict_raw(result.model, capture.rgb, tuple(meta["image_size_hw"])).numpy() * 1000
+        trained = predict_raw(result.model, capture.rgb, record.image_size_hw).numpy() * 1000
     np.testing.assert_allclose(depth, trained, rtol=1e-4, atol=0.05)
     report = run_evaluation(data, out, split="all", progress=False)
     assert "zero_shot" not in report.methods  # the published checkpoint is relative: no metres to show
@@ -102,7 +105,9 @@ def test_head_and_label_mismatches_are_one_line_errors(data, tmp_path, overrides
         run_training(config(data, tmp_path / "out", **overrides), progress=False)
 
 
-@pytest.mark.parametrize("name, hidden", [("base-random", 768), ("large-random", 1024)])
+# Large (335 M parameters) only under `slow`: the same code path as Base, 4x the memory and time.
+@pytest.mark.parametrize("name, hidden", [("base-random", 768),
+                                          pytest.param("large-random", 1024, marks=pytest.mark.slow)])
 def test_base_and_large_architectures_get_lora_and_take_a_training_step(name, hidden):
     model, info = build_model(name)
     assert model.config.backbone_config.hidden_size == hidden

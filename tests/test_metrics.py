@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from depth_lora.metrics import PooledDepthMetrics, depth_metrics, mean_over_captures
+from depth_lora.numeric.metrics import PooledDepthMetrics, depth_metrics, mean_over_captures
 
 NAN = float("nan")
 
@@ -136,7 +136,7 @@ def test_shape_mismatch_is_an_error():
 
 
 def test_bootstrap_interval_holds_the_mean_is_seeded_and_widens_with_spread():
-    from depth_lora.metrics import bootstrap_ci95
+    from depth_lora.numeric.metrics import bootstrap_ci95
 
     rng = np.random.default_rng(0)
     narrow, wide = rng.normal(300, 5, 20), rng.normal(300, 50, 20)
@@ -149,7 +149,7 @@ def test_bootstrap_interval_holds_the_mean_is_seeded_and_widens_with_spread():
 
 
 def test_one_readable_log_line_per_evaluation_and_per_loss_log():
-    from depth_lora.trainer import format_log_line
+    from depth_lora.training.trainer import format_log_line
 
     line = format_log_line({"eval_rmse_mm": 229.14, "eval_mae_mm": 206.1, "eval_abs_rel": 0.1834,
                             "eval_delta1": 0.634, "eval_loss": 0.05}, 50, 150)

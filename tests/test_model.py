@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import http.server
 import importlib.util
+import socket
 import threading
-import time
 
 import huggingface_hub.constants
 import numpy as np
@@ -16,15 +16,9 @@ from torch import nn
 from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation
 
 from depth_lora.errors import ConfigError, ModelError
-from depth_lora.model import (
-    DEFAULT_MODEL,
-    RANDOM_INIT_OUTPUT,
-    apply_lora,
-    build_model,
-    hub_is_reachable,
-    resolve_lora_targets,
-    trainable_parameters_line,
-)
+from depth_lora.model.checkpoints import RANDOM_INIT_OUTPUT, build_model, hub_is_reachable
+from depth_lora.model.choices import DEFAULT_MODEL
+from depth_lora.model.lora import apply_lora, resolve_lora_targets, trainable_parameters_line
 
 # PEFT calls a transformers method that transformers 5.x deprecates; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing`:FutureWarning")
@@ -48,6 +42,22 @@ def _n_params(module: nn.Module) -> int:
 
 
 # --- random-init models ------------------------------------------------------------------
+
+
+
+@pytest.fixture
+def connections(monkeypatch) -> list:
+    """Every TCP connection the code under test attempts, as (host, port), refused or not."""
+    attempts = []
+    connect = socket.socket.connect
+
+    def counting_connect(sock, address):
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            attempts.append(tuple(address[:2]))
+        return connect(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", counting_connect)
+    return attempts
 
 
 def test_small_random_has_the_depth_anything_v2_small_architecture(small_random):
@@ -77,10 +87,9 @@ def test_trainable_parameters_line_matches_peft_print(tiny, capsys):
     assert trainable_parameters_line(peft_model) == capsys.readouterr().out.strip()
 
 
-def test_tiny_builds_fast_and_outputs_the_middle_of_the_label_range():
-    start = time.perf_counter()
+def test_tiny_builds_offline_and_outputs_the_middle_of_the_label_range(connections):
     model, info = build_model("tiny")
-    assert time.perf_counter() - start < 2.0
+    assert connections == []  # built from a config: nothing is fetched
     assert info["pretrained"] is False and info["source"] == "random"
     assert info["head_bias_init"] == pytest.approx(RANDOM_INIT_OUTPUT)
     assert 400_000 < info["num_parameters"] < 700_000
@@ -183,12 +192,11 @@ def test_missing_or_unusable_folder_is_named_in_the_error(tmp_path):
         build_model(str(tmp_path))
 
 
-def test_uncached_hub_id_offline_fails_fast_with_what_to_do(monkeypatch):
+def test_uncached_hub_id_offline_fails_at_once_with_what_to_do(monkeypatch, connections):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    start = time.perf_counter()
     with pytest.raises(ModelError) as excinfo:
         build_model(DEFAULT_MODEL)
-    assert time.perf_counter() - start < 5.0
+    assert connections == []  # offline means no attempt at all, so no retries to wait for
     message = str(excinfo.value)
     assert "\n" not in message
     assert "cannot be reached (HF_HUB_OFFLINE is set)" in message
@@ -196,14 +204,14 @@ def test_uncached_hub_id_offline_fails_fast_with_what_to_do(monkeypatch):
     assert "'demo-pretrained'" in message
 
 
-def test_uncached_hub_id_with_unreachable_endpoint_fails_fast(monkeypatch):
+def test_uncached_hub_id_with_unreachable_endpoint_fails_after_one_attempt(monkeypatch, connections):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: refused
-    start = time.perf_counter()
     with pytest.raises(ModelError, match=r"hub \(http://127.0.0.1:9\) cannot be reached"):
         build_model("someone/not-a-cached-model")
-    assert time.perf_counter() - start < 5.0
+    # One short probe, no retries (huggingface_hub's own retries take ~49 s here: FACTS.md).
+    assert connections == [("127.0.0.1", 9)]
 
 
 def test_hub_probe_counts_any_http_answer_and_respects_offline(monkeypatch):
@@ -379,10 +387,10 @@ def test_apply_lora_rejects_bad_arguments(tiny, kwargs, message):
 def test_demo_pretrained_ships_with_the_package_and_predicts_relative_depth(tmp_path):
     """The bundled model loads offline by name, is small, and has learned depth: on scenes of its
     source domain, its output follows inverse depth far better than chance."""
-    from depth_lora.data import find_captures, load_capture
-    from depth_lora.model import BUNDLED_MODELS
-    from depth_lora.predict import predict_raw
-    from depth_lora.synthetic_source import generate_source_scenes
+    from depth_lora.data.captures import find_captures, load_capture
+    from depth_lora.inference.predict import predict_raw
+    from depth_lora.model.choices import BUNDLED_MODELS
+    from depth_lora.synthetic.source import generate_source_scenes
 
     folder = BUNDLED_MODELS["demo-pretrained"]
     assert (folder / "model.safetensors").stat().st_size < 15e6

@@ -56,9 +56,9 @@ def test_notebook_runs_after_quickstart_filled_the_default_output_folder(tmp_pat
     # notebook refuses to replace quickstart's run, naming its own parameters, and replaces it when
     # told to with OVERWRITE = True.
     papermill = pytest.importorskip("papermill")
-    from depth_lora.cli import main
-    from depth_lora.quickstart import OFFLINE_DEMO
-    from depth_lora.synthetic import generate_demo_captures
+    from depth_lora.cli.commands import main
+    from depth_lora.cli.quickstart import OFFLINE_DEMO
+    from depth_lora.synthetic.demo import generate_demo_captures
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from conftest import demo_run
 
-from depth_lora.cli import main
-from depth_lora.data import find_captures, load_rgb
+from depth_lora.cli.commands import main
+from depth_lora.data.captures import find_captures, load_rgb
 from depth_lora.errors import ConfigError, ModelError
-from depth_lora.predict import load_bundle, predict_files
+from depth_lora.inference.predict import load_bundle, predict_files
 
 EXTRA = "the [export] extra is not installed (pip install -e '.[export]')"
 
@@ -27,7 +27,7 @@ def run(tmp_path_factory):
 def exported(run, tmp_path_factory):
     pytest.importorskip("onnxruntime", reason=EXTRA)
     pytest.importorskip("onnxscript", reason=EXTRA)
-    from depth_lora.onnx_export import export_onnx
+    from depth_lora.deploy.onnx_export import export_onnx
 
     _, out = run
     lines = []
@@ -85,7 +85,7 @@ def test_readme_recipe_runs_without_depth_lora(exported, run):
 def test_int8_export_reports_its_cost_on_the_held_out_captures(run, tmp_path):
     pytest.importorskip("onnxruntime", reason=EXTRA)
     pytest.importorskip("onnxscript", reason=EXTRA)
-    from depth_lora.onnx_export import export_onnx
+    from depth_lora.deploy.onnx_export import export_onnx
 
     _, out = run
     report = export_onnx(out, tmp_path / "int8", quantize="int8", say=lambda line: None)
@@ -94,7 +94,7 @@ def test_int8_export_reports_its_cost_on_the_held_out_captures(run, tmp_path):
     assert np.isfinite(rmse["pytorch"]) and np.isfinite(rmse["onnx_int8"])
     # int8 weights move the depth, but not by more than the error the model already makes.
     assert report.int8["parity"]["mean_abs_mm"] < rmse["pytorch"]
-    from depth_lora.onnx_backend import load_onnx_bundle
+    from depth_lora.deploy.onnx_runtime import load_onnx_bundle
 
     assert load_onnx_bundle(tmp_path / "int8").onnx_path.name == "model.int8.onnx"
 
@@ -102,7 +102,7 @@ def test_int8_export_reports_its_cost_on_the_held_out_captures(run, tmp_path):
 def test_a_failed_parity_check_writes_nothing(run, tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime", reason=EXTRA)
     pytest.importorskip("onnxscript", reason=EXTRA)
-    from depth_lora import onnx_export
+    from depth_lora.deploy import onnx_export
 
     monkeypatch.setattr(onnx_export, "PARITY_TOLERANCE_MM", -1.0)  # any difference at all fails
     with pytest.raises(ModelError, match="differs from PyTorch by up to"):
@@ -126,7 +126,7 @@ def test_onnx_backend_on_a_training_folder_says_to_export_first(run, tmp_path, c
 
 
 def test_missing_onnxruntime_names_the_extra(monkeypatch):
-    from depth_lora.onnx_backend import import_onnxruntime
+    from depth_lora.deploy.onnx_runtime import import_onnxruntime
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
     with pytest.raises(ConfigError, match=r"\[export\]"):
@@ -155,13 +155,13 @@ def test_metric_and_fully_fine_tuned_runs_export_in_mm(overrides, tmp_path):
     compares millimetres, so a wrong unit or a lost weight would fail it."""
     pytest.importorskip("onnxruntime", reason=EXTRA)
     pytest.importorskip("onnxscript", reason=EXTRA)
-    from depth_lora.onnx_export import export_onnx
+    from depth_lora.deploy.onnx_export import export_onnx
 
     data, out = demo_run(tmp_path, captures_seed=13, **overrides)
     report = export_onnx(out, tmp_path / "onnx", say=lambda line: None)
     assert report.parity["max_abs_mm"] < 0.05
     rgb = load_rgb(find_captures(data)[0].image)
-    from depth_lora.onnx_backend import load_onnx_bundle
+    from depth_lora.deploy.onnx_runtime import load_onnx_bundle
 
     depth = load_onnx_bundle(tmp_path / "onnx").predict_mm([rgb])[0]
     expected = load_bundle(out, "cpu", precision="fp32").predict_mm([rgb])[0]

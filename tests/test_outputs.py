@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from depth_lora.cli import main
-from depth_lora.config import TrainConfig
+from depth_lora.cli.commands import main
 from depth_lora.errors import ModelError
-from depth_lora.model_card import CARD_MARKER, card_header, model_card
-from depth_lora.outputs import FORMAT_VERSION, META_FILE, read_meta
-from depth_lora.synthetic import generate_demo_captures
-from depth_lora.train import run_training
+from depth_lora.runs.folder import FORMAT_VERSION, META_FILE, RunRecord, read_record
+from depth_lora.runs.model_card import CARD_MARKER, card_header, model_card
+from depth_lora.synthetic.demo import generate_demo_captures
+from depth_lora.training.config import TrainConfig
+from depth_lora.training.run import run_training
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "depth_lora"
 
@@ -53,25 +53,25 @@ def test_a_run_writes_a_model_card_whose_yaml_header_parses(run):
 
 
 def test_the_card_names_a_hub_base_model_and_a_merged_model_is_plain_transformers():
-    meta = {"base_model": "depth-anything/Depth-Anything-V2-Small-hf", "labels": {"kind": "inverse",
-            "depth_min_mm": 400.0, "depth_max_mm": 900.0}, "image_size_hw": [518, 840]}
-    assert card_header(meta)["base_model"] == "depth-anything/Depth-Anything-V2-Small-hf"
-    merged = card_header({**meta, "merged": True})
+    record = RunRecord("depth-anything/Depth-Anything-V2-Small-hf", labels={"kind": "inverse",
+                       "depth_min_mm": 400.0, "depth_max_mm": 900.0}, image_size_hw=[518, 840])
+    assert card_header(record)["base_model"] == "depth-anything/Depth-Anything-V2-Small-hf"
+    merged = card_header(record.derived(merged=True))
     assert merged["library_name"] == "transformers" and "lora" not in merged["tags"]
-    text = model_card(meta, None, None, "my_adapter")
-    assert front_matter(text)["base_model"] == meta["base_model"]
+    text = model_card(record, None, None, "my_adapter")
+    assert front_matter(text)["base_model"] == record.base_model
     assert "depth_mm = 400.000 / output" in text and "no held-out table" in text
 
 
 def test_a_folder_from_a_newer_format_is_refused_in_one_line(run, tmp_path, capsys):
     _, out = run
-    meta = read_meta(out)
-    assert meta["format_version"] == FORMAT_VERSION
+    payload = json.loads((out / META_FILE).read_text())
+    assert payload["format_version"] == FORMAT_VERSION
     newer = tmp_path / "newer"
     newer.mkdir()
-    (newer / META_FILE).write_text(json.dumps({**meta, "format_version": FORMAT_VERSION + 1}))
+    (newer / META_FILE).write_text(json.dumps({**payload, "format_version": FORMAT_VERSION + 1}))
     with pytest.raises(ModelError, match=f"format_version {FORMAT_VERSION + 1} is newer"):
-        read_meta(newer)
+        read_record(newer)
     image = next((run[0] / "images").glob("*.png"))
     assert main(["predict", str(image), "--adapter", str(newer), "--out", str(tmp_path / "p")]) == 2
     err = capsys.readouterr().err.strip()
@@ -83,14 +83,14 @@ def test_merge_writes_its_own_card_and_keeps_the_split(run, tmp_path):
     assert main(["merge", "--adapter", str(out), "--output", str(tmp_path / "merged")]) == 0
     merged = tmp_path / "merged"
     assert front_matter((merged / "README.md").read_text())["library_name"] == "transformers"
-    assert (merged / "split.json").is_file() and read_meta(merged)["merged"] is True
+    assert (merged / "split.json").is_file() and read_record(merged).merged is True
 
 
-def test_only_the_outputs_module_names_the_output_folder_files():
-    owners = {"outputs.py"}
-    for path in SRC.glob("*.py"):
-        if path.name in owners:
+def test_only_the_output_folder_module_names_the_output_folder_files():
+    owner = SRC / "runs" / "folder.py"
+    for path in SRC.rglob("*.py"):
+        if path == owner:
             continue
         text = path.read_text()
         for name in ('"depth_lora.json"', '"split.json"', '"metrics.json"', '"train_config.json"'):
-            assert name not in text, f"{path.name} names {name}: go through depth_lora.outputs"
+            assert name not in text, f"{path.name} names {name}: go through depth_lora.runs.folder"

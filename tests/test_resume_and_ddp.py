@@ -8,15 +8,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from depth_lora.data import find_captures, load_capture
-from depth_lora.predict import load_bundle, predict_depth_mm
-from depth_lora.synthetic import generate_demo_captures
+from depth_lora.data.captures import find_captures, load_capture
+from depth_lora.inference.predict import load_bundle, predict_depth_mm
+from depth_lora.synthetic.demo import generate_demo_captures
 
 TRAIN = ["train", "--model", "tiny", "--batch-size", "2", "--image-size", "70", "112",
          "--precision", "fp32", "--logging-steps", "1"]
@@ -33,27 +31,31 @@ def env() -> dict:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
+# The run, killed hard (SIGKILL, as by the OOM killer or a power cut) the moment its first checkpoint
+# is complete: deterministic, no polling race against the run.
+KILLED_AFTER_FIRST_CHECKPOINT = """
+import os, signal, sys
+from depth_lora.training.trainer import DepthTrainer
+save = DepthTrainer._save_checkpoint
+def save_then_die(self, *args, **kwargs):
+    save(self, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+DepthTrainer._save_checkpoint = save_then_die
+from depth_lora.cli.commands import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_a_killed_run_resumes_from_its_last_checkpoint_and_finishes(data, tmp_path):
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "depth_lora", *TRAIN, "--data", str(data), "--output", str(out),
-            "--epochs", "8"]
-    proc = subprocess.Popen(args, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.time() + 120
-
-    def complete() -> list[Path]:  # the RNG state and the trainer state are the last files written
-        return [p for p in out.glob("checkpoint-*")
-                if (p / "rng_state.pth").is_file() and (p / "trainer_state.json").is_file()]
-
-    # Kill hard once the first checkpoint is complete.
-    while not complete() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert complete(), "the run ended before its first checkpoint"
-    assert not (out / "depth_lora.json").exists(), "the run finished before it could be killed"
-    for partial in set(out.glob("checkpoint-*")) - set(complete()):  # cut off mid-write: not resumable
-        shutil.rmtree(partial)
+    options = [*TRAIN, "--data", str(data), "--output", str(out), "--epochs", "8"]
+    args = [sys.executable, "-m", "depth_lora", *options]
+    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_FIRST_CHECKPOINT, *options], env=env(),
+                            capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    checkpoints = [p.name for p in out.glob("checkpoint-*")]
+    assert len(checkpoints) == 1 and (out / checkpoints[0] / "rng_state.pth").is_file()
+    assert not (out / "depth_lora.json").exists()
 
     refused = subprocess.run(args, env=env(), capture_output=True, text=True)
     assert refused.returncode == 2 and "--resume" in refused.stderr

@@ -10,13 +10,8 @@ import pytest
 from PIL import Image
 
 from depth_lora.errors import ConfigError, DataError
-from depth_lora.synthetic import (
-    camera_intrinsics,
-    capture_stamp,
-    capture_stamps,
-    generate_demo_captures,
-    render_capture,
-)
+from depth_lora.synthetic.demo import capture_stamp, capture_stamps, generate_demo_captures
+from depth_lora.synthetic.scenes import camera_intrinsics, render_capture
 
 SIZE_HW = (120, 194)  # a tenth of the Zivid 2 resolution keeps the tests fast
 SEEDS = range(12)
@@ -100,7 +95,7 @@ def test_capture_stamps_look_like_zivid_and_sort_in_capture_order():
 
 
 def test_demo_captures_come_in_sessions_that_the_split_keeps_together(tmp_path):
-    from depth_lora.data import group_captures
+    from depth_lora.data.split import group_captures
 
     stamps = capture_stamps(1, 40)
     groups = group_captures(stamps)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from depth_lora.data import find_captures, load_capture
+from depth_lora.data.captures import find_captures, load_capture
 from depth_lora.errors import ConfigError, DataError
-from depth_lora.synthetic_source import generate_source_scenes, render_source_scene
+from depth_lora.synthetic.source import generate_source_scenes, render_source_scene
 
 SIZE_HW = (96, 128)  # 4:3 like the default 240x320, small enough to keep the tests fast
 SEEDS = range(10)

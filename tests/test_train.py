@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from depth_lora.config import TrainConfig
-from depth_lora.data import find_captures, load_capture, straddling_groups
+from depth_lora.data.captures import find_captures, load_capture
+from depth_lora.data.split import straddling_groups
 from depth_lora.errors import ConfigError, DataError
-from depth_lora.model import build_model
-from depth_lora.predict import ModelBundle, load_bundle, predict_depth_mm
-from depth_lora.synthetic import generate_demo_captures
-from depth_lora.train import run_training
+from depth_lora.inference.predict import ModelBundle, load_bundle, predict_depth_mm
+from depth_lora.model.checkpoints import build_model
+from depth_lora.synthetic.demo import generate_demo_captures
+from depth_lora.training.config import TrainConfig
+from depth_lora.training.run import run_training
 
 SIZE = [126, 196]
 
@@ -68,7 +69,7 @@ def test_output_folder_holds_adapter_metadata_split_metrics_and_tensorboard(trai
                        "constant"):
             assert np.isfinite(metrics["test"][method][key]), (method, key)
     # metrics.json's test rows are the full-resolution evaluation `depth-lora evaluate` prints.
-    from depth_lora.evaluate import run_evaluation
+    from depth_lora.evaluation.report import run_evaluation
 
     report = run_evaluation(meta["data"], out, progress=False)
     assert metrics["test"]["fine_tuned"]["rmse_mm"] == pytest.approx(report.mean["fine_tuned"]["rmse_mm"])
@@ -202,7 +203,7 @@ def test_recipe_original_reproduces_the_seed_projects_settings_and_explicit_opti
 def test_too_few_sessions_fall_back_to_single_captures_loudly_and_the_report_says_so(tmp_path, capsys):
     from conftest import random_capture, write_capture
 
-    from depth_lora.evaluate import run_evaluation
+    from depth_lora.evaluation.report import run_evaluation
 
     rng = np.random.default_rng(0)
     for i in range(6):  # one session: six captures ten seconds apart
@@ -230,7 +231,7 @@ def test_non_empty_output_folder_is_refused_without_resume_or_overwrite(demo12, 
 def test_config_rejects_bad_values():
     with pytest.raises(ConfigError, match="multiple of 14"):
         TrainConfig(image_size=[100, 196])
-    with pytest.raises(ConfigError, match="lora-targets"):
+    with pytest.raises(ConfigError, match="unknown LoRA target group"):
         TrainConfig(lora_targets=["everything"])
     with pytest.raises(ConfigError, match="exclude each other"):
         TrainConfig(resume=True, overwrite=True)
@@ -248,7 +249,7 @@ def test_eval_steps_evaluates_and_checkpoints_every_n_steps_instead_of_every_epo
 
 
 def test_default_cadence_evaluates_about_ten_times_per_run_and_at_the_last_step(demo12, tmp_path, capsys):
-    from depth_lora.trainer import MAX_EVALUATIONS, default_eval_steps
+    from depth_lora.training.trainer import MAX_EVALUATIONS, default_eval_steps
 
     # 2 steps per epoch: every epoch would be 13 evaluations and checkpoints in 25 steps.
     cfg = tiny_config(demo12, tmp_path / "out", max_steps=25, batch_size=4, image_size=[56, 84],
@@ -310,7 +311,7 @@ def test_resume_with_different_model_options_is_refused(demo12, tmp_path):
 @pytest.mark.parametrize("options", [{"labels": "inverse", "loss": "silog"}, {"loss": "l1"},
                                      {"finetune": "full"}, {"labels": "inverse", "loss": "ssi"}])
 def test_other_label_schemes_losses_and_full_fine_tuning_train_and_evaluate(demo12, tmp_path, options):
-    from depth_lora.evaluate import run_evaluation
+    from depth_lora.evaluation.report import run_evaluation
 
     result = run_training(tiny_config(demo12, tmp_path / "out", max_steps=3, **options), progress=False)
     assert np.isfinite(result.metrics["val"]["rmse_mm"])
@@ -328,7 +329,7 @@ def test_other_label_schemes_losses_and_full_fine_tuning_train_and_evaluate(demo
 def test_a_fully_fine_tuned_run_keeps_every_weight_of_its_best_checkpoint(demo12, tmp_path):
     from transformers import AutoModelForDepthEstimation
 
-    from depth_lora.train import reload_full_model
+    from depth_lora.training.run import reload_full_model
 
     out = tmp_path / "out"
     run_training(tiny_config(demo12, out, finetune="full", max_steps=2, eval_steps=1, learning_rate=1e-2),
@@ -348,8 +349,8 @@ def test_a_fully_fine_tuned_run_keeps_every_weight_of_its_best_checkpoint(demo12
 def test_relative_validation_metrics_score_depth_up_to_scale_and_shift():
     from transformers import EvalPrediction
 
-    from depth_lora.dataset import LabelScheme
-    from depth_lora.trainer import make_compute_metrics
+    from depth_lora.data.dataset import LabelScheme
+    from depth_lora.training.trainer import make_compute_metrics
 
     scheme = LabelScheme("inverse", 300.0, 3000.0)
     rng = np.random.default_rng(0)

@@ -8,11 +8,11 @@ import pytest
 import torch
 from transformers import TrainingArguments
 
-from depth_lora.dataset import DepthDataset, LabelScheme, PreparedCapture, rgb_to_pixel_values
-from depth_lora.losses import build_loss
-from depth_lora.model import build_model
-from depth_lora.trainer import DepthTrainer
-from depth_lora.transforms import JITTER_STRENGTH, BatchTransform, flip_together
+from depth_lora.data.dataset import DepthDataset, LabelScheme, PreparedCapture, rgb_to_pixel_values
+from depth_lora.data.transforms import JITTER_STRENGTH, BatchTransform, flip_together
+from depth_lora.model.checkpoints import build_model
+from depth_lora.training.losses import build_loss
+from depth_lora.training.trainer import DepthTrainer
 
 H, W = 28, 42
 

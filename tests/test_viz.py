@@ -9,8 +9,8 @@ matplotlib.use("Agg")
 import numpy as np
 import pytest
 
-from depth_lora.analysis import DatasetStats
-from depth_lora.data import Capture
+from depth_lora.data.analysis import DatasetStats
+from depth_lora.data.captures import Capture
 from depth_lora.viz import (
     DEPTH_CMAP,
     depth_scales_mm,

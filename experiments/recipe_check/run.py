@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from depth_lora.config import TrainConfig
-from depth_lora.synthetic import generate_demo_captures
-from depth_lora.train import run_training
+from depth_lora.synthetic.demo import generate_demo_captures
+from depth_lora.training.config import TrainConfig
+from depth_lora.training.run import run_training
 
 SETTINGS = {"mse, lr 1e-3": ("mse", 1e-3), "silog, lr 1e-3": ("silog", 1e-3),
             "silog, lr 2e-3": ("silog", 2e-3), "silog, lr 5e-3": ("silog", 5e-3)}

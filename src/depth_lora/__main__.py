@@ -2,6 +2,6 @@
 
 import sys
 
-from depth_lora.cli import main
+from depth_lora.cli.commands import main
 
 sys.exit(main())

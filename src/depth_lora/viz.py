@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from depth_lora.analysis import HIST_BIN_MM, DatasetStats
-from depth_lora.data import Capture
+from depth_lora.data.analysis import HIST_BIN_MM, DatasetStats
+from depth_lora.data.captures import Capture
 from depth_lora.text import plural, size_hw
 
 DEPTH_CMAP = "turbo_r"  # near = red/warm, far = blue: how depth maps are usually read

@@ -1,0 +1,47 @@
+"""The domain-adaptation experiment and its metric-head follow-up, from a source checkout:
+
+    python experiments/domain_adaptation/run.py --out DIR            # about 60-70 minutes on 2 CPU cores
+    python experiments/domain_adaptation/run.py --out DIR --heads    # after it: metric heads, ~20 minutes
+    python experiments/domain_adaptation/run.py --out DIR --quick    # every step at toy size, ~2 minutes
+
+Research code: it imports depth_lora, never the reverse (see experiment.py for the protocol).
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from experiment import format_table, run_experiment
+from heads import run_head_comparison
+
+from depth_lora.errors import DepthLoraError
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="new folder for data, models, results and figures")
+    parser.add_argument("--quick", action="store_true", help="about 2 minutes instead of ~60 (smoke test)")
+    parser.add_argument("--heads", action="store_true",
+                        help="after a full run in OUT: add the pretrained model with a metric head (3 m and "
+                        "20 m ranges) beside the relative recipe, chosen and scored the same way (~15 min)")
+    args = parser.parse_args(argv)
+    try:
+        if args.heads:
+            summary = run_head_comparison(args.out)["summary"]
+            for head, row in summary.items():
+                print(f"{head:<24} test RMSE {row['mean']:.1f} mm (seeds: "
+                      f"{', '.join(f'{v:.1f}' for v in row['test_rmse_mm'])}), lr {row['learning_rate']:g}")
+            print(f"written: {Path(args.out) / 'heads.json'}")
+            return 0
+        results = run_experiment(args.out, quick=args.quick)
+    except DepthLoraError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(results["rows"]))
+    print(f"done in {results['seconds'] / 60:.1f} min ({len(results['rows'])} result rows: selection on "
+          f"validation, final test scores, learning curve); results, table and figures in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""depth-lora bench: training and inference throughput, and the original pipeline."""

@@ -1,0 +1,347 @@
+"""`depth-lora bench`: our training and inference speed beside the original pipeline's, same run.
+
+Each phase runs in its own spawned process so that its peak memory is its own (ru_maxrss).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback, TrainingArguments
+
+from depth_lora.errors import ConfigError, DataError
+
+
+class StepTimer(TrainerCallback):
+    """Wall time of each optimiser step, and the gap before it (waiting for the next batch)."""
+
+    def __init__(self):
+        self.steps, self.waits = [], []
+        self._begin = self._end = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._begin = time.perf_counter()
+        if self._end is not None:
+            self.waits.append(self._begin - self._end)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._end = time.perf_counter()
+        self.steps.append(self._end - self._begin)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def machine() -> dict:
+    info = {"torch": torch.__version__, "python": platform.python_version()}
+    if torch.cuda.is_available():
+        info["device"] = torch.cuda.get_device_name(0)
+    else:
+        cpu = platform.processor() or platform.machine()
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+        except OSError:
+            pass
+        info["device"] = f"CPU {cpu}, {torch.get_num_threads()} threads"
+    return info
+
+
+def _args(out: str, batch_size: int, steps: int, precision: str) -> TrainingArguments:
+    cuda = torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=out, max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=5e-5,
+        bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not cuda, report_to=[],
+        save_strategy="no", eval_strategy="no", logging_strategy="no", disable_tqdm=True,
+        remove_unused_columns=False, dataloader_pin_memory=cuda, seed=0,
+    )
+
+
+def _lora_model(model_name: str, gradient_checkpointing: bool = False):
+    from depth_lora.model.checkpoints import build_model
+    from depth_lora.model.lora import apply_lora
+
+    return apply_lora(build_model(model_name)[0], gradient_checkpointing=gradient_checkpointing)
+
+
+def _summary(timer: StepTimer, batch_size: int) -> dict:
+    steady = timer.steps[1:] or timer.steps  # the first step pays for warm-up
+    waits = timer.waits[1:] or timer.waits
+    step_s = sum(steady) / len(steady)
+    wait_s = sum(waits) / len(waits) if waits else 0.0
+    return {"samples_per_s": batch_size / (step_s + wait_s), "step_s": step_s, "data_wait_s": wait_s}
+
+
+def phase_ours(data_dir, model_name, size_hw, batch_size, steps, precision, out, gc=False) -> dict:
+    """Our pipeline: captures prepared once at the model size (timed cold, then warm from the
+    on-disk cache), uint8 batches transformed on the device, labels with their masks, DepthTrainer."""
+    import shutil
+
+    from depth_lora.data.cache import ArrayCache
+    from depth_lora.data.captures import find_captures
+    from depth_lora.data.dataset import DepthDataset, LabelScheme, depth_range_mm, prepare_captures
+    from depth_lora.data.transforms import JITTER_STRENGTH, BatchTransform
+    from depth_lora.training.losses import build_loss
+    from depth_lora.training.trainer import DepthTrainer
+
+    files = find_captures(data_dir)
+    cache_dir = Path(out) / "prepared_cache"  # a fresh cache: the first pass is cold
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    start = time.perf_counter()
+    prepare_captures(files, size_hw, progress=False, cache=ArrayCache(cache_dir))  # decode, resize, store
+    cold_s = time.perf_counter() - start
+    start = time.perf_counter()
+    prepared = prepare_captures(files, size_hw, progress=False, cache=ArrayCache(cache_dir))
+    warm_s = time.perf_counter() - start
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    labels = LabelScheme("minmax", *depth_range_mm(prepared))
+    timer = StepTimer()
+    trainer = DepthTrainer(
+        model=_lora_model(model_name, gc), args=_args(out, batch_size, steps, precision),
+        train_dataset=DepthDataset(prepared, labels),
+        transform=BatchTransform(flip=True, jitter_strength=JITTER_STRENGTH),
+        loss_fn=build_loss("mse"), label_scheme=labels, callbacks=[timer],
+    )
+    trainer.train()
+    summary = _summary(timer, batch_size)
+    return {**summary, "data_fraction": _data_fraction(timer), "peak_rss_mb": peak_rss_mb(),
+            "prepare_cold_s": cold_s, "prepare_warm_s": warm_s}
+
+
+def _data_fraction(timer: StepTimer) -> float:
+    steady, waits = timer.steps[1:], timer.waits[1:]
+    return sum(waits) / (sum(waits) + sum(steady)) if steady else 0.0
+
+
+def phase_reference(data_dir, model_name, size_hw, batch_size, steps, precision, out, gc=False) -> dict:
+    """The original pipeline (bench/reference_pipeline.py): decode + processor per access,
+    labels interpolated per step, fp32 on CPU and fp16 on CUDA."""
+    from depth_lora.bench.reference_pipeline import (
+        ReferenceTrainer,
+        ReferenceZividDataset,
+        checkpoint_processor,
+    )
+    from depth_lora.data.captures import find_captures
+
+    files = find_captures(data_dir)
+    dataset = ReferenceZividDataset(
+        [(f.image, f.depth) for f in files], 250.0, 4000.0, checkpoint_processor(min(size_hw))
+    )
+    timer = StepTimer()
+    ref_precision = "fp16" if torch.cuda.is_available() else "fp32"
+    trainer = ReferenceTrainer(
+        model=_lora_model(model_name), args=_args(out, batch_size, steps, ref_precision),
+        train_dataset=dataset, callbacks=[timer],
+    )
+    trainer.train()
+    return {**_summary(timer, batch_size), "precision": ref_precision, "peak_rss_mb": peak_rss_mb()}
+
+
+def phase_model_only(data_dir, model_name, size_hw, batch_size, steps, precision, out, gc=False) -> dict:
+    """Forward + backward + AdamW step on one pre-loaded batch: the bare model's speed."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = _lora_model(model_name, gc).to(device, memory_format=torch.channels_last).train()  # as ours
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-5)
+    x = torch.randn(batch_size, 3, *size_hw, device=device)
+    y = torch.rand(batch_size, *size_hw, device=device)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            pred = model(pixel_values=x).predicted_depth
+        loss = torch.nn.functional.mse_loss(pred.float(), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    steady = times[1:] or times
+    return {"samples_per_s": batch_size * len(steady) / sum(steady), "peak_rss_mb": peak_rss_mb()}
+
+
+def phase_inference(data_dir, model_name, size_hw, batch_size, steps, precision, out, gc=False) -> dict:
+    """One full-resolution PNG in -> depth in mm at full resolution out, end to end, in fp32 and in
+    the run's precision; the same through ONNX Runtime when the [export] extra is installed; then
+    the capture completed (`depth-lora complete`'s path)."""
+    from depth_lora.data.captures import find_captures, load_depth_mm, load_rgb
+    from depth_lora.data.dataset import LabelScheme
+    from depth_lora.inference.complete import complete_capture
+    from depth_lora.inference.predict import ModelBundle, predict_depth_mm
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = _lora_model(model_name).to(device, memory_format=torch.channels_last).eval()
+    labels = LabelScheme("minmax", 250.0, 4000.0)
+    files = find_captures(data_dir)
+    image = files[0].image
+    bundles = {p: ModelBundle(model, labels, tuple(size_hw), {}, Path(out), p) for p in ("fp32", precision)}
+    repeats = max(steps, 2)
+    result = {"size_hw": list(load_rgb(image).shape[:2]), "precision": precision}
+    for name, bundle in bundles.items():
+        predict = lambda b=bundle: predict_depth_mm(b, load_rgb(image))  # noqa: E731
+        result[f"s_per_capture_{name}"] = _timed(predict, repeats)
+    result["s_per_capture"] = result[f"s_per_capture_{precision}"]
+    rgbs = [load_rgb(f.image) for f in files[:2]]
+    result["complete_s_per_capture"] = _timed(
+        lambda: complete_capture(bundles[precision], load_rgb(image), load_depth_mm(files[0].depth)), repeats)
+    result["onnx"] = _onnx_inference(model, labels, size_hw, image, rgbs, bundles["fp32"], repeats, out)
+    return {**result, "peak_rss_mb": peak_rss_mb()}
+
+
+def _timed(fn, repeats: int) -> float:
+    """Mean seconds of `fn()` over `repeats` calls, the first (warm-up) excluded."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sum(times[1:]) / len(times[1:])
+
+
+def _onnx_inference(model, labels, size_hw, image, rgbs, fp32_bundle, repeats, out) -> dict | None:
+    """The same path through ONNX Runtime (fp32 graph of the merged model), or None without the
+    [export] extra."""
+    try:
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError:
+        return None
+    from depth_lora.data.captures import load_rgb
+    from depth_lora.deploy.onnx_export import compare_mm, plain_model, write_onnx
+    from depth_lora.deploy.onnx_runtime import OnnxBundle, session_options
+
+    path = Path(out) / "bench.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_onnx(plain_model(model), tuple(size_hw), path)
+    session = onnxruntime.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
+    bundle = OnnxBundle(session, labels, tuple(size_hw), {}, path.parent, path)
+    seconds = _timed(lambda: bundle.predict_mm([load_rgb(image)]), repeats)
+    parity = compare_mm(bundle.predict_mm(rgbs), fp32_bundle.predict_mm(rgbs))
+    path.unlink(missing_ok=True)
+    return {"s_per_capture": seconds, "parity_max_abs_mm": parity["max_abs_mm"]}
+
+
+def _child(phase, args, queue):
+    torch.manual_seed(0)
+    try:
+        result = phase(*args)
+        if torch.cuda.is_available():
+            result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        queue.put(result)
+    except Exception as exc:  # reported by the parent, with the phase's name
+        queue.put({"error": f"{exc.__class__.__name__}: {exc}"})
+
+
+def run_phase(name: str, *args) -> dict:
+    """Run one phase in a fresh spawned process and return its result dict."""
+    phase = {"ours": phase_ours, "reference": phase_reference, "model_only": phase_model_only,
+             "inference": phase_inference}[name]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(phase, args, queue))
+    proc.start()
+    result = None
+    while result is None:
+        try:
+            result = queue.get(timeout=5)
+        except Exception:  # queue.Empty: still running, unless the process died (e.g. out of memory)
+            if not proc.is_alive():
+                result = {"error": f"the process ended with exit code {proc.exitcode} and no result"}
+    proc.join()
+    if "error" in result:
+        raise ConfigError(f"bench phase {name!r} failed: {result['error']}")
+    return result
+
+
+def run_bench(data_dir, model_name="small-random", size_hw=(518, 840), batch_size=4, steps=6,
+              precision="auto", out_dir="/tmp/depth_lora_bench", gradient_checkpointing=False) -> dict:
+    """All phases on the same captures, model and size; returns the report dict."""
+    from depth_lora.data.captures import find_captures
+    from depth_lora.model.precision import resolve_precision
+
+    if steps < 2:
+        raise ConfigError("--steps must be >= 2 (the first step is excluded as warm-up)")
+    files = find_captures(data_dir)
+    if len(files) < batch_size:
+        raise DataError(data_dir, f"only {len(files)} captures, fewer than --batch-size {batch_size}")
+    precision = resolve_precision(precision)
+    args = (str(data_dir), model_name, tuple(size_hw), batch_size, steps, precision, str(out_dir),
+            gradient_checkpointing)
+    report = {"machine": machine(), "model": model_name, "image_size_hw": list(size_hw),
+              "gradient_checkpointing": gradient_checkpointing,
+              "batch_size": batch_size, "steps": steps, "precision": precision, "captures": len(files)}
+    for name in ("inference", "model_only", "ours", "reference"):
+        print(f"bench: {name} ...", flush=True)
+        report[name] = run_phase(name, *args)
+    ours, ref, bare = report["ours"], report["reference"], report["model_only"]
+    report.update(
+        train_samples_per_s=ours["samples_per_s"],
+        reference_samples_per_s=ref["samples_per_s"],
+        speedup_vs_reference=ours["samples_per_s"] / ref["samples_per_s"],
+        model_only_samples_per_s=bare["samples_per_s"],
+        overhead=bare["samples_per_s"] / ours["samples_per_s"] - 1,
+        data_fraction=ours["data_fraction"],
+        prepare_cold_s=ours["prepare_cold_s"],
+        prepare_warm_s=ours["prepare_warm_s"],
+        infer_s_per_capture=report["inference"]["s_per_capture"],
+        complete_s_per_capture=report["inference"]["complete_s_per_capture"],
+        train_peak_rss_mb=ours["peak_rss_mb"],
+        infer_peak_rss_mb=report["inference"]["peak_rss_mb"],
+    )
+    return report
+
+
+def format_bench(report: dict) -> str:
+    m = report["machine"]
+    inference = report["inference"]
+    h, w = inference["size_hw"]
+    onnx = inference.get("onnx")
+    lines = [
+        f"machine: {m['device']} | torch {m['torch']} | precision {report['precision']} "
+        f"(reference: {report['reference']['precision']})",
+        f"model {report['model']}, {report['image_size_hw'][0]}x{report['image_size_hw'][1]}, "
+        f"batch {report['batch_size']}, {report['steps']} steps (first excluded), "
+        f"gradient checkpointing {'on' if report['gradient_checkpointing'] else 'off'} (ours, bare model)",
+        f"train_samples_per_s      {report['train_samples_per_s']:.3f}",
+        f"reference_samples_per_s  {report['reference_samples_per_s']:.3f}",
+        f"speedup vs reference     {report['speedup_vs_reference']:.2f}x",
+        f"model_only_samples_per_s {report['model_only_samples_per_s']:.3f} "
+        f"(overhead {100 * report['overhead']:.1f} %)",
+        f"data_fraction            {100 * report['data_fraction']:.1f} % of a step waiting for data",
+        f"prepare captures         cold {report['prepare_cold_s']:.2f} s, "
+        f"warm {report['prepare_warm_s']:.2f} s ({report['captures']} captures decoded and resized, then "
+        "read back from the on-disk cache)",
+        f"infer_s_per_capture      {report['infer_s_per_capture']:.3f} s ({h}x{w} PNG -> depth mm, "
+        f"{inference['precision']}; fp32 {inference['s_per_capture_fp32']:.3f} s)",
+        *([f"onnxruntime              {onnx['s_per_capture']:.3f} s per capture (fp32 graph; max "
+           f"{onnx['parity_max_abs_mm']:.4f} mm from PyTorch fp32)"] if onnx else
+          ["onnxruntime              not measured (the [export] extra is not installed)"]),
+        f"complete_s_per_capture   {report['complete_s_per_capture']:.3f} s (PNG + depth file -> holes "
+        f"filled: {report['complete_s_per_capture'] - report['infer_s_per_capture']:+.3f} s over inference)",
+        f"peak RSS                 train {report['train_peak_rss_mb']:.0f} MB, "
+        f"inference {report['infer_peak_rss_mb']:.0f} MB, "
+        f"reference {report['reference']['peak_rss_mb']:.0f} MB",
+    ]
+    if "peak_gpu_mb" in report["ours"]:
+        lines.append(f"peak GPU memory          train {report['ours']['peak_gpu_mb']:.0f} MB")
+    return "\n".join(lines)
+
+
+def write_bench_json(report: dict, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return path

@@ -1,0 +1,1 @@
+"""The depth-lora command line: its parser, flags, verbs and quickstart."""

@@ -1,0 +1,1 @@
+"""Captures on disk, the split, the training dataset, its cache and batch transforms."""

@@ -1,0 +1,1 @@
+"""Merged models and ONNX export, and the ONNX Runtime backend."""

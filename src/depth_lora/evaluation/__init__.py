@@ -1,0 +1,1 @@
+"""Held-out evaluation in mm: calibration, the report, hole-filling scores."""

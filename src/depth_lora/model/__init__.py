@@ -1,0 +1,1 @@
+"""Depth Anything checkpoints (hub, local, bundled, random-init), heads, LoRA, precision."""

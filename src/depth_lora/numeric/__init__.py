@@ -1,0 +1,1 @@
+"""Pure numpy helpers: depth metrics, alignment, hole fills, hole masks, geometry."""

@@ -1,0 +1,1 @@
+"""The training config, the run, the Trainer subclass and the losses."""

@@ -1,0 +1,347 @@
+"""The one typed training config: CLI flags and/or a YAML/JSON file, validated, saved with the run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, get_args, get_origin, get_type_hints
+
+from depth_lora.data.split import parse_group_by
+from depth_lora.errors import ConfigError
+from depth_lora.model.choices import DEFAULT_MODEL, MODEL_ALIASES, check_lora_settings
+from depth_lora.text import size_hw as format_size_hw
+
+DEFAULT_DATA = "DATASET_DEVOIR"
+DEFAULT_OUTPUT = "depth_anything_finetuned_lora_zivid"
+
+# Training recipes: the settings a run takes for every option left unset (None). Explicit options
+# (flags, config file, Python) always win. `original` is exactly the seed project's notebook; it
+# stays one flag away for anyone reproducing it. `recommended` is what this project measured to
+# adapt (experiments/domain_adaptation/RESULTS.md) and what published LoRA adaptations of depth
+# foundation models do (Surgical-DINO, EndoDAC: LoRA plus a trained head or neck): adapters on every
+# backbone Linear layer and the DPT neck's convolutions, the head trained, labels in the pretrained
+# head's own direction (inverse depth: near = large), a learning-rate warm-up, and a label range
+# from robust percentiles (one stray pixel must not set the scale). Its loss (SiLog) and rate
+# (2e-3) were chosen on validation captures only: experiments/recipe_check/RESULTS.md.
+RECIPES: dict[str, dict] = {
+    "original": {
+        "epochs": 10.0, "batch_size": 4, "learning_rate": 5e-5, "warmup_steps": 0.0,
+        "lora_rank": 16, "lora_alpha": 32.0, "lora_dropout": 0.05, "lora_targets": ["qkv"],
+        "train_head": False, "loss": "mse", "labels": "minmax", "label_percentiles": [0.0, 100.0],
+    },
+    "recommended": {
+        "epochs": 10.0, "batch_size": 4, "learning_rate": 2e-3, "warmup_steps": 0.1,
+        "lora_rank": 16, "lora_alpha": 32.0, "lora_dropout": 0.05,
+        "lora_targets": ["qkv", "out", "mlp", "neck"], "train_head": True, "loss": "silog",
+        "labels": "inverse", "label_percentiles": [0.5, 99.5],
+    },
+}
+DEFAULT_RECIPE = "recommended"
+
+
+def _help(text: str, **extra) -> dict:
+    return {"help": text, **extra}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on. Options left None take the chosen recipe's value."""
+
+    data: str = field(default=DEFAULT_DATA, metadata=_help("captures folder (images/, depth/)"))
+    output: str = field(default=DEFAULT_OUTPUT, metadata=_help("output folder for the adapter and logs"))
+    model: str = field(
+        default=DEFAULT_MODEL,
+        metadata=_help(
+            "hub id, local model folder, a short name: small, base, large (relative), "
+            "metric-indoor-small|base|large, metric-outdoor-small|base|large (metric heads); "
+            "'demo-pretrained' (tiny, pretrained on synthetic scenes, shipped for offline demos), or a "
+            "random init for tests: tiny, tiny-metric, small-random, base-random, large-random"
+        ),
+    )
+    recipe: Literal["recommended", "original"] = field(
+        default=DEFAULT_RECIPE,
+        metadata=_help("settings for every option not given: 'recommended' (LoRA on the backbone and "
+                       "the DPT neck, head trained, inverse-depth labels, warm-up) or 'original' (the "
+                       "seed project: LoRA r16 on q/k/v, min-max labels, frozen head, lr 5e-5)"),
+    )
+    epochs: float | None = field(default=None, metadata=_help("training epochs (recipe: 10)"))
+    max_steps: int = field(
+        default=-1, metadata=_help("stop after this many optimiser steps (-1: use --epochs)")
+    )
+    batch_size: int | None = field(default=None, metadata=_help("captures per batch and device (recipe: 4)"))
+    learning_rate: float | None = field(
+        default=None, metadata=_help("AdamW learning rate (recipe: recommended 2e-3, original 5e-5)")
+    )
+    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
+    warmup_steps: float | None = field(
+        default=None,
+        metadata=_help("linear learning-rate warm-up: a number of steps, or a fraction of all steps "
+                       "if below 1 (recipe: recommended 0.1, original 0)"),
+    )
+    image_size: list[int] | None = field(
+        default=None,
+        metadata=_help(
+            "H W fed to the model, each a multiple of 14 (default: like the checkpoint's processor, "
+            "shorter side 518 keeping the aspect of the most common capture size: 1200x1944 -> 518x840)"
+        ),
+    )
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = field(
+        default="auto",
+        metadata=_help(
+            "auto: bf16 on CUDA if supported, else fp16; bf16 autocast on a CPU that has it, else fp32"
+        ),
+    )
+    lora_rank: int | None = field(default=None, metadata=_help("LoRA rank r (recipe: 16)"))
+    lora_alpha: float | None = field(
+        default=None, metadata=_help("LoRA alpha, scaling alpha / r (recipe: 32)")
+    )
+    lora_dropout: float | None = field(
+        default=None, metadata=_help("dropout on the LoRA branch (recipe: 0.05)")
+    )
+    lora_bias: Literal["none", "all", "lora_only"] = field(default="none", metadata=_help("PEFT LoRA bias"))
+    lora_targets: list[str] | None = field(
+        default=None,
+        metadata=_help("layers that get LoRA: any of qkv, out (attention output), mlp (backbone), neck "
+                       "(the DPT neck's convolutions) (recipe: recommended qkv out mlp neck, original qkv)"),
+    )
+    train_head: bool | None = field(
+        default=None,
+        metadata=_help("also train the DPT head fully, saved with the adapter (recipe: recommended "
+                       "yes, original no)"),
+    )
+    finetune: Literal["lora", "full"] = field(
+        default="lora",
+        metadata=_help("lora: LoRA adapters (the point of this tool); full: train every weight, no "
+                       "adapter (a baseline; saves a whole model)"),
+    )
+    loss: Literal["mse", "l1", "silog", "ssi"] | None = field(
+        default=None,
+        metadata=_help("masked loss on the labels; ssi (scale-and-shift invariant) learns relative "
+                       "depth only, for pretraining (recipe: recommended silog, original mse)"),
+    )
+    labels: Literal["minmax", "inverse", "metric"] | None = field(
+        default=None,
+        metadata=_help("minmax: (z - min) / (max - min), growing with distance (the original's "
+                       "scheme); inverse: min / z, near = large like the pretrained head's disparity; "
+                       "min/max from the training split (recipe: recommended inverse, original minmax); "
+                       "metric: depth in metres, the only labels of a metric head (chosen for it)"),
+    )
+    head: Literal["checkpoint", "metric"] = field(
+        default="checkpoint",
+        metadata=_help("checkpoint: keep the checkpoint's head type (relative or metric, from its "
+                       "config); metric: turn a relative checkpoint's head into a metric one (sigmoid x "
+                       "--max-depth, in metres), the way Depth Anything's metric models were made"),
+    )
+    max_depth: int | None = field(
+        default=None,
+        metadata=_help("metric heads: the head's range in whole metres (transformers stores it as an "
+                       "integer), output = sigmoid x max_depth (checkpoint: 20 indoor, 80 outdoor). A bin "
+                       "at 0.5 m uses a sliver of a 20 m sigmoid; a range just above your farthest depth "
+                       "gives the head finer steps, but nothing beyond it can ever be predicted"),
+    )
+    label_percentiles: list[float] | None = field(
+        default=None,
+        metadata=_help("percentiles of the training split's valid depths that set the label range "
+                       "min/max (recipe: recommended 0.5 99.5, robust to stray pixels; original 0 100)"),
+    )
+    flip: bool = field(default=True, metadata=_help("augment with random horizontal flips"))
+    color_jitter: bool = field(
+        default=True, metadata=_help("augment with mild brightness/contrast/saturation jitter")
+    )
+    val_fraction: float = field(default=0.1, metadata=_help("share of captures held out for validation"))
+    test_fraction: float = field(default=0.1, metadata=_help("share of captures held out for the final test"))
+    depth_unit: Literal["mm", "m"] = field(default="mm", metadata=_help("unit of the depth .npy files"))
+    group_by: str = field(
+        default="session",
+        metadata=_help("captures that must stay in one split: 'session' (stamps YY-MM-DD-HH-MM-SS or "
+                       "YYYY-MM-DD_HH-MM-SS less than 10 minutes apart; unstamped names alone), 'none' "
+                       "(every capture alone), or 'regex:PATTERN' (the first group of PATTERN names the "
+                       "group)"),
+    )
+    seed: int = field(default=0, metadata=_help("seed for the split, initialisation and data order"))
+    split: str | None = field(
+        default=None,
+        metadata=_help("reuse the train/val/test split of an earlier run (its split.json), so runs "
+                       "are compared on the same held-out captures; default: drawn with --seed"),
+    )
+    logging_steps: int = field(default=10, metadata=_help("log the training loss every N steps"))
+    eval_steps: int | None = field(
+        default=None,
+        metadata=_help("evaluate and save a checkpoint every N steps, and at the last step (default: "
+                       "every epoch, or less often on long runs of short epochs: about 10 per run)"),
+    )
+    save_total_limit: int = field(default=3, metadata=_help("checkpoints kept (the best one is always kept)"))
+    num_workers: int | None = field(
+        default=None,
+        metadata=_help("DataLoader worker processes (default: 0 on CPU, where the captures are in memory "
+                       "and a batch is only stacked, so workers would cost process start-up and a CPU "
+                       "core the model needs; min(4, CPU cores / 2) on CUDA, to stack batches into "
+                       "pinned memory while the GPU computes)"),
+    )
+    no_cache: bool = field(
+        default=False,
+        metadata=_help("decode and resize every capture, without the on-disk cache of prepared captures "
+                       "($DEPTH_LORA_CACHE, default ~/.cache/depth_lora/prepared; entries are keyed by "
+                       "each file's path, size and modification time, and the input size)"),
+    )
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata=_help("recompute backbone activations in backward: less memory (measured on the Small "
+                       "model, batch 4, 518x840, CPU: peak 2.6 GB instead of 4.3 GB), about 1.4x slower"),
+    )
+    resume: bool = field(default=False, metadata=_help("continue from the last checkpoint in --output"))
+    overwrite: bool = field(default=False, metadata=_help("replace an earlier run in --output"))
+
+    def __post_init__(self):
+        self._check_types()
+        self.model = MODEL_ALIASES.get(self.model, self.model)
+        for name, value in RECIPES[self.recipe].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        self._check_types()  # recipe values too (lists copied, types checked)
+        parse_group_by(self.group_by)  # ConfigError on a bad value
+        lo, hi = self.label_percentiles if len(self.label_percentiles) == 2 else (None, None)
+        if lo is None or not 0 <= lo < hi <= 100:
+            raise ConfigError(f"--label-percentiles takes LO HI with 0 <= LO < HI <= 100, "
+                              f"got {self.label_percentiles}")
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(f"--val-fraction must be in (0, 1): validation picks the best checkpoint, "
+                              f"got {self.val_fraction}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"--warmup-steps must be >= 0, got {self.warmup_steps}")
+        if self.epochs <= 0 and self.max_steps <= 0:
+            raise ConfigError("set --epochs > 0 or --max-steps > 0")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ConfigError(f"--num-workers must be >= 0, got {self.num_workers}")
+        if self.eval_steps is not None and self.eval_steps < 1:
+            raise ConfigError(f"--eval-steps must be >= 1, got {self.eval_steps}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"--learning-rate must be > 0, got {self.learning_rate}")
+        if self.image_size is not None:
+            try:
+                self.image_size = [int(v) for v in self.image_size]
+            except (TypeError, ValueError):
+                raise ConfigError(f"--image-size takes two integers H W, got {self.image_size}") from None
+            if len(self.image_size) != 2 or any(v < 14 or v % 14 for v in self.image_size):
+                raise ConfigError(
+                    f"--image-size takes H W, each a multiple of 14 (>= 14), got {self.image_size}"
+                )
+        check_lora_settings(self.lora_rank, self.lora_alpha, self.lora_dropout, self.lora_bias,
+                            self.lora_targets)
+        if self.resume and self.overwrite:
+            raise ConfigError("--resume and --overwrite exclude each other")
+
+    def _check_types(self) -> None:
+        """Coerce and check every field against its annotation (values from the Python API or a
+        config file skip argparse: "5e-5" may arrive as a string, a typo'd choice is not caught)."""
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, coerce_field(f.name, getattr(self, f.name)))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def explicit_options(self) -> dict:
+        """The options that differ from the recipe (what a user changed), for the run's banner."""
+        return {k: getattr(self, k) for k, v in RECIPES[self.recipe].items() if getattr(self, k) != v}
+
+
+_FIELD_TYPES = get_type_hints(TrainConfig)
+
+
+def coerce_field(name: str, value):
+    """`value` converted to the type of TrainConfig field `name`; ConfigError if it cannot be."""
+    kind, flag = _FIELD_TYPES[name], "--" + name.replace("_", "-")
+    if type(None) in get_args(kind):  # optional: None means "not given" (a recipe value, a default)
+        if value is None:
+            return None
+        kind = next(a for a in get_args(kind) if a is not type(None))
+    if get_origin(kind) is Literal:
+        if value not in get_args(kind):
+            raise ConfigError(f"{flag} must be one of {', '.join(get_args(kind))}, got {value!r}")
+        return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{flag} must be true or false, got {value!r}")
+        return value
+    if kind in (int, float, str):
+        try:
+            if kind is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{flag} must be {kind.__name__}, got {value!r}") from None
+    if value is not None and not isinstance(value, list):
+        raise ConfigError(f"{flag} takes a list, got {value!r}")
+    if get_origin(kind) is list and value is not None:
+        item = get_args(kind)[0]
+        try:
+            return [item(v) for v in value]
+        except (TypeError, ValueError):
+            raise ConfigError(f"{flag} takes a list of {item.__name__}, got {value!r}") from None
+    return value
+
+
+# Changing these on --resume would continue a checkpoint with a different model or labels.
+RESUME_MUST_MATCH = (
+    "data", "model", "image_size", "lora_rank", "lora_alpha", "lora_bias", "lora_targets",
+    "train_head", "finetune", "labels", "label_percentiles", "val_fraction", "test_fraction",
+    "group_by", "split", "seed", "depth_unit",
+)
+
+
+def field_names(cls=TrainConfig) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def read_config_file(path: str | Path) -> dict:
+    """Read a YAML or JSON config file into a dict of TrainConfig fields (names with - or _)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file ({exc.strerror})") from None
+    try:
+        if path.suffix.lower() == ".json":
+            values = json.loads(text)
+        else:
+            import yaml
+
+            values = yaml.safe_load(text) or {}
+    except Exception as exc:  # yaml and json raise many kinds; all mean "not parseable"
+        raise ConfigError(f"{path}: not a valid YAML/JSON file ({exc.__class__.__name__})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of option: value")
+    values = {str(k).replace("-", "_"): v for k, v in values.items()}
+    unknown = sorted(set(values) - field_names())
+    if unknown:
+        raise ConfigError(f"{path}: unknown option(s) {', '.join(unknown)}")
+    try:
+        return {k: coerce_field(k, v) for k, v in values.items()}
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def describe_recipe(cfg: TrainConfig, size_hw) -> str:
+    """What this run trains, in one paragraph: the recipe, every setting it resolved to, and the
+    options the user changed from it."""
+    if cfg.finetune == "full":
+        what = "full fine-tuning (every weight)"
+    else:
+        head = " + the DPT head trained" if cfg.train_head else ", head frozen"
+        what = (f"LoRA r{cfg.lora_rank} (alpha {cfg.lora_alpha:g}, dropout {cfg.lora_dropout:g}) on "
+                f"{', '.join(cfg.lora_targets)}{head}")
+    warmup = (f"{cfg.warmup_steps:.0%} of the steps" if 0 < cfg.warmup_steps < 1
+              else f"{int(cfg.warmup_steps)} steps")
+    length = f"{cfg.max_steps} steps" if cfg.max_steps > 0 else f"{cfg.epochs:g} epochs"
+    lo, hi = cfg.label_percentiles
+    text = (f"Recipe '{cfg.recipe}': {what}; {cfg.labels} labels (range: percentiles {lo:g}-{hi:g} of the "
+            f"training depths), {cfg.loss} loss; lr {cfg.learning_rate:g}, warm-up {warmup}, batch "
+            f"{cfg.batch_size}, {length}; input {format_size_hw(size_hw)}")
+    changed = cfg.explicit_options()
+    if changed:
+        text += "; changed from the recipe: " + ", ".join(f"{k} {v}" for k, v in changed.items())
+    return text + "."
