@@ -60,6 +60,17 @@ def test_coarse_to_fine_solve_agrees_with_the_direct_solve(monkeypatch):
     assert np.abs(cascade - direct)[holes].max() < 0.5  # mm, on a field spanning ~80 mm
 
 
+def test_a_refinement_that_does_not_converge_says_so(monkeypatch, caplog):
+    v, u = np.mgrid[0:60, 0:80]
+    values = np.where((u + v) % 3 == 0, 800.0 + u, np.nan)
+    monkeypatch.setattr(fill, "DIRECT_SOLVE_MAX_UNKNOWNS", 100)
+    monkeypatch.setattr(fill, "REFINE_ITERATIONS", 1)  # far too few to converge
+    with caplog.at_level("INFO", logger="depth_lora.numeric.fill"):
+        filled = fill.harmonic_fill(values)
+    assert np.isfinite(filled).all()
+    assert "CG stopped after 1 iterations" in caplog.text
+
+
 def test_a_hole_with_no_measured_pixel_stays_empty():
     values = np.full((20, 20), np.nan)
     values[:, :5] = 700.0

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -23,6 +22,7 @@ from depth_lora.data.cache import ArrayCache, default_cache_dir, entry_key
 from depth_lora.data.captures import Capture, CaptureFiles, load_capture
 from depth_lora.data.transforms import normalize, to_unit_range
 from depth_lora.errors import ConfigError
+from depth_lora.numeric.resize import masked_area_resize
 from depth_lora.text import live_progress
 
 PATCH = 14
@@ -117,15 +117,9 @@ def resize_depth(
     valid = np.isfinite(depth_mm)
     if depth_mm.shape == tuple(size_hw):
         return depth_mm.astype(np.float32), valid
-    z = torch.from_numpy(np.where(valid, depth_mm, 0).astype(np.float32))[None, None]
-    m = torch.from_numpy(valid.astype(np.float32))[None, None]
-    up = size_hw[0] > depth_mm.shape[0] or size_hw[1] > depth_mm.shape[1]
-    mode = "nearest" if up else "area"
-    z_sum = F.interpolate(z * m, size=tuple(size_hw), mode=mode)[0, 0]
-    coverage = F.interpolate(m, size=tuple(size_hw), mode=mode)[0, 0]
+    mean, coverage = masked_area_resize(depth_mm, valid, size_hw)
     out_valid = (coverage >= min_coverage - 1e-6) & (coverage > 0)
-    out = torch.where(out_valid, z_sum / coverage.clamp(min=1e-6), torch.nan)
-    return out.numpy().astype(np.float32), out_valid.numpy()
+    return np.where(out_valid, mean, np.nan).astype(np.float32), out_valid
 
 
 @dataclass

@@ -15,12 +15,17 @@ what a harmonic interpolation reproduces well.
 
 from __future__ import annotations
 
+import logging
+
 import cv2
 import numpy as np
 from scipy import ndimage, sparse
 from scipy.sparse import linalg as sparse_linalg
 
 from depth_lora.numeric.align import fit_affine
+from depth_lora.numeric.resize import masked_area_resize
+
+logger = logging.getLogger(__name__)
 
 # The Laplace system is solved directly up to this many unknowns; larger ones are solved on a
 # 2x coarser grid first (recursively) and refined with conjugate gradients from that start.
@@ -126,16 +131,9 @@ def smooth_fill(values, known=None, max_pixels: int | None = None) -> np.ndarray
     if max_pixels is None or h * w <= max_pixels:
         return harmonic_fill(values, known)
     factor = float(np.sqrt(h * w / max_pixels))
-    coarse = _masked_area_resize(values, known, (max(int(w / factor), 2), max(int(h / factor), 2)))
+    coarse = masked_area_resize(values, known, (max(int(h / factor), 2), max(int(w / factor), 2)))[0]
     filled = cv2.resize(harmonic_fill(coarse), (w, h), interpolation=cv2.INTER_LINEAR)
     return np.where(known, values, filled)
-
-
-def _masked_area_resize(values, known, size_wh) -> np.ndarray:
-    """Area-average of the known pixels onto a smaller (W, H) grid; NaN where a cell has none."""
-    weight = cv2.resize(known.astype(np.float32), size_wh, interpolation=cv2.INTER_AREA)
-    total = cv2.resize(np.where(known, values, 0).astype(np.float32), size_wh, interpolation=cv2.INTER_AREA)
-    return np.divide(total, weight, out=np.full_like(total, np.nan), where=weight > 0)
 
 
 def _laplace_system(values, known, unknown):
@@ -171,7 +169,14 @@ def _solve_laplace(values, known, unknown) -> np.ndarray:
         return sparse_linalg.spsolve(matrix.tocsc(), rhs)
     start = _coarse_start(values, known, unknown)
     preconditioner = sparse.diags(1.0 / matrix.diagonal())
-    solution, _ = sparse_linalg.cg(matrix, rhs, x0=start, M=preconditioner, maxiter=REFINE_ITERATIONS)
+    solution, info = sparse_linalg.cg(matrix, rhs, x0=start, M=preconditioner, maxiter=REFINE_ITERATIONS)
+    if info < 0:  # a breakdown, not just "not converged": the refinement cannot be trusted
+        raise FloatingPointError(f"conjugate gradients broke down (info {info}) on {n} unknowns")
+    if info > 0:
+        # Not converged in REFINE_ITERATIONS: the residual fill is smooth and the coarse start close,
+        # so the result is still usable; log how far it is, the caller decides nothing differently.
+        residual = np.linalg.norm(matrix @ solution - rhs) / max(np.linalg.norm(rhs), 1e-12)
+        logger.info("harmonic fill: CG stopped after %d iterations, relative residual %.2e", info, residual)
     return solution
 
 
@@ -179,7 +184,7 @@ def _coarse_start(values, known, unknown) -> np.ndarray:
     """An initial guess for the unknown pixels: the harmonic fill on a 2x coarser grid (a cell is
     known if any of its pixels is, with their mean), upsampled."""
     h, w = known.shape
-    coarse = _masked_area_resize(values, known, ((w + 1) // 2, (h + 1) // 2))
+    coarse = masked_area_resize(values, known, ((h + 1) // 2, (w + 1) // 2))[0]
     # Cells of holes that touch nothing stay NaN on the coarse grid; they are not solved for here.
     filled = np.nan_to_num(harmonic_fill(coarse))
     return cv2.resize(filled, (w, h), interpolation=cv2.INTER_LINEAR)[unknown].astype(np.float64)

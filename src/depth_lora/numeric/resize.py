@@ -1,0 +1,28 @@
+"""Masked area resizing: the mean of the *known* values under each output pixel, so holes never
+pull a value towards zero. The one copy for labels (data.dataset) and coarse fills (numeric.fill)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def masked_area_resize(
+    values: np.ndarray, known: np.ndarray, size_hw: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(mean of the known values, share of the footprint known) on an (h, w) grid, both float32.
+
+    Downsampling averages each output pixel's footprint (torch's area mode); upsampling copies
+    the nearest pixel. The mean is NaN where nothing under the pixel is known.
+    """
+    known = np.asarray(known, dtype=bool)
+    size_hw = tuple(int(s) for s in size_hw)
+    up = size_hw[0] > known.shape[0] or size_hw[1] > known.shape[1]
+    mode = "nearest" if up else "area"
+    z = torch.from_numpy(np.where(known, values, 0).astype(np.float32))[None, None]
+    m = torch.from_numpy(known.astype(np.float32))[None, None]
+    total = F.interpolate(z * m, size=size_hw, mode=mode)[0, 0]
+    coverage = F.interpolate(m, size=size_hw, mode=mode)[0, 0]
+    mean = torch.where(coverage > 0, total / coverage.clamp(min=1e-6), torch.nan)
+    return mean.numpy().astype(np.float32), coverage.numpy().astype(np.float32)
