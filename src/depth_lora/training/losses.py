@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from depth_lora.errors import ConfigError
-from depth_lora.runs.folder import SCALE_INVARIANT_LOSSES
 
 
 def _prepare(
@@ -150,9 +149,8 @@ class ScaleShiftInvariantLoss(nn.Module):
             return (per_image * usable).sum() / usable.sum().clamp(min=1)
 
 
-# Losses blind to the output's scale and shift: such a model predicts relative depth, scored after a
-# per-capture least-squares alignment (validation, `evaluate`).
-RELATIVE_LOSSES = SCALE_INVARIANT_LOSSES  # the run record names them, for evaluation
+# ssi is blind to the output's scale and shift: its runs are scored aligned (the run record says so,
+# runs.folder.SCALE_INVARIANT_LOSSES).
 LOSSES = {"mse": MaskedMSELoss, "l1": MaskedL1Loss, "silog": SiLogLoss, "ssi": ScaleShiftInvariantLoss}
 
 

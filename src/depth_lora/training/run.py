@@ -35,6 +35,7 @@ from depth_lora.model.precision import resolve_precision
 from depth_lora.runs.folder import (
     BASE_MODEL_DIR,
     CARD_FILE,
+    SCALE_INVARIANT_LOSSES,
     SPLIT_FILE,
     RunRecord,
     write_metrics,
@@ -46,7 +47,7 @@ from depth_lora.runs.model_card import write_model_card
 from depth_lora.text import plural
 from depth_lora.text import size_hw as format_size_hw
 from depth_lora.training.config import TrainConfig, describe_recipe
-from depth_lora.training.losses import RELATIVE_LOSSES, build_loss
+from depth_lora.training.losses import build_loss
 from depth_lora.training.setup import (
     CLI_OPTIONS,
     OptionNames,
@@ -310,7 +311,7 @@ def build_trainer(model, cfg: TrainConfig, data: RunData, labels: LabelScheme, p
         train_dataset=DepthDataset(train, labels),
         eval_dataset=DepthDataset(val, labels),
         transform=BatchTransform(flip=cfg.flip, jitter_strength=JITTER_STRENGTH if cfg.color_jitter else 0.0),
-        compute_metrics=make_compute_metrics(labels, relative=cfg.loss in RELATIVE_LOSSES),
+        compute_metrics=make_compute_metrics(labels, relative=cfg.loss in SCALE_INVARIANT_LOSSES),
         loss_fn=loss_fn,
         label_scheme=labels,
         panel_capture=val[0],
