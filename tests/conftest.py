@@ -77,3 +77,11 @@ def demo_run(root: Path, captures_seed: int, **overrides) -> tuple[Path, Path]:
                   batch_size=2, image_size=[70, 112], learning_rate=1e-3, precision="fp32")
     run_training(TrainConfig(**{**values, **overrides}), progress=False)
     return data, root / "out"
+
+
+@pytest.fixture(scope="session")
+def shared_demo_run(tmp_path_factory) -> tuple[Path, Path]:
+    """One trained demo run (see demo_run) for every test that only reads a finished run: evaluate,
+    predict, complete, merge, export. Tests write their outputs elsewhere, never into it."""
+    return demo_run(tmp_path_factory.mktemp("shared_run"), captures_seed=5)
+

@@ -108,6 +108,22 @@ def test_yaml_numbers_written_like_5e_5_are_read_as_numbers(tmp_path):
     assert cfg.learning_rate == 5e-5 and cfg.epochs == 3.0
 
 
+def test_quickstart_config_takes_train_options_by_name_and_refuses_unknown_ones(monkeypatch, capsys):
+    from depth_lora.cli.quickstart import quickstart_config
+    from depth_lora.errors import ConfigError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("depth_lora.model.checkpoints.is_cached", lambda model: False)  # as on CI
+    cfg = quickstart_config("data", "out", "tiny", learning_rate="1e-3", lora_rank=4)
+    assert (cfg.model, cfg.learning_rate, cfg.lora_rank, cfg.recipe) == ("tiny", 1e-3, 4, "recommended")
+    assert "demo-pretrained job size" not in capsys.readouterr().out  # the tiny model keeps its job
+    demo = quickstart_config("data", "out", None, max_steps=20)  # offline: the demo model, loudly
+    assert demo.model == "demo-pretrained" and demo.max_steps == 20 and demo.eval_steps == 2
+    assert "OFFLINE DEMO MODEL" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="unknown option.s. lora_rnak; the options are: .*lora_rank"):
+        quickstart_config("data", "out", "tiny", lora_rnak=4)
+
+
 def test_quickstart_offline_falls_back_to_the_demo_model_loudly(tmp_path, capsys, monkeypatch):
     from depth_lora.cli.quickstart import OFFLINE_DEMO
 

@@ -14,6 +14,8 @@ from depth_lora.data.dataset import (
     prepare_capture,
     processor_size_hw,
     resize_depth,
+    resize_rgb,
+    rgb_to_pixel_values,
 )
 from depth_lora.errors import ConfigError
 
@@ -22,6 +24,19 @@ def test_input_size_follows_the_checkpoints_processor():
     assert processor_size_hw(1200, 1944) == (518, 840)  # Zivid 2, as the processor resizes it
     assert processor_size_hw(480, 640) == (518, 686)
     assert default_image_size([(480, 640), (1200, 1944), (1200, 1944)]) == (518, 840)
+
+
+@pytest.mark.parametrize("size_hw", [(1200, 1944), (480, 640), (300, 486), (1000, 600), (518, 840)])
+def test_preprocessing_equals_the_checkpoints_own_image_processor(size_hw):
+    # The DPTImageProcessor of Depth-Anything-V2-Small-hf's preprocessor_config.json, built offline:
+    # the same input size and the same pixel values, for wide, tall and already-sized images.
+    from depth_lora.bench.reference_pipeline import checkpoint_processor
+
+    rgb = np.random.default_rng(sum(size_hw)).integers(0, 256, (*size_hw, 3), dtype=np.uint8)
+    expected = checkpoint_processor()(images=rgb, return_tensors="pt")["pixel_values"]
+    ours = rgb_to_pixel_values(resize_rgb(rgb, processor_size_hw(*size_hw)))
+    assert tuple(expected.shape[-2:]) == processor_size_hw(*size_hw)
+    torch.testing.assert_close(ours.reshape(expected.shape), expected, atol=1e-6, rtol=0)
 
 
 def test_resized_labels_average_valid_pixels_only_and_drop_mostly_hole_pixels():

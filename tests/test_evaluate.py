@@ -8,8 +8,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import demo_run, random_capture, write_capture
+from conftest import random_capture, write_capture
 from PIL import Image
+from plyfile import PlyData
 from transformers import AutoModelForDepthEstimation
 
 from depth_lora.cli.commands import main
@@ -31,8 +32,8 @@ ROWS = [m for m in METHODS if m != "zero_shot"]
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return demo_run(tmp_path_factory.mktemp("eval"), captures_seed=5)
+def run(shared_demo_run):
+    return shared_demo_run  # one trained run for the whole session (conftest)
 
 
 def test_evaluate_writes_the_five_row_table_with_intervals_json_csv_and_plots(run, tmp_path, capsys):
@@ -186,13 +187,20 @@ def test_predict_writes_depth_at_each_images_resolution_and_a_valid_ply(run, tmp
         depth = np.load(tmp_path / "pred" / f"img_{h}x{w}_depth_mm.npy")
         assert depth.shape == (h, w) and depth.dtype == np.float32 and np.isfinite(depth).all()
         assert (tmp_path / "pred" / f"img_{h}x{w}_depth.png").is_file()
-        raw = (tmp_path / "pred" / f"img_{h}x{w}.ply").read_bytes()
-        header, body = raw.split(b"end_header\n", 1)
-        assert header.startswith(b"ply\nformat binary_little_endian 1.0\n")
-        count = int(header.split(b"element vertex ")[1].split(b"\n")[0])
-        assert count == h * w and len(body) == count * (3 * 4 + 3)
-        xyz_pred = np.frombuffer(body, dtype=[("p", "<f4", 3), ("c", "u1", 3)])
-        np.testing.assert_allclose(xyz_pred["p"][:, 2], depth.ravel(), rtol=1e-6)
+        # Read back by plyfile, not by our own layout: one vertex per pixel, row-major, Z the depth
+        # and X, Y back-projected with the intrinsics estimated from the camera's XYZ map.
+        ply = PlyData.read(str(tmp_path / "pred" / f"img_{h}x{w}.ply"))
+        assert ply.text is False and ply.byte_order == "<"
+        vertices = ply["vertex"]
+        assert vertices.count == h * w
+        assert [p.name for p in vertices.properties] == ["x", "y", "z", "red", "green", "blue"]
+        np.testing.assert_allclose(vertices["z"], depth.ravel(), rtol=1e-6)
+        fx, fy, cx, cy = intrinsics_from_xyz(np.load(xyz))
+        v, u = np.divmod(np.arange(h * w), w)
+        np.testing.assert_allclose(vertices["x"], (u - cx) * depth.ravel() / fx, rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(vertices["y"], (v - cy) * depth.ravel() / fy, rtol=1e-4, atol=1e-3)
+        rgb = np.asarray(Image.open(images / f"img_{h}x{w}.png").convert("RGB")).reshape(-1, 3)
+        np.testing.assert_array_equal(np.stack([vertices[c] for c in ("red", "green", "blue")], -1), rgb)
 
 
 def test_intrinsics_are_recovered_from_an_xyz_map(tmp_path):

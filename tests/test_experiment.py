@@ -23,6 +23,7 @@ from experiment import (
     nested_subsets,
     run_experiment,
     structure_scores,
+    t_interval,
 )
 from heads import run_head_comparison
 
@@ -40,6 +41,14 @@ def test_structure_score_ignores_scale_and_offset_and_is_zero_for_a_constant_map
     ramp = np.tile(np.linspace(800, 1200, 80), (60, 1))
     scores = structure_scores(ramp, ramp + 30 * rng.standard_normal(ramp.shape))
     assert scores["corr"] > 0.9 and abs(scores["detail_corr"]) < 0.1
+
+
+def test_seed_interval_uses_students_t_at_every_sample_size():
+    # 2.201 is t(0.975) with 11 degrees of freedom; a normal 1.96 would be too narrow.
+    values = np.arange(12.0)
+    half = (t_interval(values)[1] - t_interval(values)[0]) / 2
+    assert half == pytest.approx(2.201 * values.std(ddof=1) / np.sqrt(12), rel=1e-3)
+    assert t_interval([4.0]) == [4.0, 4.0]
 
 
 def test_learning_curve_subsets_are_nested_whole_sessions_of_the_training_split():

@@ -111,6 +111,18 @@ def test_no_module_is_over_400_lines():
     assert not long
 
 
+def test_no_function_is_over_80_lines():
+    import ast
+
+    long = []
+    for path in modules():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if node.end_lineno - node.lineno + 1 > 80:
+                    long.append(f"{path.relative_to(PACKAGE)}:{node.name}")
+    assert not long
+
+
 def test_the_public_face_names_resolve_and_import_lazily():
     import subprocess
     import sys

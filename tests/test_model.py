@@ -18,7 +18,7 @@ from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation
 from depth_lora.errors import ConfigError, ModelError
 from depth_lora.model.checkpoints import RANDOM_INIT_OUTPUT, build_model, hub_is_reachable
 from depth_lora.model.choices import DEFAULT_MODEL
-from depth_lora.model.lora import apply_lora, resolve_lora_targets, trainable_parameters_line
+from depth_lora.model.lora import apply_lora, lora_summary, resolve_lora_targets, trainable_parameters_line
 
 # PEFT calls a transformers method that transformers 5.x deprecates; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing`:FutureWarning")
@@ -367,6 +367,17 @@ def test_train_head_makes_the_whole_head_trainable(tiny):
     trainable, _ = peft_model.get_nb_trainable_parameters()
     assert trainable == 12 * 2 * (64 + 64) + head_params
     assert trainable_parameters_line(peft_model).startswith(f"trainable params: {trainable:,d} ")
+
+
+def test_lora_summary_counts_the_adapted_layers_of_each_group_in_two_short_lines(tiny):
+    # The tiny model: 4 layers of q, k, v (12), o (4), fc1 and fc2 (8); the neck's count is read
+    # from the targets the same model resolves to.
+    neck = len(resolve_lora_targets(tiny, ("neck",)))
+    summary = lora_summary(apply_lora(tiny, rank=4, targets=("qkv", "out", "mlp", "neck"), train_head=True))
+    first, second = summary.splitlines()
+    assert f"{24 + neck} adapted layers (qkv 12, out 4, mlp 8, neck {neck}); trained in full: head" in first
+    assert first.startswith("LoRA r=4, alpha 32") and second.startswith("trainable params: ")
+    assert len(first) < 200
 
 
 @pytest.mark.parametrize(

@@ -38,7 +38,8 @@ def test_notebook_runs_headless_offline_with_the_demo_pretrained_model(tmp_path,
     outputs = [o for c in executed["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
     assert not [o for o in outputs if o["output_type"] == "error"]
     text = "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream")
-    for expected in ("OFFLINE DEMO MODEL 'demo-pretrained'", "demo-pretrained job size", "recipe recommended",
+    for expected in ("OFFLINE DEMO MODEL 'demo-pretrained'", "demo-pretrained job size",
+                     "Recipe 'recommended'", "adapted layers",
                      "generated 12 Zivid-like demo captures", "depth mean (mm)", "trainable params",
                      "def compute_loss", "fine_tuned_aligned", "zero_shot_calibrated", "zero_shot_aligned",
                      "constant", "Compare fine_tuned", "(test split)", ".ply"):

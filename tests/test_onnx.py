@@ -19,8 +19,8 @@ EXTRA = "the [export] extra is not installed (pip install -e '.[export]')"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return demo_run(tmp_path_factory.mktemp("onnx"), captures_seed=11)
+def run(shared_demo_run):
+    return shared_demo_run  # one trained run for the whole session (conftest)
 
 
 @pytest.fixture(scope="module")

@@ -47,8 +47,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import stats
 
 from depth_lora.errors import DataError, ModelError
+from depth_lora.evaluation.report import HEADLINE
 from depth_lora.training.config import RECIPES, TrainConfig
 
 
@@ -94,13 +96,11 @@ VARIANTS = {
 }
 VARIANT_METHOD = "recommended"
 CURVE_METHODS = ("recommended", "full_finetune")
-HEADLINE = ("rmse_mm", "mae_mm", "abs_rel", "delta1")
 BASELINES = ("zero_shot_calibrated", "zero_shot_aligned", "constant")
 # Structure: input sizes the zero-shot model is probed at, and the low-pass removed for detail.
 PROBE_INPUTS = ([126, 196], [168, 266], [238, 378])
 FLAT_MM = 1e-6  # a map varying less than this (std, mm) is flat: its structure score is 0
 DETAIL_LOWPASS_PX = 15  # at 240x388: about one 14-px patch of a 126x196 input, a part's size at 1 m
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
 
 
 def pretrain(source_dir: Path, out_dir: Path, budget: Budget) -> Path:
@@ -419,12 +419,12 @@ def measure_structure(out_dir: Path, final: list[dict]) -> dict:
     }
 
 
-def _t_interval(values) -> list[float]:
+def t_interval(values) -> list[float]:
     """95 % t interval of the mean of a few values (over seeds); one value: [v, v]."""
     values = np.asarray(values, dtype=float)
     if values.size < 2:
         return [float(values.mean()), float(values.mean())]
-    half = _T975.get(values.size - 1, 1.96) * values.std(ddof=1) / np.sqrt(values.size)
+    half = stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size)
     return [float(values.mean() - half), float(values.mean() + half)]
 
 
@@ -441,7 +441,7 @@ def summarize_runs(runs: list[dict], row: str) -> dict:
                        if all(r["test_per_capture"][row][c][metric] is not None for r in runs)]
         summary.update({metric: float(np.mean(per_seed)),
                         f"{metric}_ci95_captures": bootstrap_ci95(per_capture),
-                        f"{metric}_ci95_seeds": _t_interval(per_seed)})
+                        f"{metric}_ci95_seeds": t_interval(per_seed)})
     summary["captures"] = len(runs[0]["test_per_capture"][row])
     return summary
 

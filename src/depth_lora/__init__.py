@@ -19,6 +19,7 @@ Where things live (one folder per concern; imports run downwards only):
     deploy/      merged models, ONNX export and the ONNX Runtime backend
     synthetic/   Zivid-like demo captures and source-domain scenes
     cli/, bench/ the depth-lora command line and its benchmark
+    viz          every figure (`from depth_lora import viz`)
 """
 
 from __future__ import annotations
@@ -37,13 +38,23 @@ _PUBLIC = {
     "analyze_dataset": "depth_lora.data.analysis",
     "format_stats_table": "depth_lora.data.analysis",
     "generate_demo_captures": "depth_lora.synthetic.demo",
+    "ensure_captures": "depth_lora.cli.quickstart",
+    "model_input_view": "depth_lora.data.dataset",
+    "intrinsics_from_xyz": "depth_lora.numeric.geometry",
     # model
     "build_model": "depth_lora.model.checkpoints",
     "apply_lora": "depth_lora.model.lora",
     "trainable_parameters_line": "depth_lora.model.lora",
+    "lora_summary": "depth_lora.model.lora",
+    "resolve_precision": "depth_lora.model.precision",
     # training
     "TrainConfig": "depth_lora.training.config",
     "run_training": "depth_lora.training.run",
+    "quickstart_config": "depth_lora.cli.quickstart",
+    "describe_recipe": "depth_lora.training.config",
+    "NOTEBOOK_OPTIONS": "depth_lora.training.setup",
+    "DepthTrainer": "depth_lora.training.trainer",
+    "build_loss": "depth_lora.training.losses",
     # inference
     "load_bundle": "depth_lora.inference.predict",
     "predict_depth_mm": "depth_lora.inference.predict",

@@ -6,9 +6,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from depth_lora.data.captures import has_captures
+from depth_lora.errors import ConfigError
 from depth_lora.model.choices import DEFAULT_MODEL
 from depth_lora.text import plural
-from depth_lora.training.config import TrainConfig
+from depth_lora.training.config import TrainConfig, coerce_field, field_names
 from depth_lora.training.setup import OptionNames
 
 # The offline demo model, shipped with the package: the `tiny` architecture pretrained on synthetic
@@ -53,6 +54,32 @@ def size_demo_job(cfg: TrainConfig) -> TrainConfig:
                    eval_steps=cfg.eval_steps or max(1, max_steps // 10))
 
 
+def quickstart_config(data: str | Path, output: str | Path, model: str | None = None,
+                      overwrite: bool = False, **options) -> TrainConfig:
+    """The configuration quickstart (and the notebook) trains with.
+
+    `model` None: the real Depth Anything V2 Small when it is cached or the hub answers, otherwise
+    the offline demo model, announced loudly (printed). `options`: any other TrainConfig field
+    (recipe, max_steps, learning_rate, ...); the demo model gets its own job size for what they
+    leave open, printed. Raises ConfigError naming an unknown option.
+    """
+    known = field_names() - {"data", "output", "model", "overwrite"}  # the arguments above
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)}; "
+                          f"the options are: {', '.join(sorted(known))}")
+    options = {k: coerce_field(k, v) for k, v in options.items()}
+    name, offline = resolve_quickstart_model(model)
+    if offline:
+        print(offline_banner())
+    cfg = TrainConfig(data=str(data), output=str(output), model=name, overwrite=overwrite, **options)
+    if cfg.model == OFFLINE_DEMO["model"]:
+        cfg = size_demo_job(cfg)
+        print(f"demo-pretrained job size: input {cfg.image_size[0]} x {cfg.image_size[1]} (H x W), "
+              f"{cfg.max_steps} steps, an evaluation every {cfg.eval_steps}")
+    return cfg
+
+
 def ensure_captures(data_dir: str | Path, demo: bool = True, count: int = 24, size_hw=(1200, 1944)) -> str:
     """Make sure `data_dir` holds captures: with `demo`, generate demo captures if it holds none.
 
@@ -92,14 +119,9 @@ def run_quickstart(
     stats, kept = analyze_dataset(data_dir, depth_unit, keep=4)
     print(format_stats_table(stats))
 
-    name, offline = resolve_quickstart_model(model)
-    cfg = TrainConfig(data=str(data_dir), output=str(output_dir), model=name, depth_unit=depth_unit,
-                      overwrite=overwrite)
-    if offline:
-        print(f"\n{offline_banner()}")
-    if name == OFFLINE_DEMO["model"]:
-        cfg = size_demo_job(cfg)
-    print(f"\n== Fine-tuning {cfg.model} -> {output_dir}")
+    print(f"\n== Fine-tuning -> {output_dir}")
+    cfg = quickstart_config(data_dir, output_dir, model, overwrite, depth_unit=depth_unit)
+    offline = model is None and cfg.model == OFFLINE_DEMO["model"]
     eval_dir = output_dir / "evaluation"
     report = run_training(cfg, names=QUICKSTART_OPTIONS, evaluation_dir=eval_dir).test_report
     # Written after training: the training run wants its output folder to itself when it starts.

@@ -137,6 +137,14 @@ def prepare_capture(capture: Capture, size_hw: tuple[int, int]) -> PreparedCaptu
     return PreparedCapture(capture.key, resize_rgb(capture.rgb, size_hw), depth, capture.size_hw)
 
 
+def model_input_view(capture: Capture, image_size_hw=None) -> Capture:
+    """`capture` as the model sees it: resized to `image_size_hw` (default: like the checkpoint's
+    processor), the depth labels averaged over measured pixels only. For showing, not training."""
+    size_hw = tuple(image_size_hw) if image_size_hw else default_image_size([capture.size_hw])
+    seen = prepare_capture(capture, size_hw)
+    return Capture(f"{capture.key}, as the model sees it", seen.rgb, seen.depth_mm)
+
+
 def rgb_to_pixel_values(rgb: np.ndarray | torch.Tensor) -> torch.Tensor:
     """(..., H, W, 3) uint8 -> (..., 3, H, W) float32, ImageNet-normalised."""
     return normalize(to_unit_range(torch.as_tensor(rgb).movedim(-1, -3)))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import warnings
 
 from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.lora import LoraLayer
 from torch import nn
 from transformers import DepthAnythingForDepthEstimation
 
@@ -42,15 +43,7 @@ def resolve_lora_targets(model: nn.Module, targets=("qkv",)) -> list[str]:
     groups = check_target_groups(targets)
     found: dict[str, list[str]] = {g: [] for g in groups}
     for full_name, module in model.named_modules():
-        parts = full_name.split(".")
-        if isinstance(module, nn.Linear) and "backbone" in parts:
-            group = _target_group(parts[parts.index("backbone") :])
-        elif type(module) is nn.Conv2d and "neck" in parts and "resize" not in parts:
-            # The first fusion layer has no skip input, so its residual_layer1 is never called: an
-            # adapter there would never train (and DDP would stop on its missing gradient).
-            group = None if ".fusion_stage.layers.0.residual_layer1." in f".{full_name}." else "neck"
-        else:
-            continue
+        group = _layer_group(full_name, module)
         if group in found:
             found[group].append(full_name)
     for group, names in found.items():
@@ -61,6 +54,18 @@ def resolve_lora_targets(model: nn.Module, targets=("qkv",)) -> list[str]:
             )
     wanted = {n for names in found.values() for n in names}
     return [n for n, _ in model.named_modules() if n in wanted]  # model order
+
+
+def _layer_group(full_name: str, module: nn.Module) -> str | None:
+    """The target group a layer belongs to ("qkv", "out", "mlp", "neck"), or None."""
+    parts = full_name.split(".")
+    if isinstance(module, nn.Linear) and "backbone" in parts:
+        return _target_group(parts[parts.index("backbone") :])
+    if type(module) is nn.Conv2d and "neck" in parts and "resize" not in parts:
+        # The first fusion layer has no skip input, so its residual_layer1 is never called: an
+        # adapter there would never train (and DDP would stop on its missing gradient).
+        return None if ".fusion_stage.layers.0.residual_layer1." in f".{full_name}." else "neck"
+    return None
 
 
 def _target_group(parts: list[str]) -> str | None:
@@ -146,3 +151,21 @@ def trainable_parameters_line(model: nn.Module) -> str:
         f"trainable params: {trainable:,d} || all params: {total:,d} || "
         f"trainable%: {100 * trainable / total:.4f}"
     )
+
+
+def lora_summary(model: nn.Module) -> str:
+    """Where a PEFT model's adapters sit and what trains, in two short lines (LoraConfig's own
+    repr is one line of well over a thousand characters)."""
+    if not isinstance(model, PeftModel):
+        return f"no LoRA adapters (every weight trains as usual)\n{trainable_parameters_line(model)}"
+    config = model.peft_config[model.active_adapter]
+    counts = dict.fromkeys(TARGET_GROUPS, 0)
+    for full_name, module in model.get_base_model().named_modules():
+        if isinstance(module, LoraLayer):
+            group = _layer_group(full_name, module.get_base_layer()) or "other"
+            counts[group] = counts.get(group, 0) + 1
+    where = ", ".join(f"{group} {n}" for group, n in counts.items() if n)
+    full = ", ".join(sorted(config.modules_to_save or [])) or "nothing"
+    return (f"LoRA r={config.r}, alpha {config.lora_alpha:g}, dropout {config.lora_dropout:g}, bias "
+            f"{config.bias}: {sum(counts.values())} adapted layers ({where}); trained in full: {full}\n"
+            f"{trainable_parameters_line(model)}")

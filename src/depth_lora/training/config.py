@@ -325,9 +325,10 @@ def read_config_file(path: str | Path) -> dict:
         raise ConfigError(f"{path}: {exc}") from None
 
 
-def describe_recipe(cfg: TrainConfig, size_hw) -> str:
+def describe_recipe(cfg: TrainConfig, size_hw=None) -> str:
     """What this run trains, in one paragraph: the recipe, every setting it resolved to, and the
-    options the user changed from it."""
+    options the user changed from it. `size_hw`: the input size, when the captures fixed it."""
+    size_hw = size_hw or cfg.image_size
     if cfg.finetune == "full":
         what = "full fine-tuning (every weight)"
     else:
@@ -338,9 +339,10 @@ def describe_recipe(cfg: TrainConfig, size_hw) -> str:
               else f"{int(cfg.warmup_steps)} steps")
     length = f"{cfg.max_steps} steps" if cfg.max_steps > 0 else f"{cfg.epochs:g} epochs"
     lo, hi = cfg.label_percentiles
+    size = format_size_hw(size_hw) if size_hw else "like the checkpoint's processor (518 on the short side)"
     text = (f"Recipe '{cfg.recipe}': {what}; {cfg.labels} labels (range: percentiles {lo:g}-{hi:g} of the "
             f"training depths), {cfg.loss} loss; lr {cfg.learning_rate:g}, warm-up {warmup}, batch "
-            f"{cfg.batch_size}, {length}; input {format_size_hw(size_hw)}")
+            f"{cfg.batch_size}, {length}; input {size}")
     changed = cfg.explicit_options()
     if changed:
         text += "; changed from the recipe: " + ", ".join(f"{k} {v}" for k, v in changed.items())
