@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import importlib.util
+import os
 import socket
 import threading
 
@@ -415,3 +416,37 @@ def test_demo_pretrained_ships_with_the_package_and_predicts_relative_depth(tmp_
         valid = capture.valid_mask
         corr = np.corrcoef(pred[valid], 1.0 / capture.depth_mm[valid])[0, 1]
         assert corr > 0.7, (files.key, corr)
+
+
+# --- precision -----------------------------------------------------------------------------------
+
+
+def test_auto_precision_on_cpu_is_bf16_only_with_native_bf16_that_torch_may_use(monkeypatch):
+    from depth_lora.model.precision import resolve_precision
+
+    def cpu(bf16: bool, amx: bool, capability: str):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: bf16)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+        return resolve_precision("auto", "cpu")
+
+    assert cpu(bf16=True, amx=False, capability="AVX512") == "bf16"  # AMD Zen 4, Intel Cooper Lake
+    assert cpu(bf16=False, amx=True, capability="AVX512") == "bf16"  # Intel Sapphire Rapids
+    assert cpu(bf16=False, amx=False, capability="AVX512") == "fp32"  # Skylake: bf16 only emulated
+    assert cpu(bf16=False, amx=False, capability="AVX2") == "fp32"  # most robot-cell PCs
+    assert cpu(bf16=True, amx=False, capability="AVX2") == "fp32"  # ATEN_CPU_CAPABILITY=avx2
+    assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA GPU"):
+        resolve_precision("fp16", "cpu")
+    with pytest.raises(ConfigError, match="must be one of auto, fp32, fp16, bf16"):
+        resolve_precision("int8", "cpu")
+
+
+def test_capping_torch_at_avx2_gives_fp32_on_any_cpu():
+    import subprocess
+    import sys
+
+    code = "from depth_lora.model.precision import resolve_precision; print(resolve_precision('auto', 'cpu'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "ATEN_CPU_CAPABILITY": "avx2"})
+    assert out.stdout.strip() == "fp32"

@@ -9,7 +9,9 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 def cpu_supports_bf16() -> bool:
-    """True if this CPU has native bf16 arithmetic (AVX-512 BF16 or AMX), where autocast pays.
+    """True if this CPU has native bf16 arithmetic (AVX-512 BF16 or AMX), where autocast pays, and
+    torch is allowed to use it: `ATEN_CPU_CAPABILITY=avx2` caps torch's kernels at AVX2, as on the
+    AVX2-only PCs most robot cells have, and then bf16 would only be emulated.
 
     Not oneDNN's own check (`mkldnn._is_mkldnn_bf16_supported`): it also says yes on AVX-512 CPUs
     that only emulate bf16 (Skylake, Cascade Lake), where bf16 runs slower than fp32.
@@ -17,7 +19,8 @@ def cpu_supports_bf16() -> bool:
     import torch
 
     try:
-        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        return bool(native) and torch.backends.cpu.get_cpu_capability() == "AVX512"
     except (AttributeError, RuntimeError):
         return False
 
