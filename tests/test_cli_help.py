@@ -203,6 +203,12 @@ def test_argument_errors_come_before_torch_is_imported(tmp_path, argv, message):
     assert line.startswith(f"depth-lora {argv[0]}: error: {message.format(tmp=tmp_path)}"), line
 
 
-def test_quickstart_may_name_a_missing_data_folder(tmp_path):
-    args = build_parser().parse_args(["quickstart", "--data", str(tmp_path / "new")])
-    check_arguments(args)  # quickstart generates demo captures there: no error
+def test_quickstart_refuses_a_data_folder_that_does_not_exist_before_writing_anything(tmp_path, capsys):
+    # A typo in --data must not become 700 MB of demo captures and a demo run reported as success.
+    typo = tmp_path / "does_not_exist"
+    code = main(["quickstart", "--data", str(typo), "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{typo}: no such folder" in err and len(err.strip().splitlines()) == 1
+    assert not typo.exists() and not (tmp_path / "out").exists()
+    args = build_parser().parse_args(["quickstart", "--data", str(tmp_path)])  # empty: demo captures
+    check_arguments(args)

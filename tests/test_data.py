@@ -169,10 +169,25 @@ def test_split_is_deterministic_disjoint_and_complete():
     assert sorted(split["train"] + split["val"] + split["test"]) == keys
 
 
-@pytest.mark.parametrize("n, sizes", [(1, [1, 0, 0]), (2, [2, 0, 0]), (3, [1, 1, 1]), (12, [10, 1, 1])])
-def test_small_datasets_keep_one_capture_in_val_and_test_from_three(n, sizes):
+@pytest.mark.parametrize("n, sizes", [(1, [1, 0, 0]), (2, [2, 0, 0]), (3, [1, 1, 1]), (5, [3, 1, 1]),
+                                      (6, [2, 2, 2]), (12, [8, 2, 2])])
+def test_small_datasets_hold_out_one_group_from_three_and_two_from_six(n, sizes):
     split = make_split([str(i) for i in range(n)])
     assert [len(split[s]) for s in ("train", "val", "test")] == sizes
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_demo_sessions_give_each_held_out_split_two_sessions(seed):
+    # 24 demo captures come in about 8 sessions: neither held-out split may be a single session,
+    # which could not carry a verdict (one scene, alike captures).
+    from depth_lora.synthetic.demo import capture_stamps
+
+    keys = [f"{stamp}_Zivid_acquisition" for stamp in capture_stamps(seed, 24)]
+    groups = group_captures(keys, "session")
+    split = make_split(keys, seed=seed, groups=groups)
+    for name in ("val", "test"):
+        assert len({groups[k] for k in split[name]}) >= 2, name
+    assert len({groups[k] for k in split["train"]}) >= 2
 
 
 def test_split_round_trips_through_json(tmp_path):

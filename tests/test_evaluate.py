@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,6 +65,22 @@ def test_evaluate_writes_the_five_row_table_with_intervals_json_csv_and_plots(ru
     assert len(rows) == len(ROWS) * len(test_keys) and {r["capture"] for r in rows} == set(test_keys)
     figures = {p.name for p in (tmp_path / "plots").iterdir()}
     assert figures == {f"{k}.png" for k in test_keys} | {"metrics.png"}
+    # quickstart's plain reading: the kept checkpoint, then the verdict from both held-out splits
+    reading = table.split("== What the table says\n", 1)[1]
+    assert reading.startswith("Kept: the checkpoint of step ") and "best of " in reading
+    assert "  validation " in reading and "  test " in reading
+    assert ("Verdict: " in reading) != ("No verdict: " in reading)
+
+
+def test_evaluate_plots_without_a_folder_go_inside_the_run_folder(run, tmp_path, capsys, monkeypatch):
+    data, shared = run
+    out = shutil.copytree(shared, tmp_path / "run")  # the shared run is never written into
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["evaluate", "--data", str(data), "--adapter", str(out), "--split", "val", "--plots"]) == 0
+    assert f"figures written to {out / 'evaluation' / 'val'}" in capsys.readouterr().out
+    assert (out / "evaluation" / "val" / "metrics.png").is_file()
+    assert not list((tmp_path / "elsewhere").iterdir())  # nothing in the current directory
 
 
 def test_constant_baseline_matches_a_hand_computed_rmse_at_full_resolution(run):
@@ -255,3 +273,36 @@ def test_outputs_of_a_model_fine_tuned_from_the_demo_model_say_so(run, tmp_path,
     assert "WARNING" in capsys.readouterr().err
     assert main(["evaluate", "--data", str(data), "--adapter", str(out)]) == 0
     assert "WARNING: this model was fine-tuned from the offline demo model" in capsys.readouterr().out
+
+
+def test_every_figure_of_a_demo_model_run_carries_the_warning(run, tmp_path, monkeypatch, capsys):
+    # Every figure the commands save from a run fine-tuned from demo-pretrained: evaluate's per-capture
+    # and metrics figures, the hole-filling figures, predict's and complete's PNGs.
+    import depth_lora.viz as viz
+
+    saved = {}
+
+    def recording_save(fig, path, **kwargs):
+        saved[Path(path).name] = fig.get_suptitle()
+        return original(fig, path, **kwargs)
+
+    original = viz.save_figure
+    monkeypatch.setattr(viz, "save_figure", recording_save)
+    data, out = run
+    image = next((data / "images").glob("*.png"))
+    assert main(["evaluate", "--data", str(data), "--adapter", str(out), "--plots", str(tmp_path / "e"),
+                 "--holes"]) == 0
+    assert main(["predict", str(image), "--adapter", str(out), "--out", str(tmp_path / "p")]) == 0
+    assert main(["complete", str(data), "--adapter", str(out), "--out", str(tmp_path / "c")]) == 0
+    capsys.readouterr()
+    test_keys = json.loads((out / "split.json").read_text())["test"]
+    expected = ({f"{k}.png" for k in test_keys} | {f"holes_{k}.png" for k in test_keys} | {"metrics.png"}
+                | {f"{image.stem}_depth.png"} | {f"{f.key}_completion.png" for f in find_captures(data)})
+    assert set(saved) == expected
+    assert all(title.startswith(viz.DEMO_BANNER) for title in saved.values()), saved
+    # the TensorBoard panel is drawn by the same rule
+    capture = load_capture(find_captures(data)[0])
+    panel = viz.plot_prediction_panel(capture.rgb, capture.depth_mm, capture.depth_mm, title="c",
+                                      warning="fine-tuned from the offline demo model")
+    assert panel.get_suptitle() == f"{viz.DEMO_BANNER}\nc"
+    assert viz.plot_prediction_panel(capture.rgb, capture.depth_mm, capture.depth_mm).get_suptitle() == ""

@@ -25,6 +25,7 @@ def test_notebook_runs_headless_offline_with_the_demo_pretrained_model(tmp_path,
     papermill = pytest.importorskip("papermill")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     out = tmp_path / "out"
+    (tmp_path / "data").mkdir()  # an empty folder gets demo captures; a missing one is an error
     executed = papermill.execute_notebook(
         str(NOTEBOOK),
         str(tmp_path / "executed.ipynb"),
@@ -40,9 +41,9 @@ def test_notebook_runs_headless_offline_with_the_demo_pretrained_model(tmp_path,
     text = "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream")
     for expected in ("OFFLINE DEMO MODEL 'demo-pretrained'", "demo-pretrained job size",
                      "Recipe 'recommended'", "adapted layers",
-                     "generated 12 Zivid-like demo captures", "depth mean (mm)", "trainable params",
+                     "generating 12 Zivid-like demo captures", "depth mean (mm)", "trainable params",
                      "def compute_loss", "fine_tuned_aligned", "zero_shot_calibrated", "zero_shot_aligned",
-                     "constant", "Compare fine_tuned", "(test split)", ".ply"):
+                     "constant", "Kept: the checkpoint of step", "(test split)", ".ply"):
         assert expected in text, expected
     figures = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(figures) >= 6  # histogram, gallery, model input, metrics, held-out comparison, new image

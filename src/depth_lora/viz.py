@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from depth_lora.data.analysis import HIST_BIN_MM, DatasetStats
@@ -14,6 +16,11 @@ from depth_lora.data.captures import Capture
 from depth_lora.text import plural, size_hw
 
 DEPTH_CMAP = "turbo_r"  # near = red/warm, far = blue: how depth maps are usually read
+# |error| maps: magma without its last, near-white eighth, so the largest errors never look like
+# the holes (white) beside them.
+ERROR_CMAP = ListedColormap(colormaps["magma"](np.linspace(0.0, 0.85, 256)), name="magma_no_white")
+# The banner of every figure drawn from a run fine-tuned from the offline demo model.
+DEMO_BANNER = "OFFLINE DEMO MODEL, not Depth Anything: do not trust this depth on real captures"
 
 # Colour ranges of depth panels. Maps of one scene share a range (these percentiles of their pooled
 # valid pixels) unless sharing would hide one: a map keeps the shared range only if its own range
@@ -162,7 +169,7 @@ def plot_capture_gallery(captures: list[Capture], max_rows: int = 4) -> Figure:
 
 
 def plot_prediction_panel(
-    rgb: np.ndarray, target_mm: np.ndarray, pred_mm: np.ndarray, title: str = ""
+    rgb: np.ndarray, target_mm: np.ndarray, pred_mm: np.ndarray, title: str = "", warning: str | None = None
 ) -> Figure:
     """RGB | target | prediction | |error| in mm, with colour bars; holes of the target in white.
 
@@ -181,7 +188,7 @@ def plot_prediction_panel(
         _draw_depth(fig, ax, depth, scale, name, shrink=0.85)
     valid = np.isfinite(error)
     err_hi = float(np.percentile(error[valid], 99)) if valid.any() else 1.0
-    im = axes[3].imshow(np.ma.masked_invalid(error), cmap="magma", vmin=0, vmax=max(err_hi, 1.0))
+    im = axes[3].imshow(np.ma.masked_invalid(error), cmap=ERROR_CMAP, vmin=0, vmax=max(err_hi, 1.0))
     fig.colorbar(im, ax=axes[3], label="|error| (mm)", shrink=0.85)
     rmse = float(np.sqrt(np.mean(error[valid] ** 2))) if valid.any() else float("nan")
     axes[3].set_title(f"|error|, RMSE {rmse:.1f} mm", fontsize=9)
@@ -189,10 +196,11 @@ def plot_prediction_panel(
         ax.set_axis_off()
     if title:
         fig.suptitle(title)
-    return fig
+    return mark_demo(fig, warning)
 
 
-def plot_evaluation_capture(capture: Capture, preds_mm: dict[str, np.ndarray]) -> Figure:
+def plot_evaluation_capture(capture: Capture, preds_mm: dict[str, np.ndarray],
+                            warning: str | None = None) -> Figure:
     """RGB | target | every method | the first method's |error|, in mm, in rows of four.
 
     preds_mm: method name -> (H, W) depth in mm at the capture's resolution; the first one is the
@@ -218,16 +226,17 @@ def plot_evaluation_capture(capture: Capture, preds_mm: dict[str, np.ndarray]) -
     valid = np.isfinite(error)
     err_hi = max(float(np.percentile(error[valid], 99)), 1.0) if valid.any() else 1.0
     error_ax = axes[len(panels) + 1]
-    im = error_ax.imshow(np.ma.masked_invalid(error), cmap="magma", vmin=0, vmax=err_hi)
+    im = error_ax.imshow(np.ma.masked_invalid(error), cmap=ERROR_CMAP, vmin=0, vmax=err_hi)
     fig.colorbar(im, ax=error_ax, label="|error| (mm)", shrink=0.8)
     error_ax.set_title(f"{names[0]}: |error| (holes white)", fontsize=9)
     for ax in axes:
         ax.set_axis_off()
-    return fig
+    return mark_demo(fig, warning)
 
 
 def plot_metric_bars(
-    mean_metrics: dict[str, dict], keys=("rmse_mm", "mae_mm"), title: str = "Error on held-out captures"
+    mean_metrics: dict[str, dict], keys=("rmse_mm", "mae_mm"), title: str = "Error on held-out captures",
+    warning: str | None = None,
 ) -> Figure:
     """Bar chart of headline metrics (mm) per method, plus delta<1.25 on a second axis."""
     methods = list(mean_metrics)
@@ -246,10 +255,11 @@ def plot_metric_bars(
     ax2.bar_label(bars, fmt="%.2f", fontsize=8)
     ax2.set_xticks(x, methods, rotation=25, ha="right")
     ax2.set(ylim=(0, 1), title="delta < 1.25 (higher is better)")
-    return fig
+    return mark_demo(fig, warning)
 
 
-def plot_depth_map(rgb: np.ndarray, depth_mm: np.ndarray, title: str = "") -> Figure:
+def plot_depth_map(rgb: np.ndarray, depth_mm: np.ndarray, title: str = "",
+                   warning: str | None = None) -> Figure:
     """RGB beside its predicted depth in mm with a colour bar (a constant map: its value mid-bar)."""
     fig = Figure(figsize=(12, 4), layout="constrained")
     ax_rgb, ax_depth = fig.subplots(1, 2)
@@ -260,7 +270,7 @@ def plot_depth_map(rgb: np.ndarray, depth_mm: np.ndarray, title: str = "") -> Fi
                 label="predicted Z (mm)", shrink=0.9)
     for ax in (ax_rgb, ax_depth):
         ax.set_axis_off()
-    return fig
+    return mark_demo(fig, warning)
 
 
 def plot_depth_grid(capture: Capture, preds_mm: dict[str, np.ndarray], columns: int = 4) -> Figure:
@@ -301,6 +311,16 @@ def plot_learning_curves(
     ax.set(xlabel="training step", ylabel="validation RMSE (mm, log scale)", title=title, yscale="log")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, which="both")
+    return fig
+
+
+def mark_demo(fig: Figure, warning: str | None) -> Figure:
+    """Put the demo-model banner on top of `fig` when `warning` (a run record's warning) is set:
+    a figure saved or shown alone must say so itself."""
+    if warning:
+        below = fig.get_suptitle()
+        fig.suptitle(DEMO_BANNER + (f"\n{below}" if below else ""), color="tab:red", fontweight="bold",
+                     fontsize=11)
     return fig
 
 
@@ -352,7 +372,7 @@ def plot_capture_curve(
 
 
 def plot_completion(rgb: np.ndarray, depth_mm: np.ndarray, completed_mm: np.ndarray, filled: np.ndarray,
-                    title: str = "") -> Figure:
+                    title: str = "", warning: str | None = None) -> Figure:
     """RGB | the camera's depth with its holes (white) | the completed depth | the filled pixels."""
     fig = Figure(figsize=(16, 3.6), layout="constrained")
     axes = fig.subplots(1, 4)
@@ -366,11 +386,11 @@ def plot_completion(rgb: np.ndarray, depth_mm: np.ndarray, completed_mm: np.ndar
     axes[3].set_title(f"filled pixels (white, {filled.mean():.0%})", fontsize=9)
     for ax in axes:
         ax.set_axis_off()
-    return fig
+    return mark_demo(fig, warning)
 
 
 def plot_hole_filling(capture: Capture, hidden: np.ndarray, fills_mm: dict[str, np.ndarray],
-                      title: str = "") -> Figure:
+                      title: str = "", warning: str | None = None) -> Figure:
     """RGB | the camera's depth with the hidden pixels removed | each fill | the first fill's
     |error| on the hidden pixels only (everything else grey), RMSE on them in the titles."""
     target = capture.depth_mm
@@ -388,10 +408,10 @@ def plot_hole_filling(capture: Capture, hidden: np.ndarray, fills_mm: dict[str, 
     error = np.where(hidden, np.abs(fills_mm[names[0]] - target), np.nan)
     err_hi = max(float(np.nanpercentile(error, 99)), 1.0) if hidden.any() else 1.0
     axes[-1].set_facecolor("0.85")
-    im = axes[-1].imshow(np.ma.masked_invalid(error), cmap="magma", vmin=0, vmax=err_hi)
+    im = axes[-1].imshow(np.ma.masked_invalid(error), cmap=ERROR_CMAP, vmin=0, vmax=err_hi)
     fig.colorbar(im, ax=axes[-1], label="|error| (mm)", shrink=0.8)
     axes[-1].set_title(f"{names[0]}: |error| on hidden pixels", fontsize=9)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    return fig
+    return mark_demo(fig, warning)

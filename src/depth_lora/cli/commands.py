@@ -80,25 +80,47 @@ def format_metrics_summary(metrics: dict) -> str:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from depth_lora.evaluation.report import format_report_table, run_evaluation, write_report
+    from pathlib import Path
 
+    from depth_lora.evaluation.report import (
+        format_report_table,
+        interpret_report,
+        run_evaluation,
+        write_report,
+    )
+    from depth_lora.evaluation.verdict import kept_checkpoint_line, plain_reading
+    from depth_lora.runs.folder import read_metrics, read_split
+
+    plots = args.plots if args.plots != "" else Path(args.adapter) / "evaluation" / args.split
     report = run_evaluation(
-        args.data, args.adapter, args.split, plots_dir=args.plots, tolerances_mm=tuple(args.tolerances_mm),
+        args.data, args.adapter, args.split, plots_dir=plots, tolerances_mm=tuple(args.tolerances_mm),
         precision=args.precision,
     )
     print(format_report_table(report))
     if args.holes:
         from depth_lora.evaluation.holes import format_hole_table, run_hole_evaluation
 
-        holes = run_hole_evaluation(args.data, args.adapter, args.split, plots_dir=args.plots,
+        holes = run_hole_evaluation(args.data, args.adapter, args.split, plots_dir=plots,
                                     precision=args.precision)
         print("\nFilling hidden holes (depth-lora complete), scored on the hidden pixels only:")
         print(format_hole_table(holes))
         report.holes = holes.to_dict()
+    if args.split == "all":
+        print(f"\n== What the table says\n{interpret_report(report)}\n"
+              "--split all includes the training captures: no verdict is drawn from it.")
+    else:  # the verdict reads both held-out splits, whichever was asked for (as quickstart does)
+        reports = {args.split: report}
+        other = "val" if args.split == "test" else "test"
+        if (read_split(args.adapter) or {}).get(other):
+            reports[other] = run_evaluation(args.data, args.adapter, other, progress=False,
+                                            tolerances_mm=tuple(args.tolerances_mm), precision=args.precision)
+        val = (read_metrics(args.adapter) or {}).get("val")
+        kept = kept_checkpoint_line(val) if val else None
+        print(f"\n== What the table says\n{plain_reading(reports.get('test'), reports.get('val'), kept)}")
     for path in write_report(report, args.json, args.csv):
         print(f"written: {path}")
-    if args.plots:
-        print(f"figures written to {args.plots}")
+    if plots:
+        print(f"figures written to {plots}")
     return 0
 
 

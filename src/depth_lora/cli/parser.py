@@ -104,7 +104,9 @@ def _add_evaluate(sub) -> None:
         "--tolerances-mm", type=float, nargs="+", default=[5.0, 10.0], metavar="MM",
         help="report the share of pixels within each of these absolute errors (default: 5 10)",
     )
-    p.add_argument("--plots", help="write a comparison figure per capture and a metrics bar chart here")
+    p.add_argument("--plots", nargs="?", const="", metavar="DIR",
+                   help="write a comparison figure per capture and a metrics bar chart to DIR (no DIR: "
+                   "ADAPTER/evaluation/SPLIT, inside the run folder)")
     p.add_argument(
         "--holes", action="store_true",
         help="also score hole filling: hide measured pixels (other captures' holes, object-sized blobs, "
@@ -283,6 +285,9 @@ def check_arguments(args: argparse.Namespace) -> None:
         from depth_lora.data.captures import find_captures
 
         find_captures(args.data)  # the folder exists and holds paired captures
+    if args.command == "quickstart" and not Path(args.data).is_dir():  # a typo, not a demo folder
+        raise DataError(args.data, "no such folder; give the folder that holds your captures (images/, "
+                        "depth/), or create an empty one to fill with demo captures")
     if args.command == "complete":
         if args.model is None and not Path(args.adapter).is_dir():
             raise ModelError(f"{args.adapter}: adapter folder does not exist (or pass --model M for "

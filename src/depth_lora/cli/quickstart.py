@@ -81,20 +81,31 @@ def quickstart_config(data: str | Path, output: str | Path, model: str | None = 
 
 
 def ensure_captures(data_dir: str | Path, demo: bool = True, count: int = 24, size_hw=(1200, 1944)) -> str:
-    """Make sure `data_dir` holds captures: with `demo`, generate demo captures if it holds none.
+    """Make sure `data_dir` holds captures: with `demo`, generate demo captures in an existing
+    folder that holds none (a folder that does not exist is a typo until shown otherwise).
 
     Returns what was done, as a sentence; raises DataError rather than train on nothing.
     """
+    import time
+
     from depth_lora.errors import DataError
     from depth_lora.synthetic.demo import generate_demo_captures
 
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(data_dir, "no such folder; give the folder that holds your captures (images/, "
+                        "depth/), or create an empty one to fill with demo captures")
     if has_captures(data_dir):
         return f"Using the captures in {data_dir}/."
     if not demo:
         raise DataError(data_dir, "holds no captures; add yours (images/, depth/) or enable the demo")
+    h, w = size_hw
+    print(f"No captures in {data_dir}/: generating {plural(count, 'Zivid-like demo capture')} "
+          f"({h} x {w}) there ...", flush=True)
+    start = time.perf_counter()
     generate_demo_captures(data_dir, count, size_hw=tuple(size_hw))
-    return (f"No captures in {data_dir}/: generated {plural(count, 'Zivid-like demo capture')} there. "
-            "Put your own captures in images/ and depth/ instead.")
+    return (f"Generated {plural(count, 'demo capture')} in {time.perf_counter() - start:.0f} s. "
+            f"Put your own captures in {data_dir}/images and {data_dir}/depth instead.")
 
 
 def run_quickstart(
@@ -107,6 +118,8 @@ def run_quickstart(
 ) -> None:
     """Demo captures if needed, analysis, fine-tuning, evaluation; prints where everything went."""
     from depth_lora.data.analysis import analyze_dataset, format_stats_table, write_stats_json
+    from depth_lora.evaluation.report import format_report_table
+    from depth_lora.evaluation.verdict import kept_checkpoint_line, plain_reading
     from depth_lora.training.run import run_training
     from depth_lora.training.setup import check_output_dir
     from depth_lora.viz import write_analysis_plots
@@ -123,16 +136,15 @@ def run_quickstart(
     cfg = quickstart_config(data_dir, output_dir, model, overwrite, depth_unit=depth_unit)
     offline = model is None and cfg.model == OFFLINE_DEMO["model"]
     eval_dir = output_dir / "evaluation"
-    report = run_training(cfg, names=QUICKSTART_OPTIONS, evaluation_dir=eval_dir).test_report
+    result = run_training(cfg, names=QUICKSTART_OPTIONS, evaluation_dir=eval_dir)
     # Written after training: the training run wants its output folder to itself when it starts.
     write_stats_json(stats, output_dir / "analysis" / "stats.json")
     plots = write_analysis_plots(stats, kept, output_dir / "analysis")
 
-    from depth_lora.evaluation.report import format_report_table, interpret_report
-
     print("\n== Evaluation on the held-out test split, in mm at full resolution")
-    print(format_report_table(report))
-    print(f"\n== What the table says\n{interpret_report(report)}")
+    print(format_report_table(result.test_report) if result.test_report else "(no test captures)")
+    kept = kept_checkpoint_line(result.metrics["val"])
+    print(f"\n== What the table says\n{plain_reading(result.test_report, result.val_report, kept)}")
     print(f"\n== Where everything went\nAnalysis figures: {', '.join(str(p) for p in plots)}")
     print(f"Evaluation: {eval_dir}/ (report.json, captures.csv, one figure per capture, metrics.png)")
     print(f"Adapter and metadata: {output_dir}/ (depth_lora.json, adapter_model.safetensors)")
@@ -148,9 +160,9 @@ def next_steps(data_dir: Path, output_dir: Path) -> str:
         "\n== Next steps",
         f"  watch the training curves:   tensorboard --logdir {output_dir / 'runs'}",
         f"  depth for your own images:   depth-lora predict IMAGE.png --adapter {output_dir} "
-        "--out predictions/",
-        f"  evaluate again, in detail:   depth-lora evaluate --data {data_dir} --adapter {output_dir} "
-        "--plots plots/",
+        f"--out {output_dir / 'predictions'}",
+        f"  the validation split too:    depth-lora evaluate --data {data_dir} --adapter {output_dir} "
+        f"--split val --plots   (figures in {output_dir / 'evaluation' / 'val'})",
         f"  train on your own captures:  put them in {data_dir}/images and {data_dir}/depth (README: Your "
         "captures), then depth-lora train --output another_folder",
         "  walk through it step by step: the notebook projet_transformers.ipynb (README: The notebook)",

@@ -91,8 +91,10 @@ def make_split(
 
     `groups` maps each key to its group (see `group_captures`; default: every capture alone); a
     group is never spread over two splits. Whole groups go to test, then validation, while a group
-    brings each closer to its share of the captures (at least one group each, the smallest if none
-    fits, when there are 3 groups or more); the rest is train. Very unequal groups can still give
+    brings each closer to its share of the captures; each takes at least one group when there are 3
+    groups or more, and at least two when there are 6 or more (so that neither held-out split is a
+    single session, which could not carry a verdict), the smallest ones if none fits; the rest is
+    train. Very unequal groups can still give
     a held-out split far more than its share: `run_training` warns then. With fewer than 3 groups
     there is nothing to hold out: val and test are empty.
     """
@@ -109,18 +111,21 @@ def make_split(
     split: dict[str, list[str]] = {name: [] for name in SPLITS}
     if len(order) >= 3:
         # Test, then validation, take whole groups while a group brings them closer to their share;
-        # a split still empty takes the smallest group. Groups the later splits need stay back.
-        for name, fraction, keep in (("test", test_fraction, 2), ("val", val_fraction, 1)):
-            want = fraction * n
+        # a split with fewer than `least` groups takes the smallest. Groups the later splits need
+        # stay back.
+        least = 2 if len(order) >= 2 * len(SPLITS) else 1
+        for name, fraction, keep in (("test", test_fraction, least + 1), ("val", val_fraction, least)):
+            want, taken = fraction * n, 0
             while want > 0 and len(order) > keep:
                 closer = (g for g in reversed(order) if len(split[name]) + len(members[g]) / 2 <= want)
                 fit = next(closer, None)
                 if fit is None:
-                    if split[name]:
+                    if taken >= least:
                         break
                     fit = min(reversed(order), key=lambda g: len(members[g]))
                 order.remove(fit)
                 split[name] += members[fit]
+                taken += 1
     for group in order:
         split["train"] += members[group]
     return {name: sorted(split[name]) for name in SPLITS}

@@ -124,7 +124,7 @@ def run_hole_evaluation(data_dir, adapter_dir, split: str = "test", plots_dir=No
 
             kind, hidden, fills = first
             figure = plot_hole_filling(capture, hidden, {m: fills[m] for m in ("fine_tuned", "harmonic")},
-                                       title=f"{capture.key}\n{kind} holes")
+                                       title=f"{capture.key}\n{kind} holes", warning=bundle.record.warning)
             save_figure(figure, Path(plots_dir) / f"holes_{f.key}.png")
     by_kind = {
         kind: {m: mean_with_ci95([r["metrics"] for r in rows if r["kind"] == kind and r["method"] == m],

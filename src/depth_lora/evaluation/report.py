@@ -239,7 +239,8 @@ def run_evaluation(
         if plots_dir is not None:  # drawn now: full-resolution maps are not kept for all captures
             from depth_lora.viz import plot_evaluation_capture, save_figure
 
-            save_figure(plot_evaluation_capture(capture, preds), Path(plots_dir) / f"{f.key}.png")
+            figure = plot_evaluation_capture(capture, preds, warning=bundle.record.warning)
+            save_figure(figure, Path(plots_dir) / f"{f.key}.png")
     report = EvaluationReport(
         split=split,
         mean={m: mean_with_ci95(v, HEADLINE) for m, v in per_method.items()},
@@ -257,7 +258,8 @@ def run_evaluation(
         from depth_lora.viz import plot_metric_bars, save_figure
 
         title = f"Error on the {split} split ({plural(len(files), 'capture')}, mean over captures)"
-        save_figure(plot_metric_bars(report.mean, title=title), Path(plots_dir) / "metrics.png")
+        figure = plot_metric_bars(report.mean, title=title, warning=report.warning)
+        save_figure(figure, Path(plots_dir) / "metrics.png")
     return report
 
 
@@ -297,8 +299,11 @@ def format_report_table(report: EvaluationReport) -> str:
     return "\n".join(lines)
 
 
-def interpret_report(report: EvaluationReport) -> str:
-    """A plain-language reading of the report: did fine-tuning pay off, and how sure is that."""
+def interpret_report(report: EvaluationReport, compare: bool = True) -> str:
+    """A plain-language reading of one split's report: how fine_tuned compares with what you could
+    do without it, what the oracle rows say, and how much the captures can carry. One split gives
+    no verdict (evaluation.verdict reads validation and test together); `compare=False` leaves out
+    the comparison line, for a caller that shows the verdict's instead."""
     rmse = {m: report.mean[m].get("rmse_mm", float("nan")) for m in report.methods}
     n = plural(report.count, "capture")
     lines = []
@@ -307,9 +312,9 @@ def interpret_report(report: EvaluationReport) -> str:
         lines.append("This run was trained scale-and-shift invariant, so its fine_tuned row is "
                      f"oracle-aligned ({rmse['fine_tuned']:.1f} mm): compare it with zero_shot_aligned "
                      f"({rmse['zero_shot_aligned']:.1f} mm), not with the rows a user can run.")
-    elif key in report.comparison:
+    elif key in report.comparison and compare:
         diff, (lo, hi) = report.comparison[key], report.comparison[f"{key}_ci95"]
-        verdict = ("fine-tuning paid off" if hi < 0 else "fine-tuning did worse than not fine-tuning"
+        verdict = ("fine_tuned is better here" if hi < 0 else "fine_tuned is worse here"
                    if lo > 0 else "the difference is within the noise of these captures")
         if report.count < ANECDOTE_CAPTURES:
             verdict = f"on these few captures only, {verdict} (anecdotal)"
@@ -318,7 +323,7 @@ def interpret_report(report: EvaluationReport) -> str:
             f"({rmse['zero_shot_calibrated']:.1f} mm), what you could do without fine-tuning: {verdict} "
             f"(difference {diff:+.1f} mm, 95 % interval [{lo:+.1f}, {hi:+.1f}] over {n})."
         )
-    else:
+    elif key not in report.comparison:
         lines.append("This output folder has no zero-shot calibration (trained by an older depth-lora): "
                      "retrain to get the zero_shot_calibrated row fine-tuning must beat.")
     lines.append(

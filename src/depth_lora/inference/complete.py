@@ -220,8 +220,8 @@ def complete_files(
             if points is not None:
                 written += [_save(f"{stem}_completed_xyz.npy", points)]
         if "png" in formats:
-            title = f"{files.key}" + (" (offline DEMO model)" if bundle.record.warning else "")
-            figure = plot_completion(capture.rgb, capture.depth_mm, result.depth_mm, filled, title)
+            figure = plot_completion(capture.rgb, capture.depth_mm, result.depth_mm, filled, files.key,
+                                     warning=bundle.record.warning)
             written.append(save_figure(figure, f"{stem}_completion.png"))
         if "ply" in formats and points is not None:
             write_ply(f"{stem}_completed.ply", points, capture.rgb, flags={"filled": filled},

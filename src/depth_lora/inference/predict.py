@@ -206,9 +206,8 @@ def _write_prediction(bundle, path: Path, rgb, depth, out_dir: Path, formats, in
         np.save(f"{stem}_depth_mm.npy", depth)
         written.append(Path(f"{stem}_depth_mm.npy"))
     if "png" in formats:
-        title = path.name + (" (fine-tuned from the offline DEMO model: not Depth Anything)"
-                             if bundle.record.warning else "")
-        written.append(save_figure(plot_depth_map(rgb, depth, title=title), f"{stem}_depth.png"))
+        figure = plot_depth_map(rgb, depth, title=path.name, warning=bundle.record.warning)
+        written.append(save_figure(figure, f"{stem}_depth.png"))
     if "ply" in formats:
         write_ply(f"{stem}.ply", depth_to_points(depth, intrinsics), rgb)
         written.append(Path(f"{stem}.ply"))

@@ -81,19 +81,22 @@ def model_card(record: RunRecord, metrics: dict | None, split: dict | None, fold
     lines += ["", "## Held-out results", ""]
     test = (metrics or {}).get("test")
     if test:
-        lines += [f"On the test split at each capture's full resolution ({test.get('resolution', '')}); "
+        lines += [f"On the test split, compared at {test.get('resolution', 'full resolution')}; "
                   "mean over captures with 95 % bootstrap intervals. `zero_shot_calibrated` is what the base "
                   "model does without fine-tuning (one scale and shift fitted on the training captures): "
                   "the row to beat. `*_aligned` rows are oracles (per-capture fit to the ground truth).", ""]
         lines += _results_table(test)
         notes = test.get("notes") or []
         lines += ["", *[f"- {n}" for n in notes]] if notes else []
+        verdict = (metrics or {}).get("verdict", {}).get("text")
+        if verdict:  # read from the validation and test splits together (evaluation/verdict.py)
+            lines += ["", "```text", verdict, "```"]
     else:
         lines += _results_table({})
     lines += [
         "", "## Use it", "",
         "```python",
-        "from depth_lora.inference.predict import load_bundle, predict_depth_mm  # pip install depth-lora",
+        "from depth_lora import load_bundle, predict_depth_mm  # pip install -e . in a depth-lora checkout",
         f'bundle = load_bundle("{folder_name}")  # this folder (e.g. from huggingface_hub.snapshot_download)',
         "depth_mm = predict_depth_mm(bundle, rgb)  # (H, W, 3) uint8 -> (H, W) float32 mm",
         "```",

@@ -28,6 +28,7 @@ from depth_lora.data.transforms import JITTER_STRENGTH, BatchTransform
 from depth_lora.errors import ConfigError, DataError
 from depth_lora.evaluation.calibration import fit_zero_shot_calibration
 from depth_lora.evaluation.report import EvaluationReport, run_evaluation, write_report
+from depth_lora.evaluation.verdict import held_out_verdict
 from depth_lora.model.checkpoints import build_model, quiet_weights_io
 from depth_lora.model.choices import BUNDLED_MODELS, DEMO_MODEL_WARNING
 from depth_lora.model.lora import apply_lora, enable_activation_checkpointing, trainable_parameters_line
@@ -73,6 +74,7 @@ class TrainResult:
     model: torch.nn.Module  # the trained PeftModel, best checkpoint loaded
     log_history: list[dict]  # the Trainer's logs of the training loop (loss, eval_* each epoch)
     test_report: EvaluationReport | None = None  # what `depth-lora evaluate --split test` prints
+    val_report: EvaluationReport | None = None  # the same for the validation split
 
 
 @dataclass
@@ -138,7 +140,7 @@ def run_training(cfg: TrainConfig, progress: bool = True, names: OptionNames = C
     print(trainable)
     if main and progress:
         print(record.recipe_line)
-    trainer = build_trainer(model, cfg, data, labels, precision, loss_fn, progress)
+    trainer = build_trainer(model, cfg, data, labels, precision, loss_fn, progress, record.warning)
     with quiet_weights_io():  # checkpoints of a full fine-tune would each draw a "Writing" bar
         trainer.train(resume_from_checkpoint=True if cfg.resume else None)
     if cfg.finetune == "full":
@@ -146,17 +148,17 @@ def run_training(cfg: TrainConfig, progress: bool = True, names: OptionNames = C
     log_history = list(trainer.state.log_history)  # before the final evaluations add to it
     metrics = {"val": kept_validation(trainer, log_history, data.size_hw)}
     save_adapter(trainer, output)
-    report = None
+    reports = {}
     if main:
         record = record.derived(best_checkpoint=trainer.state.best_model_checkpoint,
                                 global_step=trainer.state.global_step)
         write_record(output, record)
-        if data.prepared["test"]:
-            report = evaluate_test_split(cfg, output, precision, evaluation_dir)
-            metrics["test"] = test_metrics(report)
+        reports = evaluate_held_out(cfg, output, precision, data, evaluation_dir)
+        metrics |= held_out_metrics(reports)
         write_metrics(output, metrics)
         write_model_card(output, record, metrics, data.split)
-    return TrainResult(output, metrics, trainable, trainer.model, log_history, report)
+    return TrainResult(output, metrics, trainable, trainer.model, log_history, reports.get("test"),
+                       reports.get("val"))
 
 
 def check_run_request(cfg: TrainConfig, output: Path, names: OptionNames) -> None:
@@ -297,7 +299,7 @@ def attach_adapters(model, cfg: TrainConfig):
 
 
 def build_trainer(model, cfg: TrainConfig, data: RunData, labels: LabelScheme, precision: str, loss_fn,
-                  progress: bool) -> DepthTrainer:
+                  progress: bool, warning: str | None = None) -> DepthTrainer:
     """The Trainer subclass with its datasets, batch transforms, metrics and evaluation cadence."""
     # Batches per optimiser step: one per process (torchrun), or one per GPU when a single process
     # drives several (the Trainer's DataParallel); one on CPU.
@@ -315,6 +317,7 @@ def build_trainer(model, cfg: TrainConfig, data: RunData, labels: LabelScheme, p
         loss_fn=loss_fn,
         label_scheme=labels,
         panel_capture=val[0],
+        panel_warning=warning,
     )
     use_log_lines(trainer, progress)
     return trainer
@@ -325,6 +328,10 @@ def kept_validation(trainer: DepthTrainer, log_history: list[dict], size_hw) -> 
     val = best_validation(log_history, trainer.state.best_model_checkpoint)
     if not val:
         val = _strip(trainer.evaluate(metric_key_prefix="eval"), "eval_")
+    evaluations = [e for e in log_history if "eval_rmse_mm" in e]
+    if evaluations:  # how the kept one compares with the others: what the user saw scroll by
+        val |= {"evaluations": len(evaluations), "last_step": evaluations[-1]["step"],
+                "last_rmse_mm": evaluations[-1]["eval_rmse_mm"], "global_step": trainer.state.global_step}
     return {**val, "resolution": f"model input, {format_size_hw(size_hw)}"}
 
 
@@ -341,18 +348,32 @@ def save_adapter(trainer: DepthTrainer, output: Path) -> None:
         readme.write_text(readme_before) if readme_before is not None else readme.unlink(missing_ok=True)
 
 
-def evaluate_test_split(cfg: TrainConfig, output: Path, precision: str, plots_dir=None) -> EvaluationReport:
-    """The numbers `depth-lora evaluate` prints for the test split: every row, at full resolution;
-    with `plots_dir`, its figures, report.json and captures.csv there too."""
-    report = run_evaluation(cfg.data, output, split="test", progress=False, precision=precision,
-                            plots_dir=plots_dir)
-    if plots_dir is not None:
-        write_report(report, Path(plots_dir) / "report.json", Path(plots_dir) / "captures.csv")
-    return report
+def evaluate_held_out(cfg: TrainConfig, output: Path, precision: str, data: RunData,
+                      plots_dir=None) -> dict[str, EvaluationReport]:
+    """What `depth-lora evaluate` prints for the test and the validation split: every row, at full
+    resolution. With `plots_dir`, the test split's figures, report.json and captures.csv there."""
+    reports = {}
+    for split in ("test", "val"):
+        if data.prepared[split]:
+            folder = plots_dir if split == "test" else None
+            reports[split] = run_evaluation(cfg.data, output, split=split, progress=False,
+                                            precision=precision, plots_dir=folder)
+    if plots_dir is not None and "test" in reports:
+        write_report(reports["test"], Path(plots_dir) / "report.json", Path(plots_dir) / "captures.csv")
+    return reports
 
 
-def test_metrics(report: EvaluationReport) -> dict:
-    """metrics.json's "test" entry from the test split's report."""
+def held_out_metrics(reports: dict[str, EvaluationReport]) -> dict:
+    """metrics.json's "test" and "val_full" entries (a split's rows at full resolution) and the
+    verdict both splits give together."""
+    metrics = {name: split_metrics(reports[split]) for split, name in (("test", "test"), ("val", "val_full"))
+               if split in reports}
+    verdict, text = held_out_verdict(reports.get("test"), reports.get("val"))
+    return {**metrics, "verdict": {"verdict": verdict, "text": text}}
+
+
+def split_metrics(report: EvaluationReport) -> dict:
+    """One split's rows, comparison and notes, as metrics.json keeps them."""
     return {**{m: report.mean[m] for m in report.methods}, "comparison": report.comparison,
             "resolution": "full resolution (each capture's own)", "precision": report.precision,
             "notes": report.notes()}

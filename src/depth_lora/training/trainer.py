@@ -61,6 +61,7 @@ class DepthTrainer(Trainer):
         panel_capture: PreparedCapture | None = None,
         transform: BatchTransform | None = None,
         channels_last: bool = True,
+        panel_warning: str | None = None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -69,6 +70,7 @@ class DepthTrainer(Trainer):
         self.loss_fn = loss_fn
         self.label_scheme = label_scheme
         self.panel_capture = panel_capture  # drawn in TensorBoard at each evaluation
+        self.panel_warning = panel_warning  # the run record's warning (a demo-model run): on the panel
         self.transform = transform or BatchTransform()
         self.add_callback(EvaluateAtLastStep())
 
@@ -110,7 +112,8 @@ class DepthTrainer(Trainer):
             pred = model(pixel_values=pixel_values).predicted_depth[0].float().cpu().numpy()
         model.train(was_training)
         pred_mm = self.label_scheme.decode(pred)
-        fig = plot_prediction_panel(cap.rgb, cap.depth_mm, pred_mm, title=f"{cap.key} (validation)")
+        fig = plot_prediction_panel(cap.rgb, cap.depth_mm, pred_mm, title=f"{cap.key} (validation)",
+                                    warning=self.panel_warning)
         writer.add_figure("eval/panel", fig, global_step=self.state.global_step)
         writer.flush()
 

@@ -1,0 +1,117 @@
+"""The held-out verdict: did fine-tuning pay off? Read from the validation and the test split
+together, so that what quickstart, the notebook and `evaluate` say can never contradict either.
+
+Each split gives a paired difference, fine_tuned minus zero_shot_calibrated RMSE, with a 95 %
+bootstrap interval over its captures. Fine-tuning "paid off" only when both intervals lie below
+zero; it "did worse" only when both lie above; anything else withholds the verdict and says what
+would settle it. Validation chose the kept checkpoint, so it leans towards the fine-tuned model:
+it can veto a verdict, never make one on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from depth_lora.evaluation.report import ANECDOTE_CAPTURES, EvaluationReport, interpret_report
+from depth_lora.text import plural
+
+COMPARISON = "fine_tuned_minus_zero_shot_calibrated_rmse_mm"
+READINGS = ("better", "worse", "tie")  # one split's reading of the difference
+VERDICTS = ("paid_off", "did_worse", "withheld")
+
+
+@dataclass
+class SplitReading:
+    """One held-out split's paired difference and what it says."""
+
+    split: str
+    captures: int
+    sessions: int
+    fine_tuned_mm: float
+    zero_shot_mm: float
+    diff_mm: float
+    ci95: tuple[float, float]
+
+    @property
+    def reading(self) -> str:
+        lo, hi = self.ci95
+        return "better" if hi < 0 else "worse" if lo > 0 else "tie"
+
+    def line(self) -> str:
+        lo, hi = self.ci95
+        words = {"better": "fine-tuned better", "worse": "fine-tuned worse", "tie": "within the noise"}
+        sessions = f", {plural(self.sessions, 'session')}" if self.sessions else ""
+        name = {"val": "validation"}.get(self.split, self.split)
+        return (f"  {name:<10} {plural(self.captures, 'capture')}{sessions}: fine_tuned "
+                f"{self.fine_tuned_mm:.1f} mm vs zero_shot_calibrated {self.zero_shot_mm:.1f} mm, "
+                f"difference {self.diff_mm:+.1f} [{lo:+.1f}, {hi:+.1f}]: {words[self.reading]}")
+
+
+def split_reading(report: EvaluationReport | None) -> SplitReading | None:
+    """The paired comparison of one split's report; None where it has none (no captures, a
+    scale-invariant run, a folder without the zero-shot calibration)."""
+    if report is None or report.relative or COMPARISON not in report.comparison or not report.count:
+        return None
+    lo, hi = report.comparison[f"{COMPARISON}_ci95"]
+    return SplitReading(report.split, report.count, report.sessions,
+                        report.mean["fine_tuned"]["rmse_mm"], report.mean["zero_shot_calibrated"]["rmse_mm"],
+                        report.comparison[COMPARISON], (lo, hi))
+
+
+def held_out_verdict(test: EvaluationReport | None, val: EvaluationReport | None) -> tuple[str, str]:
+    """(verdict, text): one of VERDICTS and the lines that say it, with each split's evidence."""
+    readings = [r for r in (split_reading(val), split_reading(test)) if r is not None]
+    if not readings:
+        return "withheld", ("No verdict: there is no held-out split with a calibrated zero-shot row to "
+                            "compare with (see the table's notes).")
+    lines = ["Fine-tuned against what you could do without fine-tuning (RMSE difference, 95 % interval "
+             "over captures):", *(r.line() for r in readings)]
+    said = {r.split: r.reading for r in readings}
+    if len(said) < 2:
+        missing = "validation" if "val" not in said else "test"
+        verdict = "withheld"
+        lines.append(f"No verdict: there is no {missing} split to confirm it. Add captures (from more "
+                     "sessions) so that both held-out splits hold some.")
+    elif set(said.values()) == {"better"}:
+        verdict = "paid_off"
+        lines.append("Verdict: fine-tuning paid off; both held-out splits agree.")
+    elif set(said.values()) == {"worse"}:
+        verdict = "did_worse"
+        lines.append("Verdict: fine-tuning did worse than not fine-tuning; both held-out splits agree.")
+    else:
+        verdict = "withheld"
+        agree = "disagree" if {"better", "worse"} <= set(said.values()) else "do not both clear the noise"
+        lines.append(f"No verdict: validation and test {agree}, so these captures cannot say whether "
+                     "fine-tuning pays off. Add captures from more sessions (10 or more held-out "
+                     "captures from several sessions) and train again.")
+    small = [r for r in readings if r.captures < ANECDOTE_CAPTURES or r.sessions == 1]
+    if small and verdict != "withheld":
+        lines.append("  Only " + " and ".join(f"{plural(r.captures, 'capture')} ({r.split})" for r in small)
+                     + ": anecdotal; confirm it on 10 or more held-out captures from several sessions.")
+    return verdict, "\n".join(lines)
+
+
+def kept_checkpoint_line(val: dict) -> str:
+    """Which checkpoint was kept and why, from metrics.json's "val" entry."""
+    if "step" not in val:
+        return "Kept: the model at the end of training (no validation step was logged)."
+    total = val.get("global_step")
+    line = (f"Kept: the checkpoint of step {val['step']}" + (f" of {total}" if total else "")
+            + f", the lowest validation RMSE ({val['rmse_mm']:.1f} mm at the model's input size")
+    if val.get("evaluations"):
+        line += f", best of {plural(val['evaluations'], 'validation')}"
+    if val.get("last_step") is not None and val["last_step"] != val["step"]:
+        line += f"; the last, step {val['last_step']}, had {val['last_rmse_mm']:.1f} mm"
+    return line + ")."
+
+
+def plain_reading(test: EvaluationReport | None, val: EvaluationReport | None,
+                  kept: str | None = None) -> str:
+    """What quickstart, the notebook and `evaluate` print under the table: the kept checkpoint,
+    the verdict from both held-out splits, then what the test split's other rows say."""
+    lines = [kept] if kept else []
+    lines.append(held_out_verdict(test, val)[1])
+    shown = test or val
+    if shown is not None:
+        lines.append(interpret_report(shown, compare=False))
+    return "\n".join(lines)

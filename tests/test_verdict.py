@@ -1,0 +1,73 @@
+"""The held-out verdict reads validation and test together and never contradicts either."""
+
+from __future__ import annotations
+
+import pytest
+
+from depth_lora.evaluation.report import METHODS, EvaluationReport, paired_comparison
+from depth_lora.evaluation.verdict import held_out_verdict, kept_checkpoint_line, plain_reading
+
+
+def report_of(split: str, fine_tuned_mm: list[float], zero_shot_mm: list[float], sessions: int = 3):
+    """A split's report built the way run_evaluation builds it, from per-capture RMSEs (the other
+    rows: the zero-shot values, so every row exists)."""
+    per_method = {m: [{"rmse_mm": z} for z in zero_shot_mm] for m in METHODS}
+    per_method["fine_tuned"] = [{"rmse_mm": f} for f in fine_tuned_mm]
+    mean = {m: {"rmse_mm": sum(r["rmse_mm"] for r in rows) / len(rows), "captures": len(rows)}
+            for m, rows in per_method.items()}
+    return EvaluationReport(split=split, mean=mean, pooled={}, comparison=paired_comparison(per_method),
+                            sessions=sessions)
+
+
+# Twelve captures each, fine-tuned clearly better (-100 mm), clearly worse (+100 mm), or mixed.
+BETTER = ([100.0 + i for i in range(12)], [200.0 + i for i in range(12)])
+WORSE = ([300.0 + i for i in range(12)], [200.0 + i for i in range(12)])
+MIXED = ([150.0, 250.0] * 6, [200.0] * 12)
+
+
+@pytest.mark.parametrize(("val", "test", "verdict"), [
+    (BETTER, BETTER, "paid_off"),
+    (WORSE, WORSE, "did_worse"),
+    (WORSE, BETTER, "withheld"),  # quickstart's case: validation says worse, test says better
+    (BETTER, WORSE, "withheld"),
+    (MIXED, BETTER, "withheld"),  # one split within the noise
+    (BETTER, MIXED, "withheld"),
+])
+def test_fine_tuning_pays_off_only_when_both_held_out_splits_say_so(val, test, verdict):
+    said, text = held_out_verdict(report_of("test", *test), report_of("val", *val))
+    assert said == verdict
+    assert ("paid off" in text) == (verdict == "paid_off")
+    assert ("did worse" in text) == (verdict == "did_worse")
+    assert ("No verdict" in text) == (verdict == "withheld")
+    assert "validation" in text and "test" in text  # both splits' evidence is shown
+
+
+def test_disagreeing_splits_say_so_and_what_would_settle_it():
+    _, text = held_out_verdict(report_of("test", *BETTER), report_of("val", *WORSE))
+    assert "validation and test disagree" in text and "more sessions" in text
+    assert "+100.0" in text and "-100.0" in text
+
+
+def test_one_split_alone_gives_no_verdict():
+    assert held_out_verdict(report_of("test", *BETTER), None)[0] == "withheld"
+    assert held_out_verdict(None, report_of("val", *BETTER))[0] == "withheld"
+    assert held_out_verdict(None, None)[0] == "withheld"
+
+
+def test_a_verdict_on_few_captures_or_one_session_is_called_anecdotal():
+    few = report_of("test", [100.0, 101.0, 102.0], [200.0, 201.0, 203.0], sessions=1)
+    said, text = held_out_verdict(few, report_of("val", *BETTER))
+    assert said == "paid_off" and "anecdotal" in text and "3 captures (test)" in text
+    said, text = held_out_verdict(report_of("test", *BETTER), report_of("val", *BETTER))
+    assert said == "paid_off" and "anecdotal" not in text
+
+
+def test_the_plain_reading_names_the_kept_checkpoint_and_never_adds_its_own_verdict():
+    val = {"step": 120, "rmse_mm": 886.7, "evaluations": 10, "last_step": 400, "last_rmse_mm": 1151.4,
+           "global_step": 400}
+    kept = kept_checkpoint_line(val)
+    assert kept.startswith("Kept: the checkpoint of step 120 of 400, the lowest validation RMSE (886.7 mm")
+    assert "best of 10 validations" in kept and "the last, step 400, had 1151.4 mm" in kept
+    text = plain_reading(report_of("test", *BETTER), report_of("val", *WORSE), kept)
+    assert text.startswith(kept) and "No verdict" in text
+    assert "paid off" not in text and "better here" not in text  # the one-split reading is left out
