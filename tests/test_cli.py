@@ -136,6 +136,11 @@ def test_quickstart_offline_falls_back_to_the_demo_model_loudly(tmp_path, capsys
     assert "OFFLINE DEMO MODEL 'demo-pretrained'" in stdout and "NOT DEPTH ANYTHING'S" in stdout
     assert "depth mean (mm)" in stdout and "zero_shot_calibrated" in stdout and "RMSE mm" in stdout
     assert "Recipe 'recommended'" in stdout and "What the table says" in stdout and "Next steps" in stdout
+    # a time estimate measured on this machine before most of the training, and the verdict's reading
+    estimate = next(line for line in stdout.splitlines() if line.startswith("estimate: "))
+    assert "(steps 2-6, measured here): about " in estimate and "for the 34 steps left" in estimate
+    assert stdout.index("estimate: ") < stdout.index("step 40/40")
+    assert "Kept: the checkpoint of step" in stdout and ("Verdict: " in stdout) != ("No verdict: " in stdout)
     for name in ("analysis/stats.json", "analysis/depth_histogram.png", "analysis/capture_gallery.png",
                  "adapter_model.safetensors", "depth_lora.json", "metrics.json"):
         assert (out / name).is_file(), name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 
@@ -48,6 +49,9 @@ def test_export_writes_a_checked_graph_and_a_readme(exported):
     assert report.parity["images"] == min(3, len(test_keys))
     assert f"{len(test_keys)} test capture(s) of the run" in report.check_source
     assert not folder.with_name("onnx.partial").exists()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~umask  # like any folder the user makes, not 0700
 
 
 def test_onnx_and_pytorch_backends_write_the_same_depth(exported, run, tmp_path):
@@ -71,7 +75,8 @@ def test_readme_recipe_runs_without_depth_lora(exported, run):
     data, out = run
     image = find_captures(data)[0].image
     code = re.search(r"```python\n(.*?)```", (folder / "README.md").read_text(), re.S).group(1)
-    code = code.replace(f'"{folder.name}/', f'"{folder}/').replace('"capture.png"', f'"{image}"')
+    assert '"THIS_FOLDER/' in code and "--adapter THIS_FOLDER" in (folder / "README.md").read_text()
+    code = code.replace('"THIS_FOLDER/', f'"{folder}/').replace('"capture.png"', f'"{image}"')
     scope: dict = {}
     exec(code, scope)  # noqa: S102 - the README's own recipe
     expected = load_bundle(out, "cpu", precision="fp32").predict_mm([load_rgb(image)])[0]

@@ -50,6 +50,9 @@ def test_a_run_writes_a_model_card_whose_yaml_header_parses(run):
     assert "| zero_shot_calibrated |" in card and "| fine_tuned |" in card  # the held-out table
     assert "Camera: 120 x 194 px, intrinsics fx" in card  # fitted to the captures' XYZ maps
     assert 'load_bundle("out")' in card and "hf upload" in card
+    assert "compared at full resolution (each capture's own)" in card and "full (full" not in card
+    assert "pip install depth-lora" not in card  # not a published package: installed from a checkout
+    assert "Kept: " not in card and ("Verdict: " in card) != ("No verdict: " in card)  # the verdict
 
 
 def test_the_card_names_a_hub_base_model_and_a_merged_model_is_plain_transformers():

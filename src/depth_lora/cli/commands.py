@@ -153,10 +153,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         bundle, images, args.out, formats=args.format.split(","), intrinsics=intrinsics,
         batch_size=args.batch_size,
     )
+    for problem in problems:  # the reasons first, then the count they explain
+        print(f"depth-lora predict: skipped: {problem}", file=sys.stderr, flush=True)
     done = len(images) - len(problems)
     print(f"{done} of {len(images)} images predicted; {len(written)} files written to {args.out}")
-    for problem in problems:
-        print(f"depth-lora predict: skipped: {problem}", file=sys.stderr)
     return 1 if problems else 0
 
 
@@ -202,10 +202,10 @@ def _cmd_complete(args: argparse.Namespace) -> int:
     written, problems = complete_files(bundle, captures, args.out, formats=args.format.split(","),
                                        intrinsics=tuple(args.intrinsics) if args.intrinsics else None,
                                        depth_unit=args.depth_unit)
+    for problem in problems:  # the reasons first, then the count they explain
+        print(f"depth-lora complete: {problem}", file=sys.stderr, flush=True)
     print(f"{len(captures) - len(problems)} of {len(captures)} captures completed; "
           f"{len(written)} files written to {args.out}")
-    for problem in problems:
-        print(f"depth-lora complete: {problem}", file=sys.stderr)
     return 1 if problems else 0
 
 

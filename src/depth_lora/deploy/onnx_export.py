@@ -8,6 +8,7 @@ are written beside it in depth_lora.json, with a README that runs it without dep
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -217,10 +218,18 @@ def export_onnx(adapter_dir: str | Path, output_dir: str | Path, quantize: str |
         (work / CARD_FILE).write_text(export_readme(record, output_dir.name))
         if output_dir.exists():
             output_dir.rmdir()  # empty: checked above
+        work.chmod(0o777 & ~current_umask())  # mkdtemp makes it private (0700); a folder is not
         work.rename(output_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return report
+
+
+def current_umask() -> int:
+    """The process's umask (reading it means setting it: set back at once)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def quantize_int8(work: Path, captures, torch_mm, report: ExportReport, say) -> dict:
@@ -291,8 +300,10 @@ def export_readme(record: RunRecord, folder_name: str) -> str:
         "",
         "## With depth-lora",
         "",
+        "Wherever you run it from, with `THIS_FOLDER` the path of this folder:",
+        "",
         "```bash",
-        f"depth-lora predict IMAGES... --adapter {folder_name} --out predictions",
+        "depth-lora predict IMAGES... --adapter THIS_FOLDER --out predictions",
         "```",
         "",
         "## Without depth-lora (onnxruntime, numpy, Pillow, OpenCV)",
@@ -303,7 +314,7 @@ def export_readme(record: RunRecord, folder_name: str) -> str:
         "import cv2, numpy as np, onnxruntime as ort",
         "from PIL import Image",
         "",
-        f'session = ort.InferenceSession("{folder_name}/{record.onnx_file}")',
+        f'session = ort.InferenceSession("THIS_FOLDER/{record.onnx_file}")  # the path of this folder',
         'rgb = np.asarray(Image.open("capture.png").convert("RGB"))  # (H, W, 3) uint8',
         f"small = np.asarray(Image.fromarray(rgb).resize(({w}, {h}), Image.BICUBIC))",
         f'labels = session.run(["{OUTPUT_NAME}"], {{"{INPUT_NAME}": small[None]}})[0][0]',

@@ -167,11 +167,14 @@ class LogLinesCallback(TrainerCallback):
     checkpoints, the panel and waiting for data.
     """
 
+    WARMUP_STEPS = (2, 6)  # the steps timed for the estimate (the first one allocates and warms up)
+
     def __init__(self, bar: bool = True):
         self.bar_enabled = bar
         self.bar = None
         self.step_s, self.evaluations, self.checkpoints = 0.0, 0, 0
         self._step_start = None
+        self._warmup: list[float] = []
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.step_s, self.evaluations, self.checkpoints = 0.0, 0, 0
@@ -183,10 +186,19 @@ class LogLinesCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         if self._step_start is not None:
-            self.step_s += time.perf_counter() - self._step_start
+            took = time.perf_counter() - self._step_start
+            self.step_s += took
             self._step_start = None
+            first, last = self.WARMUP_STEPS
+            if first <= state.global_step <= last:
+                self._warmup.append(took)
+                if state.global_step == last and state.max_steps > last and state.is_world_process_zero:
+                    self._write(estimate_line(self._warmup, first, state, args))
         if self.bar is not None:
             self.bar.update(state.global_step - self.bar.n)
+
+    def _write(self, line: str) -> None:
+        (self.bar.write if self.bar is not None else print)(line)
 
     def on_evaluate(self, args, state, control, **kwargs):
         self.evaluations += 1
@@ -207,12 +219,30 @@ class LogLinesCallback(TrainerCallback):
         if line and "train_runtime" in logs:
             line += "; " + self.outside_steps_text(logs["train_runtime"])
         if line:
-            (self.bar.write if self.bar is not None else print)(line)
+            self._write(line)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def estimate_line(step_times_s: list[float], first: int, state, args) -> str:
+    """The training time to expect, measured on this machine: the mean of a few early steps times
+    the steps left, and how many evaluations come on top."""
+    per_step = sum(step_times_s) / len(step_times_s)
+    left = state.max_steps - state.global_step
+    if args.eval_strategy == "steps" and args.eval_steps:
+        evals = state.max_steps // int(args.eval_steps)
+    else:
+        evals = math.ceil(args.num_train_epochs) if args.eval_strategy == "epoch" else 0
+    extra = f", plus {plural(evals, 'evaluation')} and checkpoints" if evals else ""
+    return (f"estimate: {per_step:.2f} s a step (steps {first}-{state.global_step}, measured here): "
+            f"about {_duration(per_step * left)} for the {left} steps left{extra}")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
 def format_log_line(logs: dict, step: int, max_steps: int) -> str | None:
