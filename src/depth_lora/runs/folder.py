@@ -77,6 +77,7 @@ class RunRecord:
     config: dict = field(default_factory=dict)  # the resolved TrainConfig
     best_checkpoint: str | None = None
     global_step: int | None = None
+    optimizer_groups: list[dict] | None = None  # each parameter group: name, parameters, lr, weight decay
     warning: str | None = None  # DEMO_MODEL_WARNING for runs from the bundled demo model
     merged: bool = False
     merged_from: str | None = None

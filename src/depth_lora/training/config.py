@@ -75,6 +75,12 @@ class TrainConfig:
         default=None, metadata=_help("AdamW learning rate (recipe: recommended 2e-3, original 5e-5)")
     )
     weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
+    head_learning_rate: float | None = field(
+        default=None, metadata=_help("learning rate of the DPT head when it is trained (--train-head, "
+                                     "--finetune full); --learning-rate then drives the adapters, or the "
+                                     "backbone and neck (default: --learning-rate)"))
+    head_weight_decay: float | None = field(
+        default=None, metadata=_help("weight decay of the DPT head (default: --weight-decay)"))
     warmup_steps: float | None = field(
         default=None,
         metadata=_help("linear learning-rate warm-up: a number of steps, or a fraction of all steps "
@@ -221,6 +227,14 @@ class TrainConfig:
             raise ConfigError(f"--eval-steps must be >= 1, got {self.eval_steps}")
         if self.learning_rate <= 0:
             raise ConfigError(f"--learning-rate must be > 0, got {self.learning_rate}")
+        if self.head_learning_rate is not None and self.head_learning_rate <= 0:
+            raise ConfigError(f"--head-learning-rate must be > 0, got {self.head_learning_rate}")
+        if self.head_learning_rate is not None and not (self.train_head or self.finetune == "full"):
+            raise ConfigError("--head-learning-rate needs a trained head: add --train-head (the recipe "
+                              f"'{self.recipe}' freezes it) or --finetune full")
+        for name in ("weight_decay", "head_weight_decay"):
+            if (getattr(self, name) or 0) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.image_size is not None:
             try:
                 self.image_size = [int(v) for v in self.image_size]
@@ -243,6 +257,12 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def part_rates(self) -> dict[str, tuple[float, float]]:
+        """The optimiser's (learning rate, weight decay) for the body and the head (training/optim.py)."""
+        head_lr = self.head_learning_rate if self.head_learning_rate is not None else self.learning_rate
+        head_wd = self.head_weight_decay if self.head_weight_decay is not None else self.weight_decay
+        return {"body": (self.learning_rate, self.weight_decay), "head": (head_lr, head_wd)}
 
     def explicit_options(self) -> dict:
         """The options that differ from the recipe (what a user changed), for the run's banner."""
@@ -340,8 +360,9 @@ def describe_recipe(cfg: TrainConfig, size_hw=None) -> str:
     length = f"{cfg.max_steps} steps" if cfg.max_steps > 0 else f"{cfg.epochs:g} epochs"
     lo, hi = cfg.label_percentiles
     size = format_size_hw(size_hw) if size_hw else "like the checkpoint's processor (518 on the short side)"
+    head_lr = "" if cfg.head_learning_rate is None else f" (head {cfg.head_learning_rate:g})"
     text = (f"Recipe '{cfg.recipe}': {what}; {cfg.labels} labels (range: percentiles {lo:g}-{hi:g} of the "
-            f"training depths), {cfg.loss} loss; lr {cfg.learning_rate:g}, warm-up {warmup}, batch "
+            f"training depths), {cfg.loss} loss; lr {cfg.learning_rate:g}{head_lr}, warm-up {warmup}, batch "
             f"{cfg.batch_size}, {length}; input {size}")
     changed = cfg.explicit_options()
     if changed:

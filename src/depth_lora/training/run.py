@@ -49,6 +49,7 @@ from depth_lora.text import plural
 from depth_lora.text import size_hw as format_size_hw
 from depth_lora.training.config import TrainConfig, describe_recipe
 from depth_lora.training.losses import build_loss
+from depth_lora.training.optim import describe_groups
 from depth_lora.training.setup import (
     CLI_OPTIONS,
     OptionNames,
@@ -151,7 +152,8 @@ def run_training(cfg: TrainConfig, progress: bool = True, names: OptionNames = C
     reports = {}
     if main:
         record = record.derived(best_checkpoint=trainer.state.best_model_checkpoint,
-                                global_step=trainer.state.global_step)
+                                global_step=trainer.state.global_step,
+                                optimizer_groups=describe_groups(trainer.optimizer))
         write_record(output, record)
         reports = evaluate_held_out(cfg, output, precision, data, evaluation_dir)
         metrics |= held_out_metrics(reports)
@@ -318,6 +320,7 @@ def build_trainer(model, cfg: TrainConfig, data: RunData, labels: LabelScheme, p
         label_scheme=labels,
         panel_capture=val[0],
         panel_warning=warning,
+        part_rates=cfg.part_rates(),
     )
     use_log_lines(trainer, progress)
     return trainer

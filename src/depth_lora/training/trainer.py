@@ -19,12 +19,15 @@ from depth_lora.data.transforms import BatchTransform
 from depth_lora.numeric.align import align_to
 from depth_lora.numeric.metrics import depth_metrics, mean_over_captures
 from depth_lora.text import live_progress, plural
+from depth_lora.training.optim import parameter_groups
 
 # What the Trainer logs and selects the best checkpoint by (as eval_<name>).
 HEADLINE_METRIC = "rmse_mm"
 # Default cadence: at most about this many evaluations + checkpoints per run, and never more than
 # one per epoch (each evaluates the whole validation split, saves a checkpoint and draws a panel).
 MAX_EVALUATIONS = 10
+# A validation RMSE above this many times the best so far is reported as a divergence.
+DIVERGED_RATIO = 2.0
 
 
 def default_eval_steps(train_size: int, batch_size: int, epochs: float, max_steps: int,
@@ -62,6 +65,7 @@ class DepthTrainer(Trainer):
         transform: BatchTransform | None = None,
         channels_last: bool = True,
         panel_warning: str | None = None,
+        part_rates: dict[str, tuple[float, float]] | None = None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -71,6 +75,7 @@ class DepthTrainer(Trainer):
         self.label_scheme = label_scheme
         self.panel_capture = panel_capture  # drawn in TensorBoard at each evaluation
         self.panel_warning = panel_warning  # the run record's warning (a demo-model run): on the panel
+        self.part_rates = part_rates  # "body" / "head" -> (lr, weight decay); None: the Trainer's groups
         self.transform = transform or BatchTransform()
         self.add_callback(EvaluateAtLastStep())
 
@@ -84,6 +89,25 @@ class DepthTrainer(Trainer):
         pred = outputs.predicted_depth  # (B, H, W), same size as the input and the labels
         loss = self.loss_fn(pred, inputs["labels"], inputs["valid_mask"])
         return (loss, outputs) if return_outputs else loss
+
+    def create_optimizer(self, model=None):
+        """The Trainer's optimiser (class and arguments from TrainingArguments) over our parameter
+        groups: the body and the head, each with its own rate and weight decay (training/optim.py)."""
+        if self.optimizer is None and self.part_rates is not None:
+            opt_model = self.model if model is None else model
+            optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            decay = self.get_decay_parameter_names(opt_model)
+            self.optimizer = optimizer_cls(parameter_groups(opt_model, decay, self.part_rates), **kwargs)
+        return super().create_optimizer(model)
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        """Each validation also logs its RMSE over the best so far (TensorBoard: eval/rmse_over_best),
+        so that a run blowing up shows, in the log lines too (DIVERGED_RATIO)."""
+        key = f"eval_{HEADLINE_METRIC}"
+        if key in logs:
+            best = min([e[key] for e in self.state.log_history if key in e] + [logs[key]])
+            logs = {**logs, "eval_rmse_over_best": logs[key] / best if best > 0 else 1.0}
+        super().log(logs, *args, **kwargs)
 
     def evaluate(self, *args, **kwargs):
         metrics = super().evaluate(*args, **kwargs)
@@ -251,8 +275,13 @@ def format_log_line(logs: dict, step: int, max_steps: int) -> str | None:
     head = f"step {step:>{width}}/{max_steps}"
     if f"eval_{HEADLINE_METRIC}" in logs:
         get = lambda key: logs.get(f"eval_{key}", np.nan)  # noqa: E731
-        return (f"{head}  val RMSE {get('rmse_mm'):.1f} mm  MAE {get('mae_mm'):.1f} mm  "
+        line = (f"{head}  val RMSE {get('rmse_mm'):.1f} mm  MAE {get('mae_mm'):.1f} mm  "
                 f"AbsRel {get('abs_rel'):.3f}  d<1.25 {get('delta1'):.2f}")
+        ratio = logs.get("eval_rmse_over_best", 1.0)
+        if ratio > DIVERGED_RATIO:
+            line += (f"  DIVERGED: {ratio:.1f}x the best validation RMSE so far (the kept checkpoint "
+                     "stays the best one; a lower --learning-rate may help)")
+        return line
     if "loss" in logs:
         text = f"{head}  loss {logs['loss']:.4g}  lr {logs.get('learning_rate', 0):.1e}"
         return text + (f"  grad norm {logs['grad_norm']:.3g}" if "grad_norm" in logs else "")
