@@ -1,11 +1,13 @@
-"""Which loss and learning rate should the shipped `recommended` recipe use? A validation-only check
-at the scale of the product's own offline demo (`quickstart`, the notebook, the learning test).
+"""Which loss and learning rates should the shipped `recommended` recipe use? A validation-only
+check at the scale of the product's own offline demo (`quickstart`, the notebook, the learning test).
 
 `demo-pretrained`, 24 generated captures in sessions (240x388, seed 1), the recipe's placement,
 150 steps at 126x196, a grouped split drawn per seed (val 20 %, test 25 %), seeds 0-4. Each setting
 is ranked by its mean best-checkpoint validation RMSE over the seeds; the test rows are recorded,
-never used to choose. Usage: python experiments/recipe_check/run.py OUT_DIR  (about 8 minutes on 2
-CPU cores), writes OUT_DIR/recipe_check.json and prints a markdown table.
+never used to choose. A run whose validation RMSE rose above twice its best is counted as diverged.
+Usage: python experiments/recipe_check/run.py OUT_DIR [--head]  (about 8 minutes on 2 CPU cores):
+the loss and rate grid, or with --head the head's own rate beside the adapters'; writes
+OUT_DIR/recipe_check.json (or recipe_check_head.json) and prints a markdown table.
 """
 
 import json
@@ -18,39 +20,53 @@ from depth_lora.synthetic.demo import generate_demo_captures
 from depth_lora.training.config import TrainConfig
 from depth_lora.training.run import run_training
 
-SETTINGS = {"mse, lr 1e-3": ("mse", 1e-3), "silog, lr 1e-3": ("silog", 1e-3),
-            "silog, lr 2e-3": ("silog", 2e-3), "silog, lr 5e-3": ("silog", 5e-3)}
+SETTINGS = {"mse, lr 1e-3": {"loss": "mse", "learning_rate": 1e-3},
+            "silog, lr 1e-3": {"loss": "silog", "learning_rate": 1e-3},
+            "silog, lr 2e-3": {"loss": "silog", "learning_rate": 2e-3},
+            "silog, lr 5e-3": {"loss": "silog", "learning_rate": 5e-3}}
+# The head (trained in full) at its own rate beside the adapters' (training/optim.py).
+HEAD_SETTINGS = {"adapters 2e-3, head 2e-3 (today)": {"learning_rate": 2e-3},
+                 "adapters 2e-3, head 5e-4": {"learning_rate": 2e-3, "head_learning_rate": 5e-4},
+                 "adapters 2e-3, head 2e-4": {"learning_rate": 2e-3, "head_learning_rate": 2e-4},
+                 "adapters 5e-3, head 5e-4": {"learning_rate": 5e-3, "head_learning_rate": 5e-4}}
 SEEDS = (0, 1, 2, 3, 4)
 
 
-def main(out: Path) -> None:
+def main(out: Path, settings: dict, name_json: str) -> None:
     data = out / "data"
     if not data.is_dir():
         generate_demo_captures(data, 24, seed=1, size_hw=(240, 388))
     rows = []
-    for name, (loss, lr) in SETTINGS.items():
+    for name, options in settings.items():
         for seed in SEEDS:
-            cfg = TrainConfig(data=str(data), output=str(out / f"{loss}_{lr:g}_s{seed}"),
-                              model="demo-pretrained", loss=loss, learning_rate=lr, seed=seed, max_steps=150,
-                              image_size=[126, 196], eval_steps=50, val_fraction=0.2, test_fraction=0.25,
-                              color_jitter=False, overwrite=True)
-            metrics = run_training(cfg, progress=False).metrics
-            test = metrics.get("test", {})
+            folder = "_".join(f"{v:g}" if isinstance(v, float) else str(v) for v in options.values())
+            cfg = TrainConfig(**{"loss": "silog", **options}, data=str(data),
+                              output=str(out / f"{folder}_s{seed}"), model="demo-pretrained", seed=seed,
+                              max_steps=150, image_size=[126, 196], eval_steps=50, val_fraction=0.2,
+                              test_fraction=0.25, color_jitter=False, overwrite=True)
+            result = run_training(cfg, progress=False)
+            metrics, test = result.metrics, result.metrics.get("test", {})
+            over_best = [e["eval_rmse_over_best"] for e in result.log_history if "eval_rmse_over_best" in e]
             rows.append({"setting": name, "seed": seed, "val_rmse_mm": metrics["val"]["rmse_mm"],
+                         "best_step": metrics["val"].get("step"), "diverged": max(over_best, default=1) > 2,
                          "test_rmse_mm": test.get("fine_tuned", {}).get("rmse_mm"),
                          "test_constant_rmse_mm": test.get("constant", {}).get("rmse_mm"),
                          "test_calibrated_rmse_mm": test.get("zero_shot_calibrated", {}).get("rmse_mm")})
             print(json.dumps(rows[-1]), flush=True)
-    (out / "recipe_check.json").write_text(json.dumps(rows, indent=2) + "\n")
-    print("| setting | val RMSE mm, mean (seeds 0-4) | val RMSE per seed | test / constant per seed |")
-    print("| --- | ---: | --- | --- |")
-    for name in SETTINGS:
+    (out / name_json).write_text(json.dumps(rows, indent=2) + "\n")
+    print("| setting | val RMSE mm, mean (seeds 0-4) | val RMSE per seed | diverged | "
+          "test / constant per seed |")
+    print("| --- | ---: | --- | --- | --- |")
+    for name in settings:
         mine = [r for r in rows if r["setting"] == name]
         val = [r["val_rmse_mm"] for r in mine]
         ratio = [r["test_rmse_mm"] / r["test_constant_rmse_mm"] for r in mine]
-        print(f"| {name} | {np.mean(val):.1f} | {', '.join(f'{v:.0f}' for v in val)} | "
-              f"{', '.join(f'{v:.2f}' for v in ratio)} |")
+        diverged = sum(r["diverged"] for r in mine)
+        print(f"| {name} | {np.mean(val):.1f} | {', '.join(f'{v:.0f}' for v in val)} | {diverged} of "
+              f"{len(mine)} | {', '.join(f'{v:.2f}' for v in ratio)} |")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    head = "--head" in sys.argv[2:]
+    main(Path(sys.argv[1]), HEAD_SETTINGS if head else SETTINGS,
+         "recipe_check_head.json" if head else "recipe_check.json")

@@ -42,9 +42,10 @@ def _write_json(path: Path, payload: dict) -> Path:
 # Losses whose predictions are meaningful only after a per-image scale and shift (the record says
 # so to evaluation, which reports such runs aligned; training.losses names the same losses).
 SCALE_INVARIANT_LOSSES = ("ssi",)
-# Keys that only derived folders (merged, exported) or in-memory bundles carry: written only when set.
+# Keys that only some folders carry (merged, exported, in-memory bundles; optimizer_groups: runs of
+# this version): written only when set, so an older record writes back unchanged.
 _DERIVED_KEYS = ("warning", "merged", "merged_from", "format", "onnx_file", "exported_from", "export",
-                 "zero_shot", "model_info")
+                 "zero_shot", "model_info", "optimizer_groups")
 
 
 @dataclass
