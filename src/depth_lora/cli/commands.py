@@ -116,7 +116,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                                             tolerances_mm=tuple(args.tolerances_mm), precision=args.precision)
         val = (read_metrics(args.adapter) or {}).get("val")
         kept = kept_checkpoint_line(val) if val else None
-        print(f"\n== What the table says\n{plain_reading(reports.get('test'), reports.get('val'), kept)}")
+        reading = plain_reading(reports.get("test"), reports.get("val"), kept, shown=report)
+        print(f"\n== What the table says\n{reading}")
     for path in write_report(report, args.json, args.csv):
         print(f"written: {path}")
     if plots:

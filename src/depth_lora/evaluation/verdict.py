@@ -106,12 +106,13 @@ def kept_checkpoint_line(val: dict) -> str:
 
 
 def plain_reading(test: EvaluationReport | None, val: EvaluationReport | None,
-                  kept: str | None = None) -> str:
+                  kept: str | None = None, shown: EvaluationReport | None = None) -> str:
     """What quickstart, the notebook and `evaluate` print under the table: the kept checkpoint,
-    the verdict from both held-out splits, then what the test split's other rows say."""
+    the verdict from both held-out splits, then what the other rows of `shown` (the table above
+    it; default: the test split's) say."""
     lines = [kept] if kept else []
     lines.append(held_out_verdict(test, val)[1])
-    shown = test or val
+    shown = shown or test or val
     if shown is not None:
         lines.append(interpret_report(shown, compare=False))
     return "\n".join(lines)
