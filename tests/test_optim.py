@@ -116,3 +116,27 @@ def test_head_rates_are_training_options_recorded_with_the_run(tmp_path):
         TrainConfig(recipe="original", head_learning_rate=1e-4)
     with pytest.raises(ConfigError, match="--head-learning-rate must be > 0"):
         TrainConfig(head_learning_rate=0.0)
+
+
+@pytest.mark.parametrize("variant", ["use_rslora", "use_dora"])
+def test_rslora_and_dora_train_save_and_reload_every_adapter_weight(tmp_path, variant):
+    from depth_lora.inference.predict import load_bundle
+    from depth_lora.synthetic.demo import generate_demo_captures
+
+    generate_demo_captures(tmp_path / "data", 6, seed=2, size_hw=(96, 128), workers=1)
+    out = tmp_path / "out"
+    cfg = TrainConfig(data=str(tmp_path / "data"), output=str(out), model="tiny", max_steps=2, batch_size=2,
+                      image_size=[56, 84], precision="fp32", **{variant: True})
+    result = run_training(cfg, progress=False)
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert adapter["use_rslora"] is (variant == "use_rslora")
+    assert adapter["use_dora"] is (variant == "use_dora")
+    trained = {k: v for k, v in result.model.state_dict().items() if "lora_" in k}
+    if variant == "use_dora":  # DoRA's learned magnitudes train beside the low-rank matrices
+        assert any("lora_magnitude_vector" in k for k in trained)
+    reloaded = {k: v for k, v in load_bundle(out, "cpu", precision="fp32").model.state_dict().items()
+                if "lora_" in k}
+    assert trained.keys() == reloaded.keys()
+    assert all(torch.equal(trained[k], reloaded[k]) for k in trained)
+    assert ("rsLoRA" if variant == "use_rslora" else "DoRA") in json.loads(
+        (out / "depth_lora.json").read_text())["recipe_line"]

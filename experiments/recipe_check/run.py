@@ -5,9 +5,10 @@ check at the scale of the product's own offline demo (`quickstart`, the notebook
 150 steps at 126x196, a grouped split drawn per seed (val 20 %, test 25 %), seeds 0-4. Each setting
 is ranked by its mean best-checkpoint validation RMSE over the seeds; the test rows are recorded,
 never used to choose. A run whose validation RMSE rose above twice its best is counted as diverged.
-Usage: python experiments/recipe_check/run.py OUT_DIR [--head]  (about 8 minutes on 2 CPU cores):
-the loss and rate grid, or with --head the head's own rate beside the adapters'; writes
-OUT_DIR/recipe_check.json (or recipe_check_head.json) and prints a markdown table.
+Usage: python experiments/recipe_check/run.py OUT_DIR [--head | --variants]  (about 8 minutes on 2
+CPU cores): the loss and rate grid; with --head the head's own rate beside the adapters'; with
+--variants rsLoRA and DoRA. Writes OUT_DIR/recipe_check[_head|_variants].json and prints a
+markdown table.
 """
 
 import json
@@ -29,6 +30,11 @@ HEAD_SETTINGS = {"adapters 2e-3, head 2e-3 (today)": {"learning_rate": 2e-3},
                  "adapters 2e-3, head 5e-4": {"learning_rate": 2e-3, "head_learning_rate": 5e-4},
                  "adapters 2e-3, head 2e-4": {"learning_rate": 2e-3, "head_learning_rate": 2e-4},
                  "adapters 5e-3, head 5e-4": {"learning_rate": 5e-3, "head_learning_rate": 5e-4}}
+# PEFT's LoRA variants in the recipe's placement (rsLoRA scales the update by alpha / sqrt(r): 4x
+# plain LoRA's at r 16, so it is also tried at a quarter of the rate).
+VARIANT_SETTINGS = {"rsLoRA, lr 2e-3": {"learning_rate": 2e-3, "use_rslora": True},
+                    "rsLoRA, lr 5e-4": {"learning_rate": 5e-4, "use_rslora": True},
+                    "DoRA, lr 2e-3": {"learning_rate": 2e-3, "use_dora": True}}
 SEEDS = (0, 1, 2, 3, 4)
 
 
@@ -67,6 +73,6 @@ def main(out: Path, settings: dict, name_json: str) -> None:
 
 
 if __name__ == "__main__":
-    head = "--head" in sys.argv[2:]
-    main(Path(sys.argv[1]), HEAD_SETTINGS if head else SETTINGS,
-         "recipe_check_head.json" if head else "recipe_check.json")
+    grid = next((flag for flag in ("--head", "--variants") if flag in sys.argv[2:]), None)
+    settings = {"--head": HEAD_SETTINGS, "--variants": VARIANT_SETTINGS}.get(grid, SETTINGS)
+    main(Path(sys.argv[1]), settings, f"recipe_check{grid.replace('--', '_') if grid else ''}.json")

@@ -17,6 +17,7 @@ import numpy as np
 from depth_lora.data.dataset import LabelScheme
 from depth_lora.errors import DataError
 from depth_lora.inference.predict import ModelBundle, predict_raw
+from depth_lora.model.lora import to_channels_last
 from depth_lora.numeric.fill import robust_fit_affine, smooth_fill
 from depth_lora.runs.folder import RunRecord
 
@@ -164,7 +165,7 @@ def zero_shot_bundle(
 
     model, info = build_model(model_name)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model.to(device, memory_format=torch.channels_last).eval()
+    to_channels_last(model.to(device)).eval()
     record = RunRecord(model_name, image_size_hw=image_size_hw, zero_shot=True,
                        model_info={"source": info.get("source")})
     return ModelBundle(model, base_labels(model), tuple(image_size_hw), record, Path(model_name),

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from depth_lora.data.dataset import LabelScheme, resize_rgb, rgb_to_pixel_values
 from depth_lora.errors import DataError, DepthLoraError, ModelError
 from depth_lora.inference.options import check_batch_size, check_formats
+from depth_lora.model.lora import to_channels_last
 from depth_lora.model.precision import resolve_precision
 from depth_lora.runs.folder import RunRecord, read_record
 
@@ -76,7 +77,7 @@ def load_bundle(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     precision = resolve_precision(precision, device.type)
     # channels-last: the DPT neck's and head's convolutions run about 7 % faster on CPU (bench).
-    model.to(device, memory_format=torch.channels_last).eval()
+    to_channels_last(model.to(device)).eval()
     return ModelBundle(model, LabelScheme(**record.labels), record.image_size_hw, record, folder, precision)
 
 

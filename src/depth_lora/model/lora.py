@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 
+import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
@@ -91,6 +92,8 @@ def apply_lora(
     targets=("qkv",),
     train_head: bool = False,
     gradient_checkpointing: bool = False,
+    use_rslora: bool = False,
+    use_dora: bool = False,
 ) -> PeftModel:
     """Wrap the model with LoRA adapters on backbone layers (PEFT), freezing everything else.
 
@@ -105,6 +108,8 @@ def apply_lora(
             adapter. Needed to learn from a random-init model, whose head starts near zero.
         gradient_checkpointing: recompute the backbone's activations in backward (less memory,
             slower); non-reentrant, so the frozen input needs no gradient.
+        use_rslora: rank-stabilised LoRA, the update scaled by alpha / sqrt(rank) (PEFT's).
+        use_dora: DoRA, a learned magnitude per output beside the low-rank direction (PEFT's).
 
     Returns:
         The ``peft.PeftModel``; ``trainable_parameters_line`` describes it.
@@ -119,6 +124,8 @@ def apply_lora(
         bias=bias,
         target_modules=resolve_lora_targets(model, targets),
         modules_to_save=["head"] if train_head else None,
+        use_rslora=use_rslora,
+        use_dora=use_dora,
     )
     return get_peft_model(model, config)
 
@@ -166,6 +173,20 @@ def lora_summary(model: nn.Module) -> str:
             counts[group] = counts.get(group, 0) + 1
     where = ", ".join(f"{group} {n}" for group, n in counts.items() if n)
     full = ", ".join(sorted(config.modules_to_save or [])) or "nothing"
-    return (f"LoRA r={config.r}, alpha {config.lora_alpha:g}, dropout {config.lora_dropout:g}, bias "
+    variant = "".join(name for name, on in ((" rsLoRA", config.use_rslora), (" DoRA", config.use_dora)) if on)
+    return (f"LoRA{variant} r={config.r}, alpha {config.lora_alpha:g}, dropout {config.lora_dropout:g}, bias "
             f"{config.bias}: {sum(counts.values())} adapted layers ({where}); trained in full: {full}\n"
             f"{trainable_parameters_line(model)}")
+
+
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """Store the model's convolution weights channels-last (faster on CPU and GPU), except the LoRA
+    matrices of adapted convolutions: PEFT's DoRA views those as plain matrices, which a
+    channels-last tensor refuses (peft 0.21, dora.py), and they are too small to gain from it."""
+    model.to(memory_format=torch.channels_last)
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            for name in ("lora_A", "lora_B"):
+                for layer in getattr(module, name).values():
+                    layer.weight.data = layer.weight.data.contiguous()
+    return model

@@ -107,6 +107,10 @@ class TrainConfig:
         default=None, metadata=_help("dropout on the LoRA branch (recipe: 0.05)")
     )
     lora_bias: Literal["none", "all", "lora_only"] = field(default="none", metadata=_help("PEFT LoRA bias"))
+    use_rslora: bool = field(default=False, metadata=_help(
+        "rank-stabilised LoRA (PEFT use_rslora): the update is scaled by alpha / sqrt(r), not alpha / r"))
+    use_dora: bool = field(default=False, metadata=_help(
+        "DoRA (PEFT use_dora): each adapted weight learns its magnitude apart from its direction"))
     lora_targets: list[str] | None = field(
         default=None,
         metadata=_help("layers that get LoRA: any of qkv, out (attention output), mlp (backbone), neck "
@@ -307,7 +311,8 @@ def coerce_field(name: str, value):
 
 # Changing these on --resume would continue a checkpoint with a different model or labels.
 RESUME_MUST_MATCH = (
-    "data", "model", "image_size", "lora_rank", "lora_alpha", "lora_bias", "lora_targets",
+    "data", "model", "image_size", "lora_rank", "lora_alpha", "lora_bias", "lora_targets", "use_rslora",
+    "use_dora",
     "train_head", "finetune", "labels", "label_percentiles", "val_fraction", "test_fraction",
     "group_by", "split", "seed", "depth_unit",
 )
@@ -353,7 +358,8 @@ def describe_recipe(cfg: TrainConfig, size_hw=None) -> str:
         what = "full fine-tuning (every weight)"
     else:
         head = " + the DPT head trained" if cfg.train_head else ", head frozen"
-        what = (f"LoRA r{cfg.lora_rank} (alpha {cfg.lora_alpha:g}, dropout {cfg.lora_dropout:g}) on "
+        variant = "".join(name for name, on in ((" rsLoRA", cfg.use_rslora), (" DoRA", cfg.use_dora)) if on)
+        what = (f"LoRA{variant} r{cfg.lora_rank} (alpha {cfg.lora_alpha:g}, dropout {cfg.lora_dropout:g}) on "
                 f"{', '.join(cfg.lora_targets)}{head}")
     warmup = (f"{cfg.warmup_steps:.0%} of the steps" if 0 < cfg.warmup_steps < 1
               else f"{int(cfg.warmup_steps)} steps")

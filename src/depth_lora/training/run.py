@@ -293,7 +293,8 @@ def attach_adapters(model, cfg: TrainConfig):
     if cfg.finetune == "lora":
         return apply_lora(model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                           bias=cfg.lora_bias, targets=tuple(cfg.lora_targets), train_head=cfg.train_head,
-                          gradient_checkpointing=cfg.gradient_checkpointing)
+                          gradient_checkpointing=cfg.gradient_checkpointing, use_rslora=cfg.use_rslora,
+                          use_dora=cfg.use_dora)
     model.requires_grad_(True)
     if cfg.gradient_checkpointing:
         enable_activation_checkpointing(model)

@@ -16,6 +16,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from depth_lora.data.dataset import LabelScheme, PreparedCapture, rgb_to_pixel_values
 from depth_lora.data.transforms import BatchTransform
+from depth_lora.model.lora import to_channels_last
 from depth_lora.numeric.align import align_to
 from depth_lora.numeric.metrics import depth_metrics, mean_over_captures
 from depth_lora.text import live_progress, plural
@@ -70,7 +71,7 @@ class DepthTrainer(Trainer):
     ):
         super().__init__(*args, **kwargs)
         if channels_last:
-            self.model.to(memory_format=torch.channels_last)
+            to_channels_last(self.model)
         self.loss_fn = loss_fn
         self.label_scheme = label_scheme
         self.panel_capture = panel_capture  # drawn in TensorBoard at each evaluation
