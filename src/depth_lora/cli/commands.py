@@ -89,13 +89,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         write_report,
     )
     from depth_lora.evaluation.verdict import kept_checkpoint_line, plain_reading
+    from depth_lora.inference.predict import load_bundle
     from depth_lora.runs.folder import read_metrics, read_split
 
     plots = args.plots if args.plots != "" else Path(args.adapter) / "evaluation" / args.split
-    report = run_evaluation(
-        args.data, args.adapter, args.split, plots_dir=plots, tolerances_mm=tuple(args.tolerances_mm),
-        precision=args.precision,
-    )
+    bundle = load_bundle(args.adapter, precision=args.precision)  # one load for every split scored
+    report = run_evaluation(args.data, args.adapter, args.split, plots_dir=plots, bundle=bundle,
+                            tolerances_mm=tuple(args.tolerances_mm))
     print(format_report_table(report))
     if args.holes:
         from depth_lora.evaluation.holes import format_hole_table, run_hole_evaluation
@@ -112,8 +112,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         reports = {args.split: report}
         other = "val" if args.split == "test" else "test"
         if (read_split(args.adapter) or {}).get(other):
-            reports[other] = run_evaluation(args.data, args.adapter, other, progress=False,
-                                            tolerances_mm=tuple(args.tolerances_mm), precision=args.precision)
+            reports[other] = run_evaluation(args.data, args.adapter, other, progress=False, bundle=bundle,
+                                            tolerances_mm=tuple(args.tolerances_mm))
         val = (read_metrics(args.adapter) or {}).get("val")
         kept = kept_checkpoint_line(val) if val else None
         reading = plain_reading(reports.get("test"), reports.get("val"), kept, shown=report)

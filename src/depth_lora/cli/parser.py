@@ -285,9 +285,10 @@ def check_arguments(args: argparse.Namespace) -> None:
         from depth_lora.data.captures import find_captures
 
         find_captures(args.data)  # the folder exists and holds paired captures
-    if args.command == "quickstart" and not Path(args.data).is_dir():  # a typo, not a demo folder
-        raise DataError(args.data, "no such folder; give the folder that holds your captures (images/, "
-                        "depth/), or create an empty one to fill with demo captures")
+    if args.command == "quickstart":  # a missing folder is a typo, not a place for demo captures
+        from depth_lora.data.captures import check_data_folder
+
+        check_data_folder(args.data, demo=True)
     if args.command == "complete":
         if args.model is None and not Path(args.adapter).is_dir():
             raise ModelError(f"{args.adapter}: adapter folder does not exist (or pass --model M for "

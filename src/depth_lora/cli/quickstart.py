@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from depth_lora.data.captures import has_captures
-from depth_lora.errors import ConfigError
+from depth_lora.data.captures import check_data_folder, has_captures
+from depth_lora.errors import ConfigError, DataError
 from depth_lora.model.choices import DEFAULT_MODEL
 from depth_lora.text import plural
 from depth_lora.training.config import TrainConfig, coerce_field, field_names
@@ -88,13 +88,9 @@ def ensure_captures(data_dir: str | Path, demo: bool = True, count: int = 24, si
     """
     import time
 
-    from depth_lora.errors import DataError
     from depth_lora.synthetic.demo import generate_demo_captures
 
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise DataError(data_dir, "no such folder; give the folder that holds your captures (images/, "
-                        "depth/), or create an empty one to fill with demo captures")
+    data_dir = check_data_folder(data_dir, demo=True)
     if has_captures(data_dir):
         return f"Using the captures in {data_dir}/."
     if not demo:

@@ -58,15 +58,24 @@ def _key(stem: str, suffix: str) -> str:
     return stem[: -len(suffix)] if stem.endswith(suffix) and stem != suffix else stem
 
 
+def check_data_folder(data_dir: str | Path, demo: bool = False) -> Path:
+    """`data_dir` as a Path if it is a folder; DataError naming it otherwise. `demo`: the caller
+    fills an empty folder with demo captures (quickstart), and the message says how to get that."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DataError(data_dir, "no such folder; give the folder that holds your captures (images/, "
+                        "depth/), or create an empty one to fill with demo captures" if demo else
+                        "data folder does not exist")
+    return data_dir
+
+
 def find_captures(data_dir: str | Path) -> list[CaptureFiles]:
     """List the captures of `data_dir`, sorted by key.
 
     Raises DataError if the folder is missing, holds no capture, or holds an image without its
     depth file or a depth file without its image (all of them named in one message).
     """
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise DataError(data_dir, "data folder does not exist")
+    data_dir = check_data_folder(data_dir)
     images = {_key(p.stem, IMAGE_SUFFIX): p for p in sorted((data_dir / "images").glob("*.png"))}
     depths = {_key(p.stem, DEPTH_SUFFIX): p for p in sorted((data_dir / "depth").glob("*.npy"))}
     if not images and not depths:

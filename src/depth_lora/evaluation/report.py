@@ -212,15 +212,17 @@ def run_evaluation(
     progress: bool = True,
     tolerances_mm: tuple[float, ...] = (5.0, 10.0),
     precision: str = "auto",
+    bundle: ModelBundle | None = None,
 ) -> EvaluationReport:
     """Evaluate an output folder on held-out captures against zero-shot and constant baselines.
 
     Predictions are compared with each capture's depth at its full resolution (predictions are
     upsampled bilinearly; the target is never shrunk). `tolerances_mm` sets the
     `within_<tol>mm` columns (share of valid pixels with |error| <= tol). `precision`: the
-    forward's autocast (see `load_bundle`); predictions stay fp32.
+    forward's autocast (see `load_bundle`); predictions stay fp32. `bundle`: the run already loaded
+    from `adapter_dir` (to score several splits with one load).
     """
-    bundle = load_bundle(adapter_dir, device=device, precision=precision)
+    bundle = bundle or load_bundle(adapter_dir, device=device, precision=precision)
     files = select_captures(data_dir, bundle, split)
     base = zero_shot_base(bundle)
     per_method: dict[str, list] = {}

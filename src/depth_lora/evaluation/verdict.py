@@ -16,7 +16,6 @@ from depth_lora.evaluation.report import ANECDOTE_CAPTURES, EvaluationReport, in
 from depth_lora.text import plural
 
 COMPARISON = "fine_tuned_minus_zero_shot_calibrated_rmse_mm"
-READINGS = ("better", "worse", "tie")  # one split's reading of the difference
 VERDICTS = ("paid_off", "did_worse", "withheld")
 
 
@@ -33,6 +32,10 @@ class SplitReading:
     ci95: tuple[float, float]
 
     @property
+    def name(self) -> str:
+        return {"val": "validation"}.get(self.split, self.split)
+
+    @property
     def reading(self) -> str:
         lo, hi = self.ci95
         return "better" if hi < 0 else "worse" if lo > 0 else "tie"
@@ -41,8 +44,7 @@ class SplitReading:
         lo, hi = self.ci95
         words = {"better": "fine-tuned better", "worse": "fine-tuned worse", "tie": "within the noise"}
         sessions = f", {plural(self.sessions, 'session')}" if self.sessions else ""
-        name = {"val": "validation"}.get(self.split, self.split)
-        return (f"  {name:<10} {plural(self.captures, 'capture')}{sessions}: fine_tuned "
+        return (f"  {self.name:<10} {plural(self.captures, 'capture')}{sessions}: fine_tuned "
                 f"{self.fine_tuned_mm:.1f} mm vs zero_shot_calibrated {self.zero_shot_mm:.1f} mm, "
                 f"difference {self.diff_mm:+.1f} [{lo:+.1f}, {hi:+.1f}]: {words[self.reading]}")
 
@@ -86,7 +88,7 @@ def held_out_verdict(test: EvaluationReport | None, val: EvaluationReport | None
                      "captures from several sessions) and train again.")
     small = [r for r in readings if r.captures < ANECDOTE_CAPTURES or r.sessions == 1]
     if small and verdict != "withheld":
-        lines.append("  Only " + " and ".join(f"{plural(r.captures, 'capture')} ({r.split})" for r in small)
+        lines.append("  Only " + " and ".join(f"{plural(r.captures, 'capture')} ({r.name})" for r in small)
                      + ": anecdotal; confirm it on 10 or more held-out captures from several sessions.")
     return verdict, "\n".join(lines)
 

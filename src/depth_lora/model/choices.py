@@ -63,6 +63,11 @@ def check_target_groups(targets) -> list[str]:
     return groups
 
 
+def lora_variant(use_rslora: bool, use_dora: bool) -> str:
+    """How the recipe line and the LoRA summary name PEFT's variant: "LoRA", "LoRA rsLoRA DoRA"..."""
+    return "LoRA" + "".join(name for name, on in ((" rsLoRA", use_rslora), (" DoRA", use_dora)) if on)
+
+
 def check_lora_settings(rank, alpha, dropout, bias="none", targets=("qkv",)) -> None:
     """LoRA's settings checked in one place (TrainConfig and apply_lora both ask here); ConfigError."""
     if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:

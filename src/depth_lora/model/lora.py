@@ -12,7 +12,7 @@ from torch import nn
 from transformers import DepthAnythingForDepthEstimation
 
 from depth_lora.errors import ConfigError
-from depth_lora.model.choices import TARGET_GROUPS, check_lora_settings, check_target_groups
+from depth_lora.model.choices import TARGET_GROUPS, check_lora_settings, check_target_groups, lora_variant
 
 # PEFT (0.21) calls transformers' deprecated `is_gradient_checkpointing` on every wrap; the warning
 # is about PEFT's code, not the user's, and would otherwise show in every notebook cell that trains.
@@ -173,8 +173,8 @@ def lora_summary(model: nn.Module) -> str:
             counts[group] = counts.get(group, 0) + 1
     where = ", ".join(f"{group} {n}" for group, n in counts.items() if n)
     full = ", ".join(sorted(config.modules_to_save or [])) or "nothing"
-    variant = "".join(name for name, on in ((" rsLoRA", config.use_rslora), (" DoRA", config.use_dora)) if on)
-    return (f"LoRA{variant} r={config.r}, alpha {config.lora_alpha:g}, dropout {config.lora_dropout:g}, bias "
+    name = lora_variant(config.use_rslora, config.use_dora)
+    return (f"{name} r={config.r}, alpha {config.lora_alpha:g}, dropout {config.lora_dropout:g}, bias "
             f"{config.bias}: {sum(counts.values())} adapted layers ({where}); trained in full: {full}\n"
             f"{trainable_parameters_line(model)}")
 

@@ -10,7 +10,7 @@ from typing import Literal, get_args, get_origin, get_type_hints
 
 from depth_lora.data.split import parse_group_by
 from depth_lora.errors import ConfigError
-from depth_lora.model.choices import DEFAULT_MODEL, MODEL_ALIASES, check_lora_settings
+from depth_lora.model.choices import DEFAULT_MODEL, MODEL_ALIASES, check_lora_settings, lora_variant
 from depth_lora.text import size_hw as format_size_hw
 
 DEFAULT_DATA = "DATASET_DEVOIR"
@@ -358,8 +358,8 @@ def describe_recipe(cfg: TrainConfig, size_hw=None) -> str:
         what = "full fine-tuning (every weight)"
     else:
         head = " + the DPT head trained" if cfg.train_head else ", head frozen"
-        variant = "".join(name for name, on in ((" rsLoRA", cfg.use_rslora), (" DoRA", cfg.use_dora)) if on)
-        what = (f"LoRA{variant} r{cfg.lora_rank} (alpha {cfg.lora_alpha:g}, dropout {cfg.lora_dropout:g}) on "
+        what = (f"{lora_variant(cfg.use_rslora, cfg.use_dora)} r{cfg.lora_rank} (alpha {cfg.lora_alpha:g}, "
+                f"dropout {cfg.lora_dropout:g}) on "
                 f"{', '.join(cfg.lora_targets)}{head}")
     warmup = (f"{cfg.warmup_steps:.0%} of the steps" if 0 < cfg.warmup_steps < 1
               else f"{int(cfg.warmup_steps)} steps")

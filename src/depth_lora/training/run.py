@@ -29,6 +29,7 @@ from depth_lora.errors import ConfigError, DataError
 from depth_lora.evaluation.calibration import fit_zero_shot_calibration
 from depth_lora.evaluation.report import EvaluationReport, run_evaluation, write_report
 from depth_lora.evaluation.verdict import held_out_verdict
+from depth_lora.inference.predict import load_bundle
 from depth_lora.model.checkpoints import build_model, quiet_weights_io
 from depth_lora.model.choices import BUNDLED_MODELS, DEMO_MODEL_WARNING
 from depth_lora.model.lora import apply_lora, enable_activation_checkpointing, trainable_parameters_line
@@ -357,11 +358,11 @@ def evaluate_held_out(cfg: TrainConfig, output: Path, precision: str, data: RunD
     """What `depth-lora evaluate` prints for the test and the validation split: every row, at full
     resolution. With `plots_dir`, the test split's figures, report.json and captures.csv there."""
     reports = {}
-    for split in ("test", "val"):
-        if data.prepared[split]:
-            folder = plots_dir if split == "test" else None
-            reports[split] = run_evaluation(cfg.data, output, split=split, progress=False,
-                                            precision=precision, plots_dir=folder)
+    splits = [split for split in ("test", "val") if data.prepared[split]]
+    bundle = load_bundle(output, precision=precision) if splits else None  # one load for both
+    for split in splits:
+        reports[split] = run_evaluation(cfg.data, output, split=split, progress=False, bundle=bundle,
+                                        plots_dir=plots_dir if split == "test" else None)
     if plots_dir is not None and "test" in reports:
         write_report(reports["test"], Path(plots_dir) / "report.json", Path(plots_dir) / "captures.csv")
     return reports

@@ -203,6 +203,7 @@ class LogLinesCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.step_s, self.evaluations, self.checkpoints = 0.0, 0, 0
+        self._warmup = []
         if state.is_world_process_zero and self.bar_enabled:
             self.bar = tqdm(total=state.max_steps, desc="train", unit="step", dynamic_ncols=True)
 
