@@ -26,6 +26,9 @@ from experiment import (
     t_interval,
 )
 from heads import run_head_comparison
+from selection import choose_rate, diverged, ladder_step
+
+from depth_lora.errors import DataError
 
 FIVE_ROWS = {"fine_tuned", "fine_tuned_aligned", "zero_shot_calibrated", "zero_shot_aligned", "constant"}
 
@@ -61,6 +64,62 @@ def test_learning_curve_subsets_are_nested_whole_sessions_of_the_training_split(
     assert len({groups[k] for k in subsets[10]}) == 3  # two whole sessions, then part of a third
 
 
+def test_a_run_diverged_when_validation_rises_above_twice_its_best_so_far():
+    assert diverged([(10, 500.0), (20, 300.0), (30, 610.0)])
+    assert not diverged([(10, 500.0), (20, 300.0), (30, 590.0)])
+    assert not diverged([(10, 3000.0), (20, 400.0), (30, 350.0)])  # a high start is learning, not a blow-up
+
+
+def test_learning_rate_ladder_steps_one_notch_of_1_2_5():
+    assert [ladder_step(r, up=True) for r in (5e-4, 1e-3, 2e-3, 5e-3)] == [1e-3, 2e-3, 5e-3, 1e-2]
+    assert [ladder_step(r, up=False) for r in (5e-4, 1e-3, 2e-3, 1e-2)] == [2e-4, 5e-4, 1e-3, 5e-3]
+
+
+def _fake_runs(rmse_by_rate_seed: dict, blow_ups=()):
+    """train(rate, seed) for choose_rate, from a table; records every call."""
+    calls = []
+
+    def train(rate, seed):
+        calls.append((rate, seed))
+        return {"seed": seed, "val": {"rmse_mm": rmse_by_rate_seed[(rate, seed)]},
+                "diverged": (rate, seed) in blow_ups}
+
+    return train, calls
+
+
+def test_selection_ranks_on_the_mean_over_seeds_and_counts_diverged_runs():
+    # 2e-3: mean 350 (a seed that blew up early); seed 0 alone would have picked it.
+    table = {(1e-3, 0): 300, (1e-3, 1): 300, (2e-3, 0): 200, (2e-3, 1): 500,
+             (5e-4, 0): 310, (5e-4, 1): 320, (5e-3, 0): 400, (5e-3, 1): 420}
+    train, _ = _fake_runs(table, blow_ups={(2e-3, 1)})
+    choice = choose_rate(train, [5e-4, 1e-3, 2e-3, 5e-3], seeds=(0, 1))
+    assert choice["learning_rate"] == 1e-3 and not choice["at_edge"] and choice["extended"] == []
+    assert choice["tried"][2e-3]["diverged"] == 1 and choice["tried"][2e-3]["val_rmse_mm"] == 350
+    assert choice["tried"][1e-3] == {"val_rmse_mm": 300, "val_rmse_mm_per_seed": [300, 300], "seeds": [0, 1],
+                                     "diverged": 0}
+
+
+def test_selection_at_the_edge_extends_the_grid_one_step_before_accepting():
+    table = {(rate, seed): rmse for rate, rmse in ((1e-3, 400), (2e-3, 300), (5e-3, 250)) for seed in (0, 1)}
+    train, calls = _fake_runs(table)
+    choice = choose_rate(train, [1e-3, 2e-3], seeds=(0, 1))  # best at the top: 5e-3 is tried, and wins
+    assert choice["extended"] == [5e-3] and choice["learning_rate"] == 5e-3 and choice["at_edge"]
+    assert (5e-3, 0) in calls and (5e-3, 1) in calls and (1e-2, 0) not in calls  # one step per side
+    table[(5e-3, 0)] = table[(5e-3, 1)] = 350  # the extension loses: the edge choice stands, inside the grid
+    choice = choose_rate(_fake_runs(table)[0], [1e-3, 2e-3], seeds=(0, 1))
+    assert choice["learning_rate"] == 2e-3 and not choice["at_edge"]
+
+
+def test_experiment_refuses_a_used_folder_and_resumes_only_an_unfinished_one(tmp_path):
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="not empty.*--resume"):
+        run_experiment(tmp_path / "old", quick=True)
+    with pytest.raises(DataError, match="no results.json to resume"):
+        run_experiment(tmp_path / "old", quick=True, resume=True)
+    assert (tmp_path / "old" / "notes.txt").read_text() == "mine"
+
+
 @pytest.mark.slow
 def test_quick_experiment_selects_on_validation_scores_test_once_and_plots(tmp_path):
     out = tmp_path / "exp"
@@ -74,16 +133,27 @@ def test_quick_experiment_selects_on_validation_scores_test_once_and_plots(tmp_p
     curve = [r for r in rows if r["stage"] == "curve"]
     assert len(selection) + len(final) + len(curve) == len(rows)
 
-    # Selection: validation numbers only, every method over the same rate grid and steps; labels
-    # and loss compared for the recommended placement; no training run ever saw a test capture.
+    # Selection: validation numbers only, every method over the same rate grid (extended one step
+    # where the choice sat at its edge) on every selection seed, chosen on the mean over seeds with
+    # diverged runs counted; labels and loss compared for the recommended placement; no training
+    # run ever saw a test capture.
+    seeds = sorted(QUICK.selection_seeds)
     variant = results["variant"]
     assert variant in VARIANTS
     assert {r["variant"] for r in selection if r["method"] == VARIANT_METHOD} == set(VARIANTS)
     for method in METHODS:
         grid = [r for r in selection if r["method"] == method and r["variant"] == variant]
-        assert sorted(r["learning_rate"] for r in grid) == sorted(QUICK.learning_rates), method
+        rates = sorted({r["learning_rate"] for r in grid})
         chosen = results["chosen"][method]
-        assert chosen["val_rmse_mm"] == min(r["val"]["rmse_mm"] for r in grid), method
+        assert set(QUICK.learning_rates) <= set(rates) and len(rates) <= len(QUICK.learning_rates) + 2
+        assert sorted(set(rates) - set(QUICK.learning_rates)) == sorted(chosen["extended"]), method
+        assert QUICK.learning_rates[-1] in rates and len(chosen["extended"]) >= 1  # a 2-rate grid: an edge
+        per_rate = {rate: [r for r in grid if r["learning_rate"] == rate] for rate in rates}
+        assert all(sorted(r["seed"] for r in runs) == seeds for runs in per_rate.values()), method
+        mean = {rate: np.mean([r["val"]["rmse_mm"] for r in runs]) for rate, runs in per_rate.items()}
+        assert chosen["learning_rate"] == min(rates, key=mean.get), method
+        assert chosen["val_rmse_mm"] == pytest.approx(mean[chosen["learning_rate"]]), method
+        assert chosen["diverged"] == sum(r["diverged"] for r in per_rate[chosen["learning_rate"]])
     for row in selection:
         assert "test" not in row and "test_per_capture" not in row
         assert np.isfinite(row["val"]["rmse_mm"]) and 0 < row["val"]["step"] <= QUICK.adapt_steps
@@ -103,7 +173,9 @@ def test_quick_experiment_selects_on_validation_scores_test_once_and_plots(tmp_p
             lo, hi = metrics["rmse_mm_ci95"]
             assert metrics["captures"] == len(split["test"]) and lo <= metrics["rmse_mm"] <= hi
     assert {r["run"] for r in final if r["seed"] == 0} == {c["run"] for c in results["chosen"].values()}
-    assert all(r["reused_selection_run"] == (r["seed"] == 0) for r in final)
+    assert all(r["reused_selection_run"] == (r["seed"] in seeds) for r in final)
+    assert set(results["targets"]["worst_seed_over_median"]) == set(METHODS)
+    assert results["targets"]["recommended_over_full_finetune"] > 0
     for name in [*METHODS, *(f"{m} (aligned)" for m in METHODS), "zero_shot_calibrated", "constant"]:
         s = results["summary"][name]
         for interval in ("rmse_mm_ci95_captures", "rmse_mm_ci95_seeds"):
@@ -131,12 +203,21 @@ def test_quick_experiment_selects_on_validation_scores_test_once_and_plots(tmp_p
     assert all(-1 <= s["corr"] <= 1 for s in structure["zero_shot_aligned_by_input"].values())
     AutoModelForDepthEstimation.from_pretrained(out / "pretrained")  # a normal model folder
     table = (out / "table.md").read_text()
-    for heading in ("## Selection", "## Test split", "## Learning curve", "## Structure"):
+    for heading in ("## Selection", "## Test split", "## Steadiness", "## Learning curve", "## Structure"):
         assert heading in table
     for name in ("learning_curves.png", "learning_curve_captures.png", "predictions.png"):
         assert (out / name).stat().st_size > 10_000, name
     assert sorted(p.name for p in (out / "target_test" / "images").iterdir()) == sorted(
         f"{k}_color.png" for k in split["test"])
+
+    # Resumed after its final stage, the experiment reuses every run: the same rows, nothing retrained.
+    results["finished_stages"] = ["data", "pretrain", "selection", "final"]
+    (out / "results.json").write_text(json.dumps(results))
+    again = run_experiment(out, quick=True, resume=True)
+    assert again["resumed"] == 1 and again["finished_stages"][-1] == "structure"
+    assert json.loads(json.dumps(again["rows"])) == rows and again["chosen"] == results["chosen"]
+    with pytest.raises(DataError, match="finished experiment"):
+        run_experiment(out, quick=True, resume=True)
 
     # The head comparison reuses this folder: metric heads at two ranges, chosen on validation.
     heads = run_head_comparison(out)

@@ -7,7 +7,14 @@ import pytest
 
 from depth_lora.data.dataset import LabelScheme
 from depth_lora.errors import DataError
-from depth_lora.inference.complete import anchor_prediction, check_measured, complete_raw, fit_prediction_mm
+from depth_lora.inference.complete import (
+    anchor_prediction,
+    check_measured,
+    complete_raw,
+    depth_bounds,
+    describe_completion,
+    fit_prediction_mm,
+)
 from depth_lora.numeric import fill
 from depth_lora.numeric.hole_masks import hidden_masks, hide_blobs, hide_edge_bands, hide_like
 
@@ -107,6 +114,39 @@ def test_completion_returns_measured_pixels_unchanged_and_fills_every_hole():
     assert np.array_equal(result.filled, ~measured) and np.isfinite(result.depth_mm).all()
     error = np.abs(result.depth_mm - truth)[~measured]  # the raw prediction has ~0.5 mm of noise
     assert error.mean() < 1.0 and error.max() < 5.0
+
+
+def wide_range_capture_with_a_misleading_prediction():
+    """A 600-9,900 mm scene (a near table, a far wall) with a large hole over the far side, and a
+    disparity-like prediction right on the measured pixels that, inside the hole, keeps falling
+    below anything the fit saw: an inverse-depth fit extrapolated there crosses zero."""
+    v, u = np.mgrid[0:60, 0:90]
+    truth = (600 + 9300 * (u / 89.0) ** 2).astype(np.float32)
+    hole = (u > 60) & (v > 10) & (v < 50)
+    depth = np.where(hole, np.nan, truth)
+    raw = 1.0 / truth
+    raw[hole] -= 3e-4 * (u[hole] - 60) / 29.0  # below the measured minimum disparity (1 / 9,900 mm)
+    return truth, depth, raw.astype(np.float32), hole
+
+
+def test_a_completion_never_returns_an_impossible_depth_and_says_where_it_fell_back():
+    truth, depth, raw, hole = wide_range_capture_with_a_misleading_prediction()
+    unbounded = anchor_prediction(fit_prediction_mm(raw, depth, None)[0], depth)
+    # the failure, reproduced without the bound
+    assert (unbounded[hole] <= 0).any() or (unbounded[hole] > 2 * truth.max()).any()
+    result = complete_raw(raw, depth, None)
+    measured = np.isfinite(depth)
+    lo, hi = depth_bounds(depth, measured)
+    assert np.array_equal(result.depth_mm[measured], depth[measured])
+    assert np.isfinite(result.depth_mm).all()
+    assert (result.depth_mm >= lo).all() and (result.depth_mm <= hi).all()
+    assert lo > 0 and result.fallback.any() and not (result.fallback & measured).any()
+    # where it fell back the fill is the harmonic one: within what the camera measured around it
+    assert result.depth_mm[result.fallback].max() <= np.nanmax(depth) + 1e-3
+    line = describe_completion("cap", measured, result)
+    assert f"{int(result.fallback.sum()):,} filled pixels" in line and "harmonic fill" in line
+    # a prediction that stays within range is left alone
+    assert not complete_raw(1.0 / truth, depth, None).fallback.any()
 
 
 def test_the_global_fit_happens_in_the_model_label_space():

@@ -70,6 +70,22 @@ def test_the_optimiser_gives_the_body_and_the_head_their_own_rate_and_decay(tmp_
         assert any(n.startswith("backbone.") for n in body) and any(n.startswith("neck.") for n in body)
 
 
+def test_loraplus_puts_the_b_matrices_in_their_own_group_at_a_multiple_of_the_rate(tmp_path):
+    model = apply_lora(build_model("tiny")[0], rank=4, targets=("qkv", "neck"), train_head=True)
+    trainer = trainer_for(model, tmp_path)
+    trainer.part_rates = TrainConfig(model="tiny", learning_rate=1e-3, loraplus_ratio=16).part_rates()
+    groups = {g["name"]: g for g in trainer.create_optimizer().param_groups}
+    assert groups["lora_B"]["lr"] == pytest.approx(16e-3) and groups["body"]["lr"] == 1e-3
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {".lora_B." in names[id(p)] for p in groups["lora_B"]["params"]} == {True}
+    assert {".lora_A." in names[id(p)] for p in groups["body"]["params"]} == {True}
+    assert all("head" in names[id(p)].split(".") for p in groups["head"]["params"])
+    with pytest.raises(ConfigError, match="--loraplus-ratio .* needs --finetune lora"):
+        TrainConfig(model="tiny", finetune="full", loraplus_ratio=16)
+    with pytest.raises(ConfigError, match="--loraplus-ratio must be > 0"):
+        TrainConfig(model="tiny", loraplus_ratio=0)
+
+
 class BlowUpAt(TrainerCallback):
     """Adds a large constant to the head's last convolution at one step: the depth then leaves
     the labels' range by orders of magnitude, whatever the seed or the precision."""

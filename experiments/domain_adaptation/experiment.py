@@ -13,16 +13,20 @@ scored once, at the end.
    (links to them) by `evaluate.run_evaluation`.
 2. Pretraining: the `tiny` architecture from scratch, every weight, on the source scenes, with the
    scale-and-shift-invariant loss on inverse depth: how the shipped `demo-pretrained` was made.
-3. Selection, validation only, seed 0, each run `adapt_steps` steps with a 10 % warm-up, keeping
-   its checkpoint of lowest validation RMSE (that is its number of steps):
+3. Selection, validation only, on every selection seed (0 and 1), each run `adapt_steps` steps
+   with a 10 % warm-up, keeping its checkpoint of lowest validation RMSE (that is its number of
+   steps); the rules are selection.py's: a setting is ranked by its mean validation RMSE over the
+   seeds, and its runs that diverged (validation RMSE above twice the best so far) are counted:
    a. labels (inverse vs min-max) and loss (MSE vs SiLog) for the recommended placement at the
       grid's rate nearest the recipe's; the best of the three goes to every method below;
-   b. every method over the same learning-rate grid; the lowest validation RMSE picks its rate.
+   b. every method over the same learning-rate grid, extended one step of the 1-2-5 ladder on the
+      side of a choice at its edge before that choice is accepted.
    Every run's validation numbers are rows of results.json (`stage: selection`) and of the
    selection table.
-4. Final: each method at its chosen rate, one run per seed (seed 0 is the selection run), scored
-   once on the test split: fine_tuned and fine_tuned_aligned per method; zero_shot_calibrated,
-   zero_shot_aligned (an oracle) and constant (the same for every run: one base model, one split).
+4. Final: each method at its chosen rate, one run per seed (the selection seeds' runs are the
+   selection runs), scored once on the test split: fine_tuned and fine_tuned_aligned per method;
+   zero_shot_calibrated, zero_shot_aligned (an oracle) and constant (the same for every run: one
+   base model, one split). Each run that diverged in training is marked in the tables.
    Table: mean over seeds with two 95 % intervals: over test captures (bootstrap of each capture's
    seed-mean value) and over seeds (t interval; wide with 3 seeds).
 5. Learning curve ("how many captures do I need?"): the recommended placement and full
@@ -48,6 +52,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import stats
+from selection import choose_rate, diverged, rank_key, setting_summary
 
 from depth_lora.errors import DataError, ModelError
 from depth_lora.evaluation.report import HEADLINE
@@ -63,16 +68,19 @@ class Budget:
     pretrain_steps: int
     adapt_steps: int
     learning_rates: tuple[float, ...]  # the grid every method gets
-    seeds: tuple[int, ...]
+    seeds: tuple[int, ...]  # the final stage's seeds
+    selection_seeds: tuple[int, ...]  # the seeds every setting is judged on (the first final seeds)
     curve_captures: tuple[int, ...]  # learning-curve sizes below the whole training split
     evaluations: int  # validations (and checkpoints) per adaptation run: the steps it can choose
 
 
 FULL = Budget(source_count=400, target_count=130, pretrain_steps=2500, adapt_steps=400,
-              learning_rates=(5e-4, 1e-3, 2e-3, 5e-3), seeds=(0, 1, 2), curve_captures=(10, 20, 40),
+              learning_rates=(5e-4, 1e-3, 2e-3, 5e-3), seeds=(0, 1, 2), selection_seeds=(0, 1),
+              curve_captures=(10, 20, 40),
               evaluations=10)
 QUICK = Budget(source_count=40, target_count=24, pretrain_steps=30, adapt_steps=20,
-               learning_rates=(1e-3, 5e-3), seeds=(0, 1), curve_captures=(6,), evaluations=4)
+               learning_rates=(1e-3, 5e-3), seeds=(0, 1), selection_seeds=(0, 1), curve_captures=(6,),
+               evaluations=4)
 SOURCE_SIZE_HW, TARGET_SIZE_HW = (240, 320), (240, 388)
 PRETRAIN_INPUT, TARGET_INPUT = [168, 224], [126, 196]
 # 130 captures in sessions of 2-4: 70 train / 15 validation / 45 test at seed 0.
@@ -142,10 +150,21 @@ def check_saved_model_is_best(run_dir: Path) -> None:
             "training lost them, so the run's validation numbers would not describe the saved model")
 
 
+ROW_FILE = "experiment_row.json"  # a finished run's row, in its folder: what --resume reuses
+
+
 def train_run(run_dir: Path, target_dir: Path, split_file: Path, pretrained: Path, budget: Budget,
               method: str, learning_rate: float, settings: dict, seed: int) -> dict:
-    """Train one method (validation only: `split_file` has no test captures); returns its row."""
+    """Train one method (validation only: `split_file` has no test captures); returns its row. A
+    folder holding a finished run's row (an interrupted experiment, resumed) is read, not retrained;
+    one without (the run was stopped mid-training) is trained again from the start."""
     from depth_lora.training.run import run_training
+
+    if (run_dir / ROW_FILE).is_file():
+        return json.loads((run_dir / ROW_FILE).read_text())
+    if run_dir.exists():
+        say(f"{run_dir.name}: unfinished run of an earlier attempt, trained again")
+        shutil.rmtree(run_dir)
 
     values = dict(
         data=str(target_dir), output=str(run_dir), recipe="recommended", seed=seed, split=str(split_file),
@@ -159,14 +178,17 @@ def train_run(run_dir: Path, target_dir: Path, split_file: Path, pretrained: Pat
     result = run_training(TrainConfig(**values), progress=False)
     check_saved_model_is_best(run_dir)
     val = {k: result.metrics["val"][k] for k in (*HEADLINE, "step") if k in result.metrics["val"]}
-    return {
+    curve = validation_curve(result.log_history)
+    row = {
         "method": method, "seed": seed, "learning_rate": learning_rate, **settings,
         "run": str(run_dir.relative_to(run_dir.parents[1])),
         "train_seconds": round(time.perf_counter() - start, 1),
         "trainable_params": int(result.trainable_line.split("trainable params: ")[1].split(" ||")[0]
                                 .replace(",", "")),
-        "val": val, "val_curve": validation_curve(result.log_history),
+        "val": val, "val_curve": curve, "diverged": diverged(curve),
     }
+    (run_dir / ROW_FILE).write_text(json.dumps(row, indent=2) + "\n")
+    return row
 
 
 def validation_curve(log_history: list[dict]) -> list[tuple[int, float]]:
@@ -175,8 +197,13 @@ def validation_curve(log_history: list[dict]) -> list[tuple[int, float]]:
 
 
 def score_on_test(row: dict, out_dir: Path, stage: str, **extra) -> dict:
-    """Score a trained run once on the test captures (all five rows of `run_evaluation`)."""
+    """Score a trained run once on the test captures (all five rows of `run_evaluation`); a run
+    already scored (an interrupted experiment, resumed) is read back, not scored again."""
     from depth_lora.evaluation.report import run_evaluation
+
+    scored = out_dir / row["run"] / f"experiment_test_{stage}.json"
+    if scored.is_file():
+        return json.loads(scored.read_text())
 
     # fp32: the committed results were scored so, and bf16 support differs between machines.
     report = run_evaluation(out_dir / "target_test", out_dir / row["run"], split="all", progress=False,
@@ -184,12 +211,16 @@ def score_on_test(row: dict, out_dir: Path, stage: str, **extra) -> dict:
     per_capture = {}
     for entry in report.captures:
         per_capture.setdefault(entry["method"], {})[entry["capture"]] = {k: entry.get(k) for k in HEADLINE}
-    keep = ("method", "seed", "learning_rate", "labels", "loss", "run", "train_seconds", "trainable_params")
-    return {
+    keep = ("method", "seed", "learning_rate", "labels", "loss", "run", "train_seconds", "trainable_params",
+            "diverged")
+    scores = {
         "stage": stage, **{k: row[k] for k in keep}, **extra, "best_step": row["val"].get("step"),
+        "val_rmse_mm": row["val"]["rmse_mm"],
         "test": {m: report.mean[m] for m in report.methods}, "test_per_capture": per_capture,
         "comparison": report.comparison,
     }
+    scored.write_text(json.dumps(scores, indent=2) + "\n")
+    return scores
 
 
 def structure_scores(pred_mm: np.ndarray, target_mm: np.ndarray, lowpass_px: int = DETAIL_LOWPASS_PX) -> dict:
@@ -254,118 +285,242 @@ def _link_captures(files, out: Path) -> None:
                 shutil.copy2(src, dst)
 
 
-def run_experiment(out_dir: str | Path, quick: bool = False) -> dict:
-    """The whole experiment into `out_dir` (data, models, results.json, table.md, figures)."""
+def run_experiment(out_dir: str | Path, quick: bool = False, resume: bool = False,
+                   pretrained_from: str | Path | None = None) -> dict:
+    """The whole experiment into `out_dir` (data, models, results.json, table.md, figures).
+
+    After each stage, results.json and table.md hold what is finished (`finished_stages`), so a long
+    run's stages can be read and kept as they end. resume: continue an interrupted experiment in the
+    same folder; every finished run (its row file) is reused, an unfinished one trained again.
+    pretrained_from: a model folder made by an earlier run's pretraining stage (the shipped
+    `demo-pretrained` is one), copied instead of pretraining again (recorded in results.json).
+    """
+    budget = QUICK if quick else FULL
+    out_dir = Path(out_dir)
+    state = _start_state(out_dir, budget, resume)
+    clock = [time.perf_counter()]
+
+    def finish(stage: str) -> None:  # a resumed stage is timed from the resumption
+        now = time.perf_counter()
+        if stage not in state["finished_stages"]:
+            state["stage_seconds"][stage] = round(now - clock[0], 1)
+            state["finished_stages"].append(stage)
+        clock[0] = now
+        write_results(out_dir, state)
+
+    split, groups, trainval = _data_stage(out_dir, budget, done="data" in state["finished_stages"])
+    state.update(split={name: len(keys) for name, keys in split.items()},
+                 sessions={name: len(g) for name, g in _split_sessions(split, groups).items()})
+    finish("data")
+
+    if "pretrain" not in state["finished_stages"]:
+        if pretrained_from is not None:
+            copy_pretrained(Path(pretrained_from), out_dir / "pretrained")
+            state["pretrained_from"] = str(pretrained_from)
+        else:
+            pretrain(out_dir / "source", out_dir / "pretrained", budget)
+    finish("pretrain")
+
+    run_args = dict(target_dir=out_dir / "target", pretrained=out_dir / "pretrained", budget=budget,
+                    split_file=trainval)
+    selection = Selection(out_dir / "runs", run_args, budget.selection_seeds)
+    state.update(selection.run(budget))
+    state["rows"] = list(selection.rows.values())
+    finish("selection")
+
+    final = final_stage(selection, state["chosen"], state["variant"], budget, out_dir)
+    state.update(rows=[*selection.rows.values(), *final], summary=summarize(final), targets=targets(final))
+    finish("final")
+
+    curve = curve_stage(out_dir, split, groups, final, state, budget, run_args)
+    state.update(rows=[*selection.rows.values(), *final, *curve], curve=curve_points(curve))
+    finish("curve")
+
+    state["structure"] = measure_structure(out_dir, final)
+    finish("structure")
+    write_figures(out_dir, state)
+    return state
+
+
+def _start_state(out_dir: Path, budget: Budget, resume: bool) -> dict:
+    """A new experiment's record, or (resume) the interrupted one's, after checking it can go on."""
+    results_file = out_dir / "results.json"
+    if not resume:
+        if out_dir.exists() and any(out_dir.iterdir()):
+            raise DataError(out_dir, "is not empty (an earlier experiment?): choose a new folder, or pass "
+                            "--resume to continue the experiment in it")
+        return {"protocol": __doc__.split("\n\n", 1)[1].strip(), "budget": asdict(budget),
+                "target_input_hw": TARGET_INPUT, "finished_stages": [], "stage_seconds": {}, "resumed": 0,
+                "structure": {}, "curve": {}}
+    if not results_file.is_file():
+        raise DataError(out_dir, "holds no results.json to resume: start the experiment without --resume")
+    state = json.loads(results_file.read_text())
+    if state["budget"] != json.loads(json.dumps(asdict(budget))):
+        raise DataError(results_file, "was made with another budget (--quick or not): resume it the same way")
+    if "structure" in state["finished_stages"]:
+        raise DataError(out_dir, "holds a finished experiment: choose a new folder")
+    state["resumed"] += 1
+    say(f"resuming after: {', '.join(state['finished_stages']) or 'nothing'}")
+    return state
+
+
+def write_results(out_dir: Path, state: dict) -> None:
+    """results.json and table.md as the finished stages leave them."""
+    state["seconds"] = round(sum(state["stage_seconds"].values()), 1)
+    (out_dir / "results.json").write_text(json.dumps(state, indent=2) + "\n")
+    tables = format_table(state.get("rows", []), state.get("chosen"), state.get("targets"))
+    if state.get("structure"):
+        tables += "\n\n" + format_structure(state["structure"])
+    (out_dir / "table.md").write_text(tables + "\n")
+
+
+def _split_sessions(split: dict, groups: dict) -> dict:
+    from depth_lora.data.split import split_groups
+
+    return split_groups(split, groups)
+
+
+def _data_stage(out_dir: Path, budget: Budget, done: bool):
+    """Source scenes, target captures and the one session-grouped split (recomputed when resuming:
+    it is seeded); returns (split, groups, trainval split file)."""
     from depth_lora.data.captures import find_captures
-    from depth_lora.data.split import group_captures, make_split, save_split, split_groups
+    from depth_lora.data.split import group_captures, make_split, save_split
     from depth_lora.synthetic.demo import generate_demo_captures
     from depth_lora.synthetic.source import generate_source_scenes
 
-    budget = QUICK if quick else FULL
-    out_dir = Path(out_dir)
-    if (out_dir / "results.json").exists():
-        raise DataError(out_dir, "already holds an experiment (results.json); choose another folder")
-    start = time.perf_counter()
-    seconds: dict[str, float] = {}
-
-    def lap(stage: str) -> None:
-        seconds[stage] = round(time.perf_counter() - start - sum(seconds.values()), 1)
-
     source, target = out_dir / "source", out_dir / "target"
-    generate_source_scenes(source, budget.source_count, seed=100, size_hw=SOURCE_SIZE_HW)
-    generate_demo_captures(target, budget.target_count, seed=200, size_hw=TARGET_SIZE_HW)
+    if not done:
+        generate_source_scenes(source, budget.source_count, seed=100, size_hw=SOURCE_SIZE_HW)
+        generate_demo_captures(target, budget.target_count, seed=200, size_hw=TARGET_SIZE_HW)
     files = find_captures(target)
     groups = group_captures([f.key for f in files], "session")
     split = make_split([f.key for f in files], TARGET_VAL_FRACTION, TARGET_TEST_FRACTION, SPLIT_SEED, groups)
-    meta = dict(seed=SPLIT_SEED, data=str(target), group_by="session",
-                split_groups=split_groups(split, groups))
-    save_split(split, out_dir / "target_split.json", **meta)
-    trainval = save_split({**split, "test": []}, out_dir / "trainval_split.json",
-                          note="target_split.json without its test captures: what every training run sees")
-    _link_captures([f for f in files if f.key in set(split["test"])], out_dir / "target_test")
-    lap("data")
+    trainval = out_dir / "trainval_split.json"
+    if not done:
+        save_split(split, out_dir / "target_split.json", seed=SPLIT_SEED, data=str(target),
+                   group_by="session", split_groups=_split_sessions(split, groups))
+        save_split({**split, "test": []}, trainval,
+                   note="target_split.json without its test captures: what every training run sees")
+        _link_captures([f for f in files if f.key in set(split["test"])], out_dir / "target_test")
+    return split, groups, trainval
 
-    pretrained = pretrain(source, out_dir / "pretrained", budget)
-    lap("pretrain")
 
-    runs = out_dir / "runs"
-    run_args = dict(target_dir=target, pretrained=pretrained, budget=budget)
-    # Labels and loss are compared at the grid's rate nearest the recipe's (a grid point: its row
-    # then also serves the recommended method's rate selection).
-    recipe_lr = RECIPES["recommended"]["learning_rate"]
-    base_lr = min(budget.learning_rates, key=lambda lr: abs(np.log(lr / recipe_lr)))
-    selection: list[dict] = []
+def copy_pretrained(folder: Path, out: Path) -> None:
+    """An earlier pretraining stage's model (config.json + model.safetensors) as this run's."""
+    from depth_lora.model.choices import BUNDLED_MODELS
 
-    def select(method: str, lr: float, variant: str) -> dict:
-        for row in selection:  # the recipe's own variant at the recipe's rate is also a grid point
-            if (row["method"], row["learning_rate"], row["variant"]) == (method, lr, variant):
-                return row
-        name = f"{method}_lr{lr:g}_{variant}_s0"
-        row = {"stage": "selection", "variant": variant,
-               **train_run(runs / name, split_file=trainval, method=method, learning_rate=lr,
-                           settings=VARIANTS[variant], seed=0, **run_args)}
-        selection.append(row)
-        say(f"selection {name}: validation RMSE {row['val']['rmse_mm']:.1f} mm at step "
-             f"{row['val'].get('step')} ({row['train_seconds']:.0f} s)")
-        return row
+    folder = BUNDLED_MODELS.get(str(folder), folder)
+    missing = [name for name in ("config.json", "model.safetensors") if not (folder / name).is_file()]
+    if missing:
+        raise DataError(folder, f"is not a pretrained model folder: no {', '.join(missing)}")
+    out.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy2(folder / name, out / name)
+    say(f"pretraining not run: the model of {folder} is this experiment's pretrained model")
 
-    variant_rows = [select(VARIANT_METHOD, base_lr, v) for v in VARIANTS]
-    variant = min(variant_rows, key=lambda r: r["val"]["rmse_mm"])["variant"]
-    chosen = {}
-    for method in METHODS:
-        grid = [select(method, lr, variant) for lr in budget.learning_rates]
-        best = min(grid, key=lambda r: r["val"]["rmse_mm"])
-        chosen[method] = {"learning_rate": best["learning_rate"], **VARIANTS[variant], "run": best["run"],
-                          "best_step": best["val"].get("step"), "val_rmse_mm": best["val"]["rmse_mm"]}
-    lap("selection")
 
-    # Final: every method at its chosen settings, each seed scored once on the test captures.
+class Selection:
+    """Step 3: every setting trained on every selection seed, validation only (selection.py's rules)."""
+
+    def __init__(self, runs: Path, run_args: dict, seeds) -> None:
+        self.runs, self.run_args, self.seeds = runs, run_args, tuple(seeds)
+        self.rows: dict[str, dict] = {}  # run name -> row, in the order trained
+
+    def row(self, method: str, learning_rate: float, variant: str, seed: int) -> dict:
+        name = f"{method}_lr{learning_rate:g}_{variant}_s{seed}"
+        if name not in self.rows:
+            row = train_run(self.runs / name, method=method, learning_rate=learning_rate,
+                            settings=VARIANTS[variant], seed=seed, **self.run_args)
+            self.rows[name] = {"stage": "selection", "variant": variant, **row}
+            note = " DIVERGED" if row["diverged"] else ""
+            say(f"selection {name}: validation RMSE {row['val']['rmse_mm']:.1f} mm at step "
+                f"{row['val'].get('step')}{note} ({row['train_seconds']:.0f} s)")
+        return self.rows[name]
+
+    def run(self, budget: Budget) -> dict:
+        """Labels and loss first (the recommended placement at the grid's rate nearest the
+        recipe's), then each method's rate; returns {"variant", "variants", "chosen"}."""
+        recipe_lr = RECIPES["recommended"]["learning_rate"]
+        base_lr = min(budget.learning_rates, key=lambda lr: abs(np.log(lr / recipe_lr)))
+        variants = {v: setting_summary([self.row(VARIANT_METHOD, base_lr, v, s) for s in self.seeds])
+                    for v in VARIANTS}
+        variant = min(VARIANTS, key=lambda v: rank_key(variants[v]))
+        chosen = {}
+        for method in METHODS:
+            choice = choose_rate(lambda lr, seed, m=method: self.row(m, lr, variant, seed),
+                                 budget.learning_rates, self.seeds)
+            lr = choice["learning_rate"]
+            runs = {seed: self.row(method, lr, variant, seed) for seed in self.seeds}
+            kept = choice["tried"][lr]
+            chosen[method] = {
+                "learning_rate": lr, **VARIANTS[variant], "run": runs[self.seeds[0]]["run"],
+                "runs": {str(s): r["run"] for s, r in runs.items()},
+                "best_step": runs[self.seeds[0]]["val"].get("step"), **kept,
+                "extended": choice["extended"], "at_edge": choice["at_edge"],
+                "tried": {f"{rate:g}": summary for rate, summary in sorted(choice["tried"].items())}}
+            edge = ", at the edge of its grid" if choice["at_edge"] else ""
+            say(f"chosen for {method}: lr {lr:g}, validation RMSE {kept['val_rmse_mm']:.1f} mm "
+                f"(mean of {len(self.seeds)} seeds{edge})")
+        return {"variant": variant, "variants": variants, "chosen": chosen}
+
+
+def final_stage(selection: Selection, chosen: dict, variant: str, budget: Budget,
+                out_dir: Path) -> list[dict]:
+    """Step 4: every method at its chosen settings, each seed scored once on the test captures."""
     final = []
     for method, choice in chosen.items():
+        lr = choice["learning_rate"]
         for seed in budget.seeds:
-            if seed == 0:
-                row = next(r for r in selection if r["run"] == choice["run"])
+            reused = seed in selection.seeds
+            if reused:
+                row = selection.row(method, lr, variant, seed)
             else:
-                name = f"{method}_lr{choice['learning_rate']:g}_{variant}_s{seed}"
-                row = train_run(runs / name, split_file=trainval, method=method, seed=seed,
-                                learning_rate=choice["learning_rate"], settings=VARIANTS[variant], **run_args)
-            final.append(score_on_test(row, out_dir, "final", reused_selection_run=seed == 0))
-            say(f"final {method} seed {seed}: test RMSE {final[-1]['test']['fine_tuned']['rmse_mm']:.1f} mm")
-    lap("final")
+                row = train_run(selection.runs / f"{method}_lr{lr:g}_{variant}_s{seed}", method=method,
+                                seed=seed, learning_rate=lr, settings=VARIANTS[variant], **selection.run_args)
+            final.append(score_on_test(row, out_dir, "final", reused_selection_run=reused))
+            say(f"final {method} seed {seed}: test RMSE {final[-1]['test']['fine_tuned']['rmse_mm']:.1f} mm"
+                f"{' (DIVERGED in training)' if row['diverged'] else ''}")
+    return final
 
-    # Learning curve: nested subsets of the training split, seed 0; the whole split is the final run.
+
+def curve_stage(out_dir: Path, split: dict, groups: dict, final: list[dict], state: dict, budget: Budget,
+                run_args: dict) -> list[dict]:
+    """Step 5: nested subsets of the training split, seed 0; the whole split is the final run."""
+    from depth_lora.data.split import save_split
+
     subsets = nested_subsets(split["train"], groups, budget.curve_captures, SPLIT_SEED)
     curve = []
+    variant = state["variant"]
     for n, keys in subsets.items():
         subset_file = save_split({**split, "train": keys, "test": []}, out_dir / f"trainval_split_n{n}.json",
                                  note=f"{n} training captures of trainval_split.json (whole sessions first)")
         for method in CURVE_METHODS:
-            row = train_run(runs / f"{method}_n{n}_s0", split_file=subset_file, method=method, seed=0,
-                            learning_rate=chosen[method]["learning_rate"], settings=VARIANTS[variant],
-                            **run_args)
+            row = train_run(out_dir / "runs" / f"{method}_n{n}_s0", **{**run_args, "split_file": subset_file},
+                            method=method, seed=0, learning_rate=state["chosen"][method]["learning_rate"],
+                            settings=VARIANTS[variant])
             curve.append(score_on_test(row, out_dir, "curve", train_captures=n))
             rmse = curve[-1]["test"]["fine_tuned"]["rmse_mm"]
             say(f"curve {method}, {n} captures: test RMSE {rmse:.1f} mm")
     for row in final:
         if row["method"] in CURVE_METHODS and row["seed"] == 0:
             curve.append({**row, "stage": "curve", "train_captures": len(split["train"])})
-    lap("curve")
+    return curve
 
-    structure = measure_structure(out_dir, final)
-    lap("structure")
-    rows = selection + final + curve
-    results = {
-        "protocol": __doc__.split("\n\n", 1)[1].strip(),
-        "budget": asdict(budget), "target_input_hw": TARGET_INPUT,
-        "split": {name: len(keys) for name, keys in split.items()},
-        "sessions": {name: len(g) for name, g in meta["split_groups"].items()},
-        "variant": variant, "chosen": chosen, "summary": summarize(final),
-        "curve": curve_points(curve), "structure": structure, "rows": rows,
-        "stage_seconds": seconds, "seconds": round(time.perf_counter() - start, 1),
-    }
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    write_figures(out_dir, results)  # and table.md
-    return results
+
+def targets(final: list[dict]) -> dict:
+    """The steadiness targets, measured on the test split: `recommended`'s mean test RMSE over
+    `full_finetune`'s (target: at most 1.1), each method's worst seed over its median seed (target:
+    at most 1.3), and how many final runs diverged in training."""
+    per_method: dict[str, list[float]] = {}
+    for r in final:
+        per_method.setdefault(r["method"], []).append(r["test"]["fine_tuned"]["rmse_mm"])
+    out = {"worst_seed_over_median": {m: float(max(v) / np.median(v)) for m, v in per_method.items()},
+           "diverged_runs": {m: sum(bool(r.get("diverged")) for r in final if r["method"] == m)
+                             for m in per_method}}
+    if {"recommended", "full_finetune"} <= set(per_method):
+        out["recommended_over_full_finetune"] = float(np.mean(per_method["recommended"])
+                                                      / np.mean(per_method["full_finetune"]))
+    return out
 
 
 def say(text: str) -> None:
@@ -481,40 +636,64 @@ def _interval(values) -> str:
     return f"[{values[0]:.0f}, {values[1]:.0f}]"
 
 
-def format_table(rows: list[dict]) -> str:
-    """Markdown: the selection table (validation), the final table (test, mean over seeds with
-    95 % intervals over captures and over seeds) and the learning curve (test RMSE)."""
+def format_table(rows: list[dict], chosen: dict | None = None, measured_targets: dict | None = None) -> str:
+    """Markdown: the selection table (validation, each setting over its seeds), the final table
+    (test, mean over seeds with 95 % intervals over captures and over seeds, each seed's RMSE with
+    diverged runs marked), the steadiness targets and the learning curve (test RMSE)."""
     selection = [r for r in rows if r["stage"] == "selection"]
     final = [r for r in rows if r["stage"] == "final"]
-    chosen = {r["run"] for r in final}
-    lines = ["## Selection (validation split only, seed 0)", "",
-             "| method | labels, loss | lr | val RMSE mm | best step | trainable params | train s |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    kept = {(m, c["learning_rate"], c["labels"], c["loss"]) for m, c in (chosen or {}).items()}
+    settings: dict[tuple, list[dict]] = {}
+    for r in selection:
+        settings.setdefault((r["method"], r["variant"], r["learning_rate"]), []).append(r)
+    seeds = sorted({r["seed"] for r in selection})
+    lines = [f"## Selection (validation split only, seeds {', '.join(map(str, seeds))})", "",
+             "| method | labels, loss | lr | val RMSE mm, mean | per seed | diverged | best steps | "
+             "trainable params | train s |",
+             "| --- | --- | ---: | ---: | --- | ---: | --- | ---: | ---: |"]
     order = list(METHODS)
-    for r in sorted(selection, key=lambda r: (order.index(r["method"]), r["variant"], r["learning_rate"])):
-        mark = "**" if r["run"] in chosen else ""
-        lines.append(f"| {r['method']} | {r['labels']}, {r['loss']} | {r['learning_rate']:g} | "
-                     f"{mark}{r['val']['rmse_mm']:.1f}{mark} | {r['val'].get('step')} | "
-                     f"{r['trainable_params']:,} | {r['train_seconds']:.0f} |")
-    lines += ["", "Bold: the setting each method keeps (lowest validation RMSE).", ""]
+    for (method, _, lr), runs in sorted(settings.items(),
+                                        key=lambda kv: (order.index(kv[0][0]), kv[0][1], kv[0][2])):
+        summary, first = setting_summary(runs), runs[0]
+        mark = "**" if (method, lr, first["labels"], first["loss"]) in kept else ""
+        steps = ", ".join(str(r["val"].get("step")) for r in runs)
+        lines.append(f"| {method} | {first['labels']}, {first['loss']} | {lr:g} | "
+                     f"{mark}{summary['val_rmse_mm']:.1f}{mark} | {_per_seed(runs, lambda r: r['val'])} | "
+                     f"{summary['diverged']} of {len(runs)} | {steps} | "
+                     f"{first['trainable_params']:,} | {sum(r['train_seconds'] for r in runs):.0f} |")
+    lines += ["", "Bold: the setting each method keeps (lowest mean validation RMSE over the seeds; a choice "
+              "at the edge of the rates tried extends them one step first). Diverged (†): "
+              "validation RMSE rose above twice its best so far in the run.", ""]
     if final:
         seeds = len({r["seed"] for r in final})
         lines += [f"## Test split ({final[0]['test']['fine_tuned']['captures']} captures, "
                   f"{seeds} seed{'s' if seeds > 1 else ''}, mean over seeds)", "",
                   "| row | trainable params | lr | best steps | RMSE mm | 95 % captures | 95 % seeds "
-                  "| MAE mm | AbsRel | delta<1.25 |",
-                  "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                  "| per seed | MAE mm | AbsRel | delta<1.25 |",
+                  "| --- | ---: | ---: | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
         for name, s in summarize(final).items():
             method = name.split(" ")[0]
+            key = "fine_tuned_aligned" if name.endswith("(aligned)") else "fine_tuned"
             runs = [r for r in final if r["method"] == method]
             params, lr, steps = (f"{runs[0]['trainable_params']:,}", f"{runs[0]['learning_rate']:g}",
                                  ", ".join(str(r["best_step"]) for r in runs)) if runs else ("0", "", "")
+            per_seed = _per_seed(runs, lambda r, key=key: r["test"][key]) if runs else ""
             lines.append(f"| {name} | {params} | {lr} | {steps} | {s['rmse_mm']:.1f} | "
                          f"{_interval(s['rmse_mm_ci95_captures'])} | {_interval(s['rmse_mm_ci95_seeds'])} | "
-                         f"{s['mae_mm']:.1f} | {s['abs_rel']:.3f} | {s['delta1']:.3f} |")
+                         f"{per_seed} | {s['mae_mm']:.1f} | {s['abs_rel']:.3f} | {s['delta1']:.3f} |")
         lines += ["", "95 % captures: bootstrap over the test captures of each capture's seed-mean value; "
                   "95 % seeds: t interval over the seeds' means. Baselines are the pretrained base's "
-                  "(identical for every seed). '(aligned)': the oracle per-capture scale and shift.", ""]
+                  "(identical for every seed). '(aligned)': the oracle per-capture scale and shift. "
+                  "†: the run diverged in training (its kept checkpoint is its best one).", ""]
+    if measured_targets:
+        ratio = measured_targets.get("recommended_over_full_finetune")
+        worst = ", ".join(f"{m} {v:.2f}" for m, v in measured_targets["worst_seed_over_median"].items())
+        lines += ["## Steadiness (test split)", "",
+                  f"- `recommended` mean test RMSE / `full_finetune`'s: "
+                  f"{'n/a' if ratio is None else f'{ratio:.2f}'} (target: at most 1.10)",
+                  f"- worst seed / median seed, per method (target: at most 1.30): {worst}",
+                  f"- final runs that diverged in training: "
+                  f"{sum(measured_targets['diverged_runs'].values())} of {len(final)}", ""]
     points = curve_points([r for r in rows if r["stage"] == "curve"])
     if points:
         names = list(points)
@@ -525,6 +704,11 @@ def format_table(rows: list[dict]) -> str:
                      for k in names]
             lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _per_seed(runs: list[dict], metrics) -> str:
+    """Each run's RMSE (`metrics(run)["rmse_mm"]`), a diverged run's marked †."""
+    return ", ".join(f"{metrics(r)['rmse_mm']:.0f}{'†' if r.get('diverged') else ''}" for r in runs)
 
 
 def format_structure(structure: dict) -> str:
@@ -546,7 +730,7 @@ def format_structure(structure: dict) -> str:
 
 
 def write_figures(out_dir: Path, results: dict) -> None:
-    """learning_curves.png (validation RMSE against step of each method's chosen run),
+    """learning_curves.png (validation RMSE against step of each method's chosen run, seed 0),
     learning_curve_captures.png, and predictions.png (every method, seed 0, on the test capture of
     median error of the recommended placement: a typical one, not the best)."""
     from depth_lora.data.captures import find_captures, load_capture
@@ -555,8 +739,6 @@ def write_figures(out_dir: Path, results: dict) -> None:
     from depth_lora.viz import plot_capture_curve, plot_depth_grid, plot_learning_curves, save_figure
 
     rows = results["rows"]
-    tables = format_table(rows) + "\n\n" + format_structure(results["structure"])
-    (out_dir / "table.md").write_text(tables + "\n")
     final0 = {r["method"]: r for r in rows if r["stage"] == "final" and r["seed"] == 0}
     curves = {m: next(s["val_curve"] for s in rows if s["stage"] == "selection" and s["run"] == r["run"])
               for m, r in final0.items()}

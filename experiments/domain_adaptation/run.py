@@ -2,7 +2,12 @@
 
     python experiments/domain_adaptation/run.py --out DIR            # about 60-70 minutes on 2 CPU cores
     python experiments/domain_adaptation/run.py --out DIR --heads    # after it: metric heads, ~20 minutes
-    python experiments/domain_adaptation/run.py --out DIR --quick    # every step at toy size, ~2 minutes
+    python experiments/domain_adaptation/run.py --out DIR --quick    # every step at toy size, ~4 minutes
+    python experiments/domain_adaptation/run.py --out DIR --resume   # go on after an interruption
+
+After each stage (data, pretrain, selection, final, curve, structure) DIR/results.json and table.md
+hold what is finished. `--pretrained demo-pretrained` starts from the shipped model, which is this
+experiment's own pretraining stage from an earlier run, instead of pretraining again (~22 minutes).
 
 Research code: it imports depth_lora, never the reverse (see experiment.py for the protocol).
 """
@@ -20,7 +25,12 @@ from depth_lora.errors import DepthLoraError
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="new folder for data, models, results and figures")
-    parser.add_argument("--quick", action="store_true", help="about 2 minutes instead of ~60 (smoke test)")
+    parser.add_argument("--quick", action="store_true", help="about 4 minutes instead of ~70 (smoke test)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted experiment in OUT, reusing every finished run")
+    parser.add_argument("--pretrained", metavar="FOLDER",
+                        help="a model folder from an earlier run's pretraining stage ('demo-pretrained': the "
+                        "shipped one) instead of pretraining again")
     parser.add_argument("--heads", action="store_true",
                         help="after a full run in OUT: add the pretrained model with a metric head (3 m and "
                         "20 m ranges) beside the relative recipe, chosen and scored the same way (~15 min)")
@@ -33,11 +43,12 @@ def main(argv=None) -> int:
                       f"{', '.join(f'{v:.1f}' for v in row['test_rmse_mm'])}), lr {row['learning_rate']:g}")
             print(f"written: {Path(args.out) / 'heads.json'}")
             return 0
-        results = run_experiment(args.out, quick=args.quick)
+        results = run_experiment(args.out, quick=args.quick, resume=args.resume,
+                                 pretrained_from=args.pretrained)
     except DepthLoraError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(format_table(results["rows"]))
+    print(format_table(results["rows"], results["chosen"], results["targets"]))
     print(f"done in {results['seconds'] / 60:.1f} min ({len(results['rows'])} result rows: selection on "
           f"validation, final test scores, learning curve); results, table and figures in {args.out}")
     return 0

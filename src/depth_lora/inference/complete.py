@@ -5,6 +5,12 @@ model's output is first mapped to mm by one robust affine fit on the measured pi
 model's label space: inverse depth for a zero-shot base), then anchored locally: the residual
 camera - prediction is interpolated into each hole harmonically (`anchor_prediction`, a
 gradient-domain fill). Measured pixels are returned exactly as the camera gave them.
+
+A completed depth never leaves the range the capture supports: where the fitted prediction or the
+anchored result falls outside [min measured / DEPTH_BOUND_FACTOR, max measured x DEPTH_BOUND_FACTOR]
+(an affine fit in inverse depth, extrapolated inside a large hole, can cross zero), the hole takes
+the classical harmonic fill of the measured depth instead, which lies within the measured range by
+construction (the maximum principle); those pixels are counted and reported.
 """
 
 from __future__ import annotations
@@ -30,6 +36,10 @@ FIT_MAX_SAMPLES = 200_000
 # A filled pixel farther than this share of the image diagonal from any measured pixel is "far":
 # its depth comes from the model's shape alone, counted and reported.
 FAR_FRACTION_OF_DIAGONAL = 0.05
+# A hole may hold a surface nearer or farther than any the camera measured (a part's top, the bin
+# floor under a reflection), but not by more than this factor of the measured extremes: beyond it,
+# nothing in the capture supports the model's value, and the harmonic fill is used there instead.
+DEPTH_BOUND_FACTOR = 1.5
 
 
 @dataclass
@@ -41,12 +51,15 @@ class Completion:
     filled: (H, W) bool, the holes that were filled.
     prediction_mm: (H, W) float32, the model's prediction after the global fit (before anchoring).
     inlier_fraction: share of measured pixels the robust global fit kept.
+    fallback: (H, W) bool, the filled pixels where the model's value left `depth_bounds` and the
+        harmonic fill of the measured depth was used instead.
     """
 
     depth_mm: np.ndarray
     filled: np.ndarray
     prediction_mm: np.ndarray
     inlier_fraction: float
+    fallback: np.ndarray
 
 
 def check_measured(depth_mm: np.ndarray, name: str | Path = "depth") -> np.ndarray:
@@ -98,6 +111,31 @@ def anchor_prediction(prediction_mm: np.ndarray, depth_mm: np.ndarray, measured=
     return np.where(measured, depth_mm, prediction_mm + correction).astype(np.float32)
 
 
+def depth_bounds(depth_mm: np.ndarray, measured: np.ndarray) -> tuple[float, float]:
+    """(lowest, highest) depth in mm a completed pixel may take (see DEPTH_BOUND_FACTOR)."""
+    values = depth_mm[measured]
+    return float(values.min()) / DEPTH_BOUND_FACTOR, float(values.max()) * DEPTH_BOUND_FACTOR
+
+
+def bound_completion(completed: np.ndarray, prediction_mm: np.ndarray, depth_mm: np.ndarray,
+                     measured: np.ndarray, max_pixels: int | None = RESIDUAL_MAX_PIXELS):
+    """`completed` with every hole pixel whose prediction or anchored value leaves `depth_bounds`
+    (or is not finite) replaced by the harmonic fill of the measured depth; returns (completed,
+    fallback mask). Measured pixels are untouched."""
+    lo, hi = depth_bounds(depth_mm, measured)
+
+    def outside(x):
+        with np.errstate(invalid="ignore"):
+            return ~np.isfinite(x) | (x < lo) | (x > hi)
+
+    fallback = ~measured & (outside(completed) | outside(prediction_mm))
+    if fallback.any():
+        classical = smooth_fill(np.where(measured, depth_mm, np.nan), measured, max_pixels)
+        fallback &= np.isfinite(classical)  # a hole no measured pixel reaches stays as the model left it
+        completed = np.where(fallback, classical, completed).astype(np.float32)
+    return completed, fallback
+
+
 def far_from_measured(measured: np.ndarray) -> np.ndarray:
     """(H, W) bool: holes farther than FAR_FRACTION_OF_DIAGONAL of the diagonal from a measurement."""
     from scipy import ndimage
@@ -115,7 +153,8 @@ def complete_raw(raw: np.ndarray, depth_mm: np.ndarray, labels: LabelScheme | No
         raise DataError(name, f"prediction is {raw.shape} but the depth map is {depth_mm.shape}")
     prediction, inliers = fit_prediction_mm(raw, depth_mm, labels, measured)
     completed = anchor_prediction(prediction, depth_mm, measured)
-    return Completion(completed, ~measured & np.isfinite(completed), prediction, inliers)
+    completed, fallback = bound_completion(completed, prediction, depth_mm, measured)
+    return Completion(completed, ~measured & np.isfinite(completed), prediction, inliers, fallback)
 
 
 def complete_capture(bundle: ModelBundle, rgb: np.ndarray, depth_mm: np.ndarray,
@@ -240,6 +279,10 @@ def describe_completion(key: str, measured: np.ndarray, result: Completion) -> s
     line = (f"{key}: {holes / measured.size:.1%} holes, {int(result.filled.sum()):,} of {holes:,} filled; "
             f"global fit kept {result.inlier_fraction:.0%} of the measured pixels")
     far = int((far_from_measured(measured) & result.filled).sum()) if result.filled.any() else 0
+    fallback = int(result.fallback.sum())
+    if fallback:
+        line += (f"; {fallback:,} filled pixels ({fallback / max(holes, 1):.1%} of the holes) took the "
+                 "harmonic fill: the model's depth there left the range the capture supports")
     if far:
         line += (f"; {far:,} filled pixels lie more than {FAR_FRACTION_OF_DIAGONAL:.0%} of the diagonal "
                  "from any measurement (model shape only)")

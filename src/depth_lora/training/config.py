@@ -111,6 +111,9 @@ class TrainConfig:
         "rank-stabilised LoRA (PEFT use_rslora): the update is scaled by alpha / sqrt(r), not alpha / r"))
     use_dora: bool = field(default=False, metadata=_help(
         "DoRA (PEFT use_dora): each adapted weight learns its magnitude apart from its direction"))
+    loraplus_ratio: float | None = field(default=None, metadata=_help(
+        "LoRA+: the LoRA B matrices learn at this many times --learning-rate (the LoRA+ paper uses 16; "
+        "default: the same rate as the A matrices)"))
     lora_targets: list[str] | None = field(
         default=None,
         metadata=_help("layers that get LoRA: any of qkv, out (attention output), mlp (backbone), neck "
@@ -236,6 +239,10 @@ class TrainConfig:
         if self.head_learning_rate is not None and not (self.train_head or self.finetune == "full"):
             raise ConfigError("--head-learning-rate needs a trained head: add --train-head (the recipe "
                               f"'{self.recipe}' freezes it) or --finetune full")
+        if self.loraplus_ratio is not None and self.loraplus_ratio <= 0:
+            raise ConfigError(f"--loraplus-ratio must be > 0, got {self.loraplus_ratio}")
+        if self.loraplus_ratio is not None and self.finetune != "lora":
+            raise ConfigError("--loraplus-ratio sets the LoRA B matrices' rate: it needs --finetune lora")
         for name in ("weight_decay", "head_weight_decay"):
             if (getattr(self, name) or 0) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
@@ -263,10 +270,14 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def part_rates(self) -> dict[str, tuple[float, float]]:
-        """The optimiser's (learning rate, weight decay) for the body and the head (training/optim.py)."""
+        """The optimiser's (learning rate, weight decay) for the body and the head, and for the LoRA
+        B matrices under LoRA+ (training/optim.py)."""
         head_lr = self.head_learning_rate if self.head_learning_rate is not None else self.learning_rate
         head_wd = self.head_weight_decay if self.head_weight_decay is not None else self.weight_decay
-        return {"body": (self.learning_rate, self.weight_decay), "head": (head_lr, head_wd)}
+        rates = {"body": (self.learning_rate, self.weight_decay), "head": (head_lr, head_wd)}
+        if self.loraplus_ratio is not None:
+            rates["lora_B"] = (self.learning_rate * self.loraplus_ratio, self.weight_decay)
+        return rates
 
     def explicit_options(self) -> dict:
         """The options that differ from the recipe (what a user changed), for the run's banner."""
@@ -367,6 +378,8 @@ def describe_recipe(cfg: TrainConfig, size_hw=None) -> str:
     lo, hi = cfg.label_percentiles
     size = format_size_hw(size_hw) if size_hw else "like the checkpoint's processor (518 on the short side)"
     head_lr = "" if cfg.head_learning_rate is None else f" (head {cfg.head_learning_rate:g})"
+    if cfg.loraplus_ratio is not None:
+        head_lr += f" (LoRA+: B matrices x{cfg.loraplus_ratio:g})"
     text = (f"Recipe '{cfg.recipe}': {what}; {cfg.labels} labels (range: percentiles {lo:g}-{hi:g} of the "
             f"training depths), {cfg.loss} loss; lr {cfg.learning_rate:g}{head_lr}, warm-up {warmup}, batch "
             f"{cfg.batch_size}, {length}; input {size}")
