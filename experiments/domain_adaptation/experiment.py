@@ -308,9 +308,9 @@ def run_experiment(out_dir: str | Path, quick: bool = False, resume: bool = Fals
         clock[0] = now
         write_results(out_dir, state)
 
-    split, groups, trainval = _data_stage(out_dir, budget, done="data" in state["finished_stages"])
+    split, groups, sessions, trainval = _data_stage(out_dir, budget, done="data" in state["finished_stages"])
     state.update(split={name: len(keys) for name, keys in split.items()},
-                 sessions={name: len(g) for name, g in _split_sessions(split, groups).items()})
+                 sessions={name: len(g) for name, g in sessions.items()})
     finish("data")
 
     if "pretrain" not in state["finished_stages"]:
@@ -349,13 +349,13 @@ def _start_state(out_dir: Path, budget: Budget, resume: bool) -> dict:
         if out_dir.exists() and any(out_dir.iterdir()):
             raise DataError(out_dir, "is not empty (an earlier experiment?): choose a new folder, or pass "
                             "--resume to continue the experiment in it")
-        return {"protocol": __doc__.split("\n\n", 1)[1].strip(), "budget": asdict(budget),
+        return {"protocol": __doc__.split("\n\n", 1)[1].strip(), "budget": budget_record(budget),
                 "target_input_hw": TARGET_INPUT, "finished_stages": [], "stage_seconds": {}, "resumed": 0,
                 "structure": {}, "curve": {}}
     if not results_file.is_file():
         raise DataError(out_dir, "holds no results.json to resume: start the experiment without --resume")
     state = json.loads(results_file.read_text())
-    if state["budget"] != json.loads(json.dumps(asdict(budget))):
+    if state["budget"] != budget_record(budget):
         raise DataError(results_file, "was made with another budget (--quick or not): resume it the same way")
     if "structure" in state["finished_stages"]:
         raise DataError(out_dir, "holds a finished experiment: choose a new folder")
@@ -374,17 +374,16 @@ def write_results(out_dir: Path, state: dict) -> None:
     (out_dir / "table.md").write_text(tables + "\n")
 
 
-def _split_sessions(split: dict, groups: dict) -> dict:
-    from depth_lora.data.split import split_groups
-
-    return split_groups(split, groups)
+def budget_record(budget: Budget) -> dict:
+    """A budget as results.json holds it (lists, not tuples): what a later step compares with."""
+    return json.loads(json.dumps(asdict(budget)))
 
 
 def _data_stage(out_dir: Path, budget: Budget, done: bool):
     """Source scenes, target captures and the one session-grouped split (recomputed when resuming:
-    it is seeded); returns (split, groups, trainval split file)."""
+    it is seeded); returns (split, groups, each split's sessions, trainval split file)."""
     from depth_lora.data.captures import find_captures
-    from depth_lora.data.split import group_captures, make_split, save_split
+    from depth_lora.data.split import group_captures, make_split, save_split, split_groups
     from depth_lora.synthetic.demo import generate_demo_captures
     from depth_lora.synthetic.source import generate_source_scenes
 
@@ -395,14 +394,15 @@ def _data_stage(out_dir: Path, budget: Budget, done: bool):
     files = find_captures(target)
     groups = group_captures([f.key for f in files], "session")
     split = make_split([f.key for f in files], TARGET_VAL_FRACTION, TARGET_TEST_FRACTION, SPLIT_SEED, groups)
+    sessions = split_groups(split, groups)
     trainval = out_dir / "trainval_split.json"
     if not done:
         save_split(split, out_dir / "target_split.json", seed=SPLIT_SEED, data=str(target),
-                   group_by="session", split_groups=_split_sessions(split, groups))
+                   group_by="session", split_groups=sessions)
         save_split({**split, "test": []}, trainval,
                    note="target_split.json without its test captures: what every training run sees")
         _link_captures([f for f in files if f.key in set(split["test"])], out_dir / "target_test")
-    return split, groups, trainval
+    return split, groups, sessions, trainval
 
 
 def copy_pretrained(folder: Path, out: Path) -> None:

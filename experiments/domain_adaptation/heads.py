@@ -13,10 +13,9 @@ on the test captures, like the main experiment's methods.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
-from experiment import FULL, HEADLINE, METHODS, QUICK, VARIANTS, say, score_on_test, train_run
+from experiment import FULL, HEADLINE, METHODS, QUICK, VARIANTS, budget_record, say, score_on_test, train_run
 
 from depth_lora.errors import DataError
 
@@ -33,8 +32,7 @@ def run_head_comparison(out_dir: str | Path) -> dict:
     results = json.loads(results_file.read_text())
     if "recommended" not in results["chosen"]:
         raise DataError(results_file, "has no 'recommended' method to compare with")
-    full = json.loads(json.dumps(asdict(FULL)))  # as results.json holds it (lists, not tuples)
-    budget = FULL if results["budget"] == full else QUICK  # --quick: a smoke test of this too
+    budget = FULL if results["budget"] == budget_record(FULL) else QUICK  # --quick: a smoke test of this too
     loss = VARIANTS[results["variant"]]["loss"]
     run_args = dict(target_dir=out_dir / "target", pretrained=out_dir / "pretrained", budget=budget,
                     split_file=out_dir / "trainval_split.json", method="recommended")

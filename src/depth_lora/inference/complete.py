@@ -130,7 +130,7 @@ def bound_completion(completed: np.ndarray, prediction_mm: np.ndarray, depth_mm:
 
     fallback = ~measured & (outside(completed) | outside(prediction_mm))
     if fallback.any():
-        classical = smooth_fill(np.where(measured, depth_mm, np.nan), measured, max_pixels)
+        classical = smooth_fill(depth_mm, measured, max_pixels)
         fallback &= np.isfinite(classical)  # a hole no measured pixel reaches stays as the model left it
         completed = np.where(fallback, classical, completed).astype(np.float32)
     return completed, fallback

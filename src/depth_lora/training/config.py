@@ -377,12 +377,12 @@ def describe_recipe(cfg: TrainConfig, size_hw=None) -> str:
     length = f"{cfg.max_steps} steps" if cfg.max_steps > 0 else f"{cfg.epochs:g} epochs"
     lo, hi = cfg.label_percentiles
     size = format_size_hw(size_hw) if size_hw else "like the checkpoint's processor (518 on the short side)"
-    head_lr = "" if cfg.head_learning_rate is None else f" (head {cfg.head_learning_rate:g})"
+    more_rates = "" if cfg.head_learning_rate is None else f" (head {cfg.head_learning_rate:g})"
     if cfg.loraplus_ratio is not None:
-        head_lr += f" (LoRA+: B matrices x{cfg.loraplus_ratio:g})"
+        more_rates += f" (LoRA+: B matrices x{cfg.loraplus_ratio:g})"
     text = (f"Recipe '{cfg.recipe}': {what}; {cfg.labels} labels (range: percentiles {lo:g}-{hi:g} of the "
-            f"training depths), {cfg.loss} loss; lr {cfg.learning_rate:g}{head_lr}, warm-up {warmup}, batch "
-            f"{cfg.batch_size}, {length}; input {size}")
+            f"training depths), {cfg.loss} loss; lr {cfg.learning_rate:g}{more_rates}, warm-up {warmup}, "
+            f"batch {cfg.batch_size}, {length}; input {size}")
     changed = cfg.explicit_options()
     if changed:
         text += "; changed from the recipe: " + ", ".join(f"{k} {v}" for k, v in changed.items())
