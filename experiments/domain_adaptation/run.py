@@ -2,7 +2,7 @@
 
     python experiments/domain_adaptation/run.py --out DIR            # about 60-70 minutes on 2 CPU cores
     python experiments/domain_adaptation/run.py --out DIR --heads    # after it: metric heads, ~20 minutes
-    python experiments/domain_adaptation/run.py --out DIR --quick    # every step at toy size, ~4 minutes
+    python experiments/domain_adaptation/run.py --out DIR --quick    # every step at toy size, ~11 minutes
     python experiments/domain_adaptation/run.py --out DIR --resume   # go on after an interruption
 
 After each stage (data, pretrain, selection, final, curve, structure) DIR/results.json and table.md
@@ -25,7 +25,8 @@ from depth_lora.errors import DepthLoraError
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="new folder for data, models, results and figures")
-    parser.add_argument("--quick", action="store_true", help="about 4 minutes instead of ~70 (smoke test)")
+    parser.add_argument("--quick", action="store_true",
+                        help="every step at toy size (smoke test): about 11 minutes instead of ~70")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted experiment in OUT, reusing every finished run")
     parser.add_argument("--pretrained", metavar="FOLDER",
