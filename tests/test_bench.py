@@ -31,3 +31,27 @@ def test_bench_reports_ours_reference_bare_model_inference_and_memory(tmp_path, 
     assert report["machine"]["device"].startswith("CPU") and report["machine"]["torch"]
     assert "speedup vs reference" in printed and "over inference" in printed
     assert report["complete_s_per_capture"] > 0
+    table = report["inference"]["runtimes"]
+    assert table["matmul_gflops"] > 0 and "torch_capability" in table["cpu"]
+    names = [row["runtime"] for row in table["rows"]]
+    assert names[0] == "pytorch fp32" and "onnxruntime fp32" in names and "openvino fp32" in names
+    assert sum(row.get("deploy_default", False) for row in table["rows"]) == 1  # one size: one default
+    for row in table["rows"]:  # measured, or a reason it was not
+        assert ("s_per_capture" in row and row["max_abs_mm_vs_fp32"] < 1.0) or row["note"].startswith("not")
+    assert "CPU vector features" in printed and "the deployment path" in printed
+
+
+def test_bench_inference_alone_at_several_sizes(tmp_path, capsys):
+    data = tmp_path / "data"
+    generate_demo_captures(data, 2, seed=12, size_hw=(120, 194), workers=1)
+    out = tmp_path / "bench.json"
+    args = ["bench", "--data", data, "--model", "tiny", "--image-size", 70, 112, "--batch-size", 1,
+            "--steps", 2, "--precision", "fp32", "--phases", "inference", "--short-sides", 56, 434,
+            "--json", out]
+    assert main([str(a) for a in args]) == 0
+    report = json.loads(out.read_text())
+    assert report["phases"] == ["inference"] and "ours" not in report and "train_samples_per_s" not in report
+    sizes = {tuple(row["size_hw"]) for row in report["inference"]["runtimes"]["rows"]}
+    assert sizes == {(70, 112), (56, 84)}  # 434 is above the trained short side: not a smaller size
+    printed = capsys.readouterr().out
+    assert "train_samples_per_s" not in printed and "56x84" in printed

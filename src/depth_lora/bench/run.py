@@ -173,71 +173,37 @@ def phase_model_only(data_dir, model_name, size_hw, batch_size, steps, precision
     return {"samples_per_s": batch_size * len(steady) / sum(steady), "peak_rss_mb": peak_rss_mb()}
 
 
-def phase_inference(data_dir, model_name, size_hw, batch_size, steps, precision, out, gc=False) -> dict:
-    """One full-resolution PNG in -> depth in mm at full resolution out, end to end, in fp32 and in
-    the run's precision; the same through ONNX Runtime when the [export] extra is installed; then
-    the capture completed (`depth-lora complete`'s path)."""
+def phase_inference(data_dir, model_name, size_hw, batch_size, steps, precision, out, gc=False,
+                    short_sides=(434, 364)) -> dict:
+    """One full-resolution PNG in -> depth in mm at full resolution out, end to end, in every runtime
+    installed and at the trained size and smaller ones (bench/runtimes.py), then the capture
+    completed (`depth-lora complete`'s path)."""
+    from depth_lora.bench.runtimes import runtime_table
     from depth_lora.data.captures import find_captures, load_depth_mm, load_rgb
     from depth_lora.data.dataset import LabelScheme
-    from depth_lora.inference.complete import complete_capture
-    from depth_lora.inference.predict import ModelBundle, predict_depth_mm
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = _lora_model(model_name).to(device, memory_format=torch.channels_last).eval()
     labels = LabelScheme("minmax", 250.0, 4000.0)
     files = find_captures(data_dir)
-    image = files[0].image
-    bundles = {p: ModelBundle(model, labels, tuple(size_hw), {}, Path(out), p) for p in ("fp32", precision)}
-    repeats = max(steps, 2)
-    result = {"size_hw": list(load_rgb(image).shape[:2]), "precision": precision}
-    for name, bundle in bundles.items():
-        predict = lambda b=bundle: predict_depth_mm(b, load_rgb(image))  # noqa: E731
-        result[f"s_per_capture_{name}"] = _timed(predict, repeats)
-    result["s_per_capture"] = result[f"s_per_capture_{precision}"]
-    rgbs = [load_rgb(f.image) for f in files[:2]]
-    result["complete_s_per_capture"] = _timed(
-        lambda: complete_capture(bundles[precision], load_rgb(image), load_depth_mm(files[0].depth)), repeats)
-    result["onnx"] = _onnx_inference(model, labels, size_hw, image, rgbs, bundles["fp32"], repeats, out)
+    image, rgbs = files[0].image, [load_rgb(f.image) for f in files[:2]]
+    depth_mm = load_depth_mm(files[0].depth)
+    table = runtime_table(model, labels, tuple(size_hw), list(short_sides), image, depth_mm, rgbs, precision,
+                          max(steps, 2) - 1)
+    trained = {r["runtime"]: r for r in table["rows"]
+               if r["size_hw"] == list(size_hw) and "s_per_capture" in r}
+    torch_name = [name for name in trained if name.startswith("pytorch")][-1]  # the auto precision
+    result = {"size_hw": list(load_rgb(image).shape[:2]), "precision": precision, "runtimes": table,
+              "s_per_capture_fp32": trained["pytorch fp32"]["s_per_capture"],
+              "s_per_capture": trained[torch_name]["s_per_capture"],
+              "complete_s_per_capture": table["complete_s_per_capture"][torch_name]}
     return {**result, "peak_rss_mb": peak_rss_mb()}
 
 
-def _timed(fn, repeats: int) -> float:
-    """Mean seconds of `fn()` over `repeats` calls, the first (warm-up) excluded."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sum(times[1:]) / len(times[1:])
-
-
-def _onnx_inference(model, labels, size_hw, image, rgbs, fp32_bundle, repeats, out) -> dict | None:
-    """The same path through ONNX Runtime (fp32 graph of the merged model), or None without the
-    [export] extra."""
-    try:
-        import onnxruntime  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError:
-        return None
-    from depth_lora.data.captures import load_rgb
-    from depth_lora.deploy.onnx_export import compare_mm, plain_model, write_onnx
-    from depth_lora.deploy.onnx_runtime import OnnxBundle, session_options
-
-    path = Path(out) / "bench.onnx"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_onnx(plain_model(model), tuple(size_hw), path)
-    session = onnxruntime.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
-    bundle = OnnxBundle(session, labels, tuple(size_hw), {}, path.parent, path)
-    seconds = _timed(lambda: bundle.predict_mm([load_rgb(image)]), repeats)
-    parity = compare_mm(bundle.predict_mm(rgbs), fp32_bundle.predict_mm(rgbs))
-    path.unlink(missing_ok=True)
-    return {"s_per_capture": seconds, "parity_max_abs_mm": parity["max_abs_mm"]}
-
-
-def _child(phase, args, queue):
+def _child(phase, args, kwargs, queue):
     torch.manual_seed(0)
     try:
-        result = phase(*args)
+        result = phase(*args, **kwargs)
         if torch.cuda.is_available():
             result["peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
         queue.put(result)
@@ -245,13 +211,15 @@ def _child(phase, args, queue):
         queue.put({"error": f"{exc.__class__.__name__}: {exc}"})
 
 
-def run_phase(name: str, *args) -> dict:
+PHASES = {"inference": phase_inference, "model_only": phase_model_only, "ours": phase_ours,
+          "reference": phase_reference}  # in the order bench runs them
+
+
+def run_phase(name: str, *args, **kwargs) -> dict:
     """Run one phase in a fresh spawned process and return its result dict."""
-    phase = {"ours": phase_ours, "reference": phase_reference, "model_only": phase_model_only,
-             "inference": phase_inference}[name]
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(phase, args, queue))
+    proc = ctx.Process(target=_child, args=(PHASES[name], args, kwargs, queue))
     proc.start()
     result = None
     while result is None:
@@ -267,13 +235,17 @@ def run_phase(name: str, *args) -> dict:
 
 
 def run_bench(data_dir, model_name="small-random", size_hw=(518, 840), batch_size=4, steps=6,
-              precision="auto", out_dir="/tmp/depth_lora_bench", gradient_checkpointing=False) -> dict:
-    """All phases on the same captures, model and size; returns the report dict."""
+              precision="auto", out_dir="/tmp/depth_lora_bench", gradient_checkpointing=False,
+              phases=tuple(PHASES), short_sides=(434, 364)) -> dict:
+    """The phases asked for (all by default) on the same captures, model and size; the report dict."""
     from depth_lora.data.captures import find_captures
     from depth_lora.model.precision import resolve_precision
 
     if steps < 2:
         raise ConfigError("--steps must be >= 2 (the first step is excluded as warm-up)")
+    unknown = sorted(set(phases) - set(PHASES))
+    if unknown:
+        raise ConfigError(f"--phases: unknown {', '.join(unknown)}; choose from {', '.join(PHASES)}")
     files = find_captures(data_dir)
     if len(files) < batch_size:
         raise DataError(data_dir, f"only {len(files)} captures, fewer than --batch-size {batch_size}")
@@ -281,62 +253,83 @@ def run_bench(data_dir, model_name="small-random", size_hw=(518, 840), batch_siz
     args = (str(data_dir), model_name, tuple(size_hw), batch_size, steps, precision, str(out_dir),
             gradient_checkpointing)
     report = {"machine": machine(), "model": model_name, "image_size_hw": list(size_hw),
-              "gradient_checkpointing": gradient_checkpointing,
+              "gradient_checkpointing": gradient_checkpointing, "phases": [p for p in PHASES if p in phases],
               "batch_size": batch_size, "steps": steps, "precision": precision, "captures": len(files)}
-    for name in ("inference", "model_only", "ours", "reference"):
+    for name in report["phases"]:
         print(f"bench: {name} ...", flush=True)
-        report[name] = run_phase(name, *args)
-    ours, ref, bare = report["ours"], report["reference"], report["model_only"]
-    report.update(
-        train_samples_per_s=ours["samples_per_s"],
-        reference_samples_per_s=ref["samples_per_s"],
-        speedup_vs_reference=ours["samples_per_s"] / ref["samples_per_s"],
-        model_only_samples_per_s=bare["samples_per_s"],
-        overhead=bare["samples_per_s"] / ours["samples_per_s"] - 1,
-        data_fraction=ours["data_fraction"],
-        prepare_cold_s=ours["prepare_cold_s"],
-        prepare_warm_s=ours["prepare_warm_s"],
-        infer_s_per_capture=report["inference"]["s_per_capture"],
-        complete_s_per_capture=report["inference"]["complete_s_per_capture"],
-        train_peak_rss_mb=ours["peak_rss_mb"],
-        infer_peak_rss_mb=report["inference"]["peak_rss_mb"],
-    )
+        extra = {"short_sides": tuple(short_sides)} if name == "inference" else {}
+        report[name] = run_phase(name, *args, **extra)
+    report.update(summary(report))
     return report
 
 
+def summary(report: dict) -> dict:
+    """The headline figures of the phases that ran."""
+    out = {}
+    ours, ref, bare, inference = (report.get(p) for p in ("ours", "reference", "model_only", "inference"))
+    if ours:
+        out.update(train_samples_per_s=ours["samples_per_s"], data_fraction=ours["data_fraction"],
+                   prepare_cold_s=ours["prepare_cold_s"], prepare_warm_s=ours["prepare_warm_s"],
+                   train_peak_rss_mb=ours["peak_rss_mb"])
+    if ref:
+        out["reference_samples_per_s"] = ref["samples_per_s"]
+    if ours and ref:
+        out["speedup_vs_reference"] = ours["samples_per_s"] / ref["samples_per_s"]
+    if bare:
+        out["model_only_samples_per_s"] = bare["samples_per_s"]
+    if ours and bare:
+        out["overhead"] = bare["samples_per_s"] / ours["samples_per_s"] - 1
+    if inference:
+        out.update(infer_s_per_capture=inference["s_per_capture"],
+                   complete_s_per_capture=inference["complete_s_per_capture"],
+                   infer_peak_rss_mb=inference["peak_rss_mb"])
+    return out
+
+
 def format_bench(report: dict) -> str:
-    m = report["machine"]
-    inference = report["inference"]
-    h, w = inference["size_hw"]
-    onnx = inference.get("onnx")
+    """The report as the lines `depth-lora bench` prints (the phases that ran)."""
+    from depth_lora.bench.runtimes import format_runtime_table
+
+    m, r = report["machine"], report
+    reference = r.get("reference") or {}
     lines = [
-        f"machine: {m['device']} | torch {m['torch']} | precision {report['precision']} "
-        f"(reference: {report['reference']['precision']})",
-        f"model {report['model']}, {report['image_size_hw'][0]}x{report['image_size_hw'][1]}, "
-        f"batch {report['batch_size']}, {report['steps']} steps (first excluded), "
-        f"gradient checkpointing {'on' if report['gradient_checkpointing'] else 'off'} (ours, bare model)",
-        f"train_samples_per_s      {report['train_samples_per_s']:.3f}",
-        f"reference_samples_per_s  {report['reference_samples_per_s']:.3f}",
-        f"speedup vs reference     {report['speedup_vs_reference']:.2f}x",
-        f"model_only_samples_per_s {report['model_only_samples_per_s']:.3f} "
-        f"(overhead {100 * report['overhead']:.1f} %)",
-        f"data_fraction            {100 * report['data_fraction']:.1f} % of a step waiting for data",
-        f"prepare captures         cold {report['prepare_cold_s']:.2f} s, "
-        f"warm {report['prepare_warm_s']:.2f} s ({report['captures']} captures decoded and resized, then "
-        "read back from the on-disk cache)",
-        f"infer_s_per_capture      {report['infer_s_per_capture']:.3f} s ({h}x{w} PNG -> depth mm, "
-        f"{inference['precision']}; fp32 {inference['s_per_capture_fp32']:.3f} s)",
-        *([f"onnxruntime              {onnx['s_per_capture']:.3f} s per capture (fp32 graph; max "
-           f"{onnx['parity_max_abs_mm']:.4f} mm from PyTorch fp32)"] if onnx else
-          ["onnxruntime              not measured (the [export] extra is not installed)"]),
-        f"complete_s_per_capture   {report['complete_s_per_capture']:.3f} s (PNG + depth file -> holes "
-        f"filled: {report['complete_s_per_capture'] - report['infer_s_per_capture']:+.3f} s over inference)",
-        f"peak RSS                 train {report['train_peak_rss_mb']:.0f} MB, "
-        f"inference {report['infer_peak_rss_mb']:.0f} MB, "
-        f"reference {report['reference']['peak_rss_mb']:.0f} MB",
+        f"machine: {m['device']} | torch {m['torch']} | precision {r['precision']}"
+        + (f" (reference: {reference['precision']})" if reference else ""),
+        f"model {r['model']}, {r['image_size_hw'][0]}x{r['image_size_hw'][1]}, batch {r['batch_size']}, "
+        f"{r['steps']} steps (first excluded), gradient checkpointing "
+        f"{'on' if r['gradient_checkpointing'] else 'off'} (ours, bare model)",
     ]
-    if "peak_gpu_mb" in report["ours"]:
-        lines.append(f"peak GPU memory          train {report['ours']['peak_gpu_mb']:.0f} MB")
+    if "ours" in r:
+        lines += [
+            f"train_samples_per_s      {r['train_samples_per_s']:.3f}",
+            f"data_fraction            {100 * r['data_fraction']:.1f} % of a step waiting for data",
+            f"prepare captures         cold {r['prepare_cold_s']:.2f} s, warm {r['prepare_warm_s']:.2f} s "
+            f"({r['captures']} captures decoded and resized, then read back from the on-disk cache)",
+        ]
+    if "reference" in r:
+        lines.append(f"reference_samples_per_s  {r['reference_samples_per_s']:.3f}")
+    if "speedup_vs_reference" in r:
+        lines.append(f"speedup vs reference     {r['speedup_vs_reference']:.2f}x")
+    if "model_only" in r:
+        lines.append(f"model_only_samples_per_s {r['model_only_samples_per_s']:.3f}"
+                     + (f" (overhead {100 * r['overhead']:.1f} %)" if "overhead" in r else ""))
+    if "inference" in r:
+        inference = r["inference"]
+        h, w = inference["size_hw"]
+        lines += [
+            f"infer_s_per_capture      {r['infer_s_per_capture']:.3f} s ({h}x{w} PNG -> depth mm, PyTorch "
+            f"{inference['precision']}; fp32 {inference['s_per_capture_fp32']:.3f} s)",
+            f"complete_s_per_capture   {r['complete_s_per_capture']:.3f} s (PNG + depth file -> holes "
+            f"filled: {r['complete_s_per_capture'] - r['infer_s_per_capture']:+.3f} s over inference)",
+            *format_runtime_table(inference["runtimes"], (h, w)),
+        ]
+    memory = [f"{name} {r[phase]['peak_rss_mb']:.0f} MB" for name, phase in
+              (("train", "ours"), ("inference phase (every runtime and export in one process)", "inference"),
+               ("reference", "reference")) if phase in r]
+    if memory:
+        lines.append(f"peak RSS                 {', '.join(memory)}")
+    if "peak_gpu_mb" in r.get("ours", {}):
+        lines.append(f"peak GPU memory          train {r['ours']['peak_gpu_mb']:.0f} MB")
     return "\n".join(lines)
 
 

@@ -8,7 +8,7 @@ import warnings
 
 # Only light modules here: argument errors must not wait for torch/transformers (issue 15, item 10).
 from depth_lora.cli.parser import build_parser, check_arguments
-from depth_lora.errors import DepthLoraError, ModelError
+from depth_lora.errors import DepthLoraError
 from depth_lora.training.config import TrainConfig, field_names, read_config_file
 
 __all__ = ["main"]
@@ -128,7 +128,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from depth_lora.inference.predict import list_images, load_bundle, predict_files
+    from depth_lora.deploy.backends import describe_bundle, open_bundle
+    from depth_lora.inference.predict import list_images, predict_files
     from depth_lora.numeric.geometry import intrinsics_from_xyz
 
     intrinsics = tuple(args.intrinsics) if args.intrinsics else None
@@ -140,14 +141,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         fx, fy, cx, cy = intrinsics
         print(f"intrinsics from {args.intrinsics_from}: fx {fx:.2f} fy {fy:.2f} cx {cx:.2f} cy {cy:.2f}")
     images = list_images(args.inputs)
-    if _backend(args) == "onnx":
-        from depth_lora.deploy.onnx_runtime import load_onnx_bundle
-
-        bundle = load_onnx_bundle(args.adapter)
-        print(f"ONNX Runtime: {bundle.onnx_path} (the graph's own precision; --precision is for PyTorch)")
-    else:
-        bundle = load_bundle(args.adapter, precision=args.precision)
-        print(f"PyTorch, {bundle.precision} on {bundle.device.type}")
+    bundle = open_bundle(args.adapter, args.backend, args.precision)
+    print(describe_bundle(bundle))
     if bundle.record.warning:
         print(f"depth-lora predict: WARNING: {bundle.record.warning}", file=sys.stderr)
     written, problems = predict_files(
@@ -161,35 +156,24 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-def _backend(args: argparse.Namespace) -> str:
-    """predict's backend: --backend, or (auto) onnx for an ONNX export folder, else torch."""
-    from depth_lora.runs.folder import is_onnx_folder
-
-    exported = is_onnx_folder(args.adapter)
-    if args.backend == "torch" and exported:
-        raise ModelError(f"{args.adapter}: an ONNX export; use --backend onnx (or the folder it was "
-                         "exported from for PyTorch)")
-    if args.backend == "onnx" and not exported:
-        raise ModelError(f"{args.adapter}: not an ONNX export; make one with `depth-lora export --adapter "
-                         f"{args.adapter} --output DIR`")
-    return "onnx" if exported else "torch"
-
-
 def _cmd_export(args: argparse.Namespace) -> int:
-    from depth_lora.deploy.onnx_export import export_onnx
+    from depth_lora.deploy.export import export_model
+    from depth_lora.runs.folder import EXPORT_FORMAT_NAMES
 
-    report = export_onnx(args.adapter, args.output, quantize=args.quantize, images=args.check_images)
+    report = export_model(args.adapter, args.output, args.format, quantize=args.quantize,
+                          images=args.check_images)
     seconds = ", ".join(f"{k} {v:.3f} s" for k, v in report.seconds_per_image.items())
     print(f"time per image (full resolution, mm out): {seconds}")
-    print(f"ONNX export written to {report.folder} (README.md says how to run it without depth-lora)")
+    print(f"{EXPORT_FORMAT_NAMES[args.format]} export written to {report.folder} (README.md says how to run "
+          "it without depth-lora)")
     return 0
 
 
 def _cmd_complete(args: argparse.Namespace) -> int:
     from depth_lora.data.captures import capture_inputs, load_rgb
     from depth_lora.data.dataset import default_image_size
+    from depth_lora.deploy.backends import describe_bundle, open_bundle
     from depth_lora.inference.complete import complete_files, zero_shot_bundle
-    from depth_lora.inference.predict import load_bundle
 
     captures = capture_inputs(args.inputs)
     if args.model:
@@ -197,7 +181,8 @@ def _cmd_complete(args: argparse.Namespace) -> int:
         bundle = zero_shot_bundle(args.model, tuple(size), precision=args.precision)
         print(f"zero-shot completion with {args.model} at {size[0]} x {size[1]} (no adapter)")
     else:
-        bundle = load_bundle(args.adapter, precision=args.precision)
+        bundle = open_bundle(args.adapter, args.backend, args.precision)
+        print(describe_bundle(bundle))
     if bundle.record.warning or args.model == "demo-pretrained":
         print("depth-lora complete: WARNING: the offline DEMO model, not Depth Anything", file=sys.stderr)
     written, problems = complete_files(bundle, captures, args.out, formats=args.format.split(","),
@@ -222,7 +207,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     report = run_bench(
         args.data, args.model, tuple(args.image_size), args.batch_size, args.steps, args.precision,
-        gradient_checkpointing=args.gradient_checkpointing,
+        gradient_checkpointing=args.gradient_checkpointing, phases=args.phases, short_sides=args.short_sides,
     )
     print(format_bench(report))
     if args.json:

@@ -9,10 +9,12 @@ from pathlib import Path
 from depth_lora import __version__
 from depth_lora.cli.flags import HelpFormatter, add_dataclass_flags
 from depth_lora.errors import DataError, ModelError
-from depth_lora.inference.options import check_batch_size, check_formats
+from depth_lora.inference.options import BACKENDS, check_batch_size, check_formats
 from depth_lora.model.precision import PRECISIONS
+from depth_lora.runs.folder import EXPORT_FORMATS
 from depth_lora.training.config import DEFAULT_DATA, DEFAULT_OUTPUT, TrainConfig
 
+BENCH_PHASES = ("inference", "model_only", "ours", "reference")  # bench.run.PHASES, without torch
 # What the field types cannot say: these lists have exactly two values.
 TRAIN_FLAG_OVERRIDES = {
     "image_size": {"nargs": 2, "metavar": ("H", "W")},
@@ -44,6 +46,15 @@ def _add_adapter(p: argparse.ArgumentParser) -> None:
         "--adapter", default=DEFAULT_OUTPUT,
         help=f"output folder of `depth-lora train` (or of `merge`; predict also takes one of `export`) "
         f"(default: {DEFAULT_OUTPUT})",
+    )
+
+
+def _add_backend(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--backend", choices=BACKENDS, default="auto",
+        help="the runtime: PyTorch for a training folder; ONNX Runtime or OpenVINO for a folder written by "
+        "`depth-lora export` (OpenVINO runs ONNX exports too). auto: the fastest installed for the folder "
+        "(OpenVINO for an export when it is installed, else ONNX Runtime; PyTorch for a training folder)",
     )
 
 
@@ -127,7 +138,7 @@ def _add_complete(sub) -> None:
                    help="capture folders (images/ + depth/), or images with their depth file in ../depth/")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--adapter", default=DEFAULT_OUTPUT,
-                        help=f"output folder of `depth-lora train` (default: {DEFAULT_OUTPUT})")
+                        help=f"output folder of `depth-lora train` or `export` (default: {DEFAULT_OUTPUT})")
     source.add_argument("--model", help="no adapter: complete with this base model (hub id, folder, "
                         "demo-pretrained)")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
@@ -137,6 +148,7 @@ def _add_complete(sub) -> None:
     p.add_argument("--intrinsics", type=float, nargs=4, metavar=("FX", "FY", "CX", "CY"),
                    help="pinhole intrinsics for Z-only depth files (an XYZ map gives its own)")
     _add_depth_unit(p)
+    _add_backend(p)
     _add_precision(p)
 
 
@@ -155,9 +167,7 @@ def _add_predict(sub) -> None:
                        help="pinhole intrinsics in pixels, for ply")
     group.add_argument("--intrinsics-from", metavar="FILE.npy",
                        help="estimate intrinsics from a capture's (H, W, 3) XYZ map, for ply")
-    p.add_argument("--backend", choices=["auto", "torch", "onnx"], default="auto",
-                   help="PyTorch, or ONNX Runtime for a folder written by `depth-lora export` "
-                   "(auto: from the folder)")
+    _add_backend(p)
     p.add_argument("--batch-size", type=int, default=1,
                    help="images per forward pass (a GPU runs a batch faster; on CPU 1 is as fast)")
     _add_precision(p)
@@ -166,17 +176,21 @@ def _add_predict(sub) -> None:
 def _add_export(sub) -> None:
     p = sub.add_parser(
         "export",
-        help="export the adapted model to ONNX (optionally int8), checked against PyTorch in mm",
-        description="Merge the adapter and export image -> labels as an ONNX graph at the trained input size "
-        "(batch dynamic), with the label scheme beside it. A parity check against PyTorch at full resolution "
-        "runs after every export; the export fails if the fp32 graph is off by more than 1 mm.",
+        help="export the adapted model to ONNX or OpenVINO (optionally int8), checked against PyTorch in mm",
+        description="Merge the adapter and export image -> labels as an ONNX graph or an OpenVINO IR at the "
+        "trained input size (batch dynamic), with the label scheme beside it. A parity check against PyTorch "
+        "at full resolution runs after every export; the export fails if the fp32 model is off by more than "
+        "1 mm.",
     )
     _add_adapter(p)
     p.add_argument("--output", required=True, help="new folder for the export")
-    p.add_argument("--format", choices=["onnx"], default="onnx", help="export format (default: onnx)")
+    p.add_argument("--format", choices=EXPORT_FORMATS, default="onnx",
+                   help="onnx (ONNX Runtime, OpenVINO, TensorRT, ...) or openvino (an OpenVINO IR; needs the "
+                   "[openvino] extra) (default: onnx)")
     p.add_argument("--quantize", choices=["int8"],
-                   help="also write int8 weights (dynamic quantization) and report their cost in mm on the "
-                   "run's held-out captures")
+                   help="also write an int8 model (onnx: dynamic quantization; openvino: NNCF calibrated on "
+                   "the run's training captures), report its cost in mm on the run's held-out captures, and "
+                   "use it by default only if it is faster than fp32 on this CPU")
     p.add_argument("--check-images", nargs="+", metavar="IMAGE",
                    help="images for the parity check (default: the run's test captures, else generated ones)")
 
@@ -209,6 +223,12 @@ def _add_bench(sub) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="auto")
     p.add_argument("--gradient-checkpointing", action="store_true",
                    help="our pipeline and the bare model with gradient checkpointing (memory option)")
+    p.add_argument("--phases", nargs="+", default=list(BENCH_PHASES), choices=BENCH_PHASES,
+                   metavar="PHASE", help=f"what to measure: {', '.join(BENCH_PHASES)} (default: all; "
+                   "inference alone takes a few minutes, the training phases ~10 at 518x840 on 2 AVX2 cores)")
+    p.add_argument("--short-sides", type=int, nargs="*", default=[434, 364], metavar="PX",
+                   help="inference is also timed at these smaller short sides (same aspect ratio, multiples "
+                   "of 14) beside the trained size (default: 434 364)")
     p.add_argument("--json", help="write the report as JSON")
 
 
@@ -293,6 +313,9 @@ def check_arguments(args: argparse.Namespace) -> None:
         if args.model is None and not Path(args.adapter).is_dir():
             raise ModelError(f"{args.adapter}: adapter folder does not exist (or pass --model M for "
                              "zero-shot completion)")
+        if args.model is not None and args.backend not in ("auto", "torch"):
+            raise ModelError(f"--backend {args.backend} runs an export folder (--adapter DIR); --model runs "
+                             "in PyTorch")
         from depth_lora.data.captures import capture_inputs
 
         capture_inputs(args.inputs)

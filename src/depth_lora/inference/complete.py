@@ -22,7 +22,7 @@ import numpy as np
 
 from depth_lora.data.dataset import LabelScheme
 from depth_lora.errors import DataError
-from depth_lora.inference.predict import ModelBundle, predict_raw
+from depth_lora.inference.predict import ModelBundle
 from depth_lora.model.lora import to_channels_last
 from depth_lora.numeric.fill import robust_fit_affine, smooth_fill
 from depth_lora.runs.folder import RunRecord
@@ -164,7 +164,7 @@ def complete_capture(bundle: ModelBundle, rgb: np.ndarray, depth_mm: np.ndarray,
     if rgb.shape[:2] != depth_mm.shape:
         raise DataError(name, f"depth is {depth_mm.shape} (HxW) but its image is {rgb.shape[:2]}")
     measured = check_measured(depth_mm, name)
-    raw = predict_raw(bundle.model, rgb, bundle.image_size_hw, bundle.precision).cpu().numpy()
+    raw = bundle.predict_raw(rgb)  # a PyTorch ModelBundle or an exported model's (deploy.exported)
     return complete_raw(raw, depth_mm, bundle.labels, name, measured)
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from depth_lora.errors import ConfigError
 
 FORMATS = ("npy", "png", "ply")  # depth in mm (.npy), a coloured PNG, a PLY point cloud
+# Runtimes of predict and complete (deploy.backends): auto, PyTorch, ONNX Runtime, OpenVINO.
+BACKENDS = ("auto", "torch", "onnx", "openvino")
 
 
 def check_formats(formats: list[str], has_intrinsics: bool = True) -> None:

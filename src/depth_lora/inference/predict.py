@@ -15,7 +15,7 @@ from depth_lora.errors import DataError, DepthLoraError, ModelError
 from depth_lora.inference.options import check_batch_size, check_formats
 from depth_lora.model.lora import to_channels_last
 from depth_lora.model.precision import resolve_precision
-from depth_lora.runs.folder import RunRecord, read_record
+from depth_lora.runs.folder import EXPORT_FORMAT_NAMES, RunRecord, read_record
 
 IMAGE_PATTERNS = ("*.png", "*.jpg", "*.jpeg", "*.tif", "*.tiff", "*.bmp")
 
@@ -46,6 +46,11 @@ class ModelBundle:
         raw = predict_raw_batch(self.model, rgbs, self.image_size_hw, self.precision)
         return [self.labels.decode(r).cpu().numpy().astype(np.float32) for r in raw]
 
+    def predict_raw(self, rgb: np.ndarray) -> np.ndarray:
+        """The model's raw output for one (H, W, 3) uint8 image, upsampled to (H, W) float32 (what
+        `complete` fits to the measured depth)."""
+        return predict_raw(self.model, rgb, self.image_size_hw, self.precision).cpu().numpy()
+
 
 def load_bundle(
     folder: str | Path, device: str | torch.device | None = None, precision: str = "auto"
@@ -63,9 +68,10 @@ def load_bundle(
 
     folder = Path(folder)
     record = read_record(folder)
-    if record.is_onnx:
-        raise ModelError(f"{folder}: an ONNX export, which only `depth-lora predict` runs; use the folder it "
-                         f"was exported from ({record.exported_from}) for this")
+    if record.is_export:
+        raise ModelError(f"{folder}: an {EXPORT_FORMAT_NAMES[record.format]} export, which only `predict` "
+                         f"and `complete` run; use the folder it was exported from ({record.exported_from}) "
+                         "for this")
     if record.whole_model:  # a whole model, no adapter
         with quiet_weights_io():
             model = keep_head_in_fp32(AutoModelForDepthEstimation.from_pretrained(folder))
@@ -134,7 +140,8 @@ def predict_raw(
 def predict_depth_mm(bundle, rgb: np.ndarray) -> np.ndarray:
     """Depth in mm for one image, at the image's own resolution.
 
-    bundle: a ModelBundle (PyTorch) or an onnx_backend.OnnxBundle. rgb: (H, W, 3) uint8.
+    bundle: a ModelBundle (PyTorch) or a deploy.exported.ExportedBundle (ONNX Runtime, OpenVINO).
+    rgb: (H, W, 3) uint8.
     Returns (H, W) float32 mm (bilinear upsampling of the model's output).
     """
     return bundle.predict_mm([rgb])[0]
@@ -167,7 +174,7 @@ def predict_files(
 ) -> tuple[list[Path], list[str]]:
     """Predict and write depth for each image; a bad image is reported and skipped.
 
-    bundle: a ModelBundle or an onnx_backend.OnnxBundle. Images are run `batch_size` at a time
+    bundle: a ModelBundle or a deploy.exported.ExportedBundle. Images are run `batch_size` at a time
     (they may differ in size: each is resized to the model's input). Writes `<name>_depth_mm.npy`
     (float32 mm, the image's resolution), `<name>_depth.png` (colour map with a mm colour bar) and
     `<name>.ply` (coloured points in mm; needs intrinsics). Returns (written files, one-line problems).

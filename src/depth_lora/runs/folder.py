@@ -44,8 +44,11 @@ def _write_json(path: Path, payload: dict) -> Path:
 SCALE_INVARIANT_LOSSES = ("ssi",)
 # Keys that only some folders carry (merged, exported, in-memory bundles; optimizer_groups: runs of
 # this version): written only when set, so an older record writes back unchanged.
-_DERIVED_KEYS = ("warning", "merged", "merged_from", "format", "onnx_file", "exported_from", "export",
-                 "zero_shot", "model_info", "optimizer_groups")
+_DERIVED_KEYS = ("warning", "merged", "merged_from", "format", "onnx_file", "openvino_file", "exported_from",
+                 "export", "zero_shot", "model_info", "optimizer_groups")
+# The formats of `depth-lora export` folders (RunRecord.format).
+EXPORT_FORMATS = ("onnx", "openvino")
+EXPORT_FORMAT_NAMES = {"onnx": "ONNX", "openvino": "OpenVINO"}  # as messages name them
 
 
 @dataclass
@@ -82,8 +85,9 @@ class RunRecord:
     warning: str | None = None  # DEMO_MODEL_WARNING for runs from the bundled demo model
     merged: bool = False
     merged_from: str | None = None
-    format: str | None = None  # "onnx": an export folder
-    onnx_file: str | None = None
+    format: str | None = None  # one of EXPORT_FORMATS: an export folder
+    onnx_file: str | None = None  # an ONNX export's graph (the int8 one when it was quantized)
+    openvino_file: str | None = None  # an OpenVINO export's IR (.xml, its .bin beside it)
     exported_from: str | None = None
     export: dict | None = None  # the export's parity report, opset and runtime versions
     zero_shot: bool = False  # an in-memory record of a published model used without an adapter
@@ -121,8 +125,14 @@ class RunRecord:
         return self.merged or self.finetune == "full"
 
     @property
-    def is_onnx(self) -> bool:
-        return self.format == "onnx"
+    def is_export(self) -> bool:
+        """The folder holds a model exported by `depth-lora export` (ONNX, OpenVINO), not PyTorch weights."""
+        return self.format in EXPORT_FORMATS
+
+    @property
+    def model_file(self) -> str | None:
+        """An export folder's model file, the one its runtime loads by default."""
+        return self.openvino_file if self.format == "openvino" else self.onnx_file
 
     def derived(self, **changes) -> RunRecord:
         """A copy with `changes` (a merged or exported folder's record)."""
@@ -179,12 +189,14 @@ def record_path(folder: str | Path) -> Path:
     return Path(folder) / META_FILE
 
 
-def is_onnx_folder(folder: str | Path) -> bool:
-    """True if `folder` holds a depth-lora ONNX export (False for anything unreadable)."""
+def export_format(folder: str | Path) -> str | None:
+    """The format of a depth-lora export folder ("onnx", "openvino"); None for a training run's folder
+    or anything unreadable."""
     try:
-        return read_record(folder).is_onnx
+        record = read_record(folder)
     except ModelError:
-        return False
+        return None
+    return record.format if record.is_export else None
 
 
 def write_record(folder: str | Path, record: RunRecord) -> Path:

@@ -1,0 +1,319 @@
+"""`depth-lora export`: the merged model as an ONNX graph or an OpenVINO IR, checked against PyTorch in mm.
+
+The exported graph (see graph.py, exported.py) takes uint8 images at the trained input size with a
+dynamic batch dimension and returns the model's labels; the label scheme, input size and this
+export's checks are written beside it in depth_lora.json, with a README that runs it without
+depth-lora. What differs between formats (writing, int8, the README's snippet) is in onnx_export.py
+and openvino_export.py; the checks, the folder and the record are here, the same for both.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from depth_lora.data.dataset import METRIC_HEAD_UNIT_MM, resize_rgb
+from depth_lora.deploy import onnx_export, openvino_export
+from depth_lora.deploy.graph import plain_model
+from depth_lora.errors import ConfigError, DataError, ModelError
+from depth_lora.runs.folder import (
+    CARD_FILE,
+    RunRecord,
+    check_new_folder,
+    copy_run_records,
+    read_split,
+    write_record,
+)
+
+# The fp32 graph must reproduce PyTorch's fp32 depth to within this, at full resolution, on every
+# checked pixel (measured: about 1e-3 mm on the Small architecture; operator order differs).
+PARITY_TOLERANCE_MM = 1.0
+CHECK_CAPTURES = 3  # parity inputs
+ACCURACY_CAPTURES = 20  # held-out captures scored for the int8 accuracy cost
+CALIBRATION_CAPTURES = 16  # training captures that calibrate OpenVINO's int8 activation ranges
+QUANTIZE_CHOICES = ("int8",)
+FORMATS = {"onnx": onnx_export, "openvino": openvino_export}
+RUNTIME_NAMES = {"onnx": "ONNX Runtime", "openvino": "OpenVINO"}
+
+
+@dataclass
+class ExportReport:
+    """What `export_model` wrote and measured; mm differences are at full resolution."""
+
+    folder: Path
+    format: str
+    check_source: str
+    parity: dict  # {"max_abs_mm", "mean_abs_mm", "images"} fp32 graph vs PyTorch
+    seconds_per_image: dict = field(default_factory=dict)  # {"pytorch", "<format>", "<format>_int8"}
+    int8: dict | None = None  # {"parity", "rmse_mm": {"pytorch", "int8"}, "captures", "kept", "method"}
+
+    def to_dict(self) -> dict:
+        return {"check_source": self.check_source, "parity": self.parity, "tolerance_mm": PARITY_TOLERANCE_MM,
+                "seconds_per_image": self.seconds_per_image, "int8": self.int8}
+
+
+def check_inputs(bundle, images: list[Path] | None, limit: int) -> tuple[list, str]:
+    """(captures, where they come from) for the checks: the given images (no depth), else up to
+    `limit` of the run's test captures (validation if it has no test split), else two generated
+    captures."""
+    from depth_lora.data.captures import load_capture, load_rgb
+
+    if images:
+        return [(Path(p).stem, load_rgb(p), None) for p in images], f"{len(images)} given image(s)"
+    split = read_split(bundle.folder, bundle.record) or {}
+    data = bundle.record.data
+    files = run_captures(bundle, split.get("test") or split.get("val") or [])[:limit]
+    if files:
+        unit = bundle.record.depth_unit
+        captures = [(f.key, c.rgb, c.depth_mm) for f in files for c in [load_capture(f, unit)]]
+        which = "test" if split.get("test") else "validation"
+        return captures, f"{len(files)} {which} capture(s) of the run ({data})"
+    from depth_lora.synthetic.scenes import render_capture
+
+    size = tuple((bundle.record.camera or {}).get("size_hw") or (1200, 1944))
+    generated = [render_capture(seed, size) for seed in (0, 1)]
+    return ([(f"generated-{i}", rgb, xyz[..., 2]) for i, (rgb, xyz) in enumerate(generated)],
+            f"2 generated {size[0]}x{size[1]} captures (the run's captures were not found at {data})")
+
+
+def run_captures(bundle, keys: list[str]) -> list:
+    """The capture files (data.CaptureFiles) of `keys` in the folder the run was trained on, those
+    still there; none if the folder is gone."""
+    from depth_lora.data.captures import find_captures
+
+    try:
+        by_key = {f.key: f for f in find_captures(bundle.record.data)} if keys and bundle.record.data else {}
+    except DataError:
+        by_key = {}
+    return [by_key[k] for k in keys if k in by_key]
+
+
+def compare_mm(a: list[np.ndarray], b: list[np.ndarray]) -> dict:
+    """Max and mean |a - b| in mm over every pixel of every image (full resolution)."""
+    diffs = np.concatenate([np.abs(x - y).ravel() for x, y in zip(a, b, strict=True)])
+    return {"max_abs_mm": float(diffs.max()), "mean_abs_mm": float(diffs.mean()), "images": len(a)}
+
+
+def timed_predictions(bundle, rgbs: list[np.ndarray]) -> tuple[list[np.ndarray], float]:
+    """Each image's depth in mm, one at a time, and the mean seconds per image after the first."""
+    out, times = [], []
+    for rgb in rgbs:
+        start = time.perf_counter()
+        out += bundle.predict_mm([rgb])
+        times.append(time.perf_counter() - start)
+    return out, float(np.mean(times[1:] or times))
+
+
+def mean_rmse_mm(preds: list[np.ndarray], targets: list[np.ndarray]) -> float:
+    from depth_lora.numeric.metrics import depth_metrics
+
+    rows = [depth_metrics(p, t, np.isfinite(t)) for p, t in zip(preds, targets, strict=True)]
+    return float(np.mean([r["rmse_mm"] for r in rows if r]))
+
+
+def export_model(adapter_dir: str | Path, output_dir: str | Path, format: str = "onnx",
+                 quantize: str | None = None, images: list[Path] | None = None, say=print) -> ExportReport:
+    """Merge the adapter, export it as `format` ("onnx" or "openvino") in `output_dir` and check it
+    against PyTorch.
+
+    Writes the fp32 model (model.onnx, or model.xml + model.bin), depth_lora.json (labels, input
+    size, the checks) and README.md; with quantize="int8" also the int8 model (see `add_int8`). The
+    folder appears only once the fp32 model passed the parity check: a failed export leaves nothing.
+    Raises ModelError if the fp32 model differs from PyTorch by more than PARITY_TOLERANCE_MM, and
+    ConfigError if the format's optional packages are missing (before anything is loaded).
+    """
+    from depth_lora.inference.predict import load_bundle
+
+    if format not in FORMATS:
+        raise ConfigError(f"--format takes {', '.join(FORMATS)}, got {format!r}")
+    if quantize not in (None, *QUANTIZE_CHOICES):
+        raise ConfigError(f"--quantize takes {', '.join(QUANTIZE_CHOICES)}, got {quantize!r}")
+    writer = FORMATS[format]
+    versions = writer.require()
+    output_dir = Path(output_dir)
+    check_new_folder(output_dir, "the export")
+    bundle = load_bundle(adapter_dir, device="cpu", precision="fp32")
+    # Parity needs a few captures; the int8 accuracy cost all held-out ones (up to a limit).
+    limit = ACCURACY_CAPTURES if quantize else CHECK_CAPTURES
+    captures, source = check_inputs(bundle, images, limit)  # a bad --check-images fails before exporting
+    calibration = training_images(bundle, CALIBRATION_CAPTURES) if quantize and format == "openvino" else None
+    rgbs = [rgb for _, rgb, _ in captures]
+    # The reference is the run as `predict` loads it, adapter unmerged: the check covers the merge too.
+    torch_mm, torch_s = timed_predictions(bundle, rgbs)
+    say(f"exporting {adapter_dir} to {RUNTIME_NAMES[format]} at {bundle.image_size_hw[0]} x "
+        f"{bundle.image_size_hw[1]} ...")
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.partial-"))
+    try:
+        fields = writer.write(plain_model(bundle.model), bundle.image_size_hw, work)
+        record = bundle.record.derived(**fields, exported_from=str(adapter_dir), base_model_dir=None)
+        write_record(work, record)
+        exported_mm, exported_s = timed_predictions(writer.open_bundle(work), rgbs[:CHECK_CAPTURES])
+        report = ExportReport(output_dir, format, source, compare_mm(exported_mm, torch_mm[:CHECK_CAPTURES]),
+                              {"pytorch": torch_s, format: exported_s})
+        check_parity(report, adapter_dir, say)
+        if quantize == "int8":
+            report.int8 = add_int8(writer, work, captures, torch_mm, report, calibration, say)
+            if report.int8["kept"]:
+                record = record.derived(**writer.record_fields(writer.INT8_MODEL_FILE))
+        record.export = {**report.to_dict(), **writer.graph_info(work), **versions,
+                         "torch": torch.__version__}
+        write_record(work, record)
+        copy_run_records(adapter_dir, work, record)  # the split and metrics, for the record
+        (work / CARD_FILE).write_text(export_readme(record, output_dir.name))
+        if output_dir.exists():
+            output_dir.rmdir()  # empty: checked above
+        work.chmod(0o777 & ~current_umask())  # mkdtemp makes it private (0700); a folder is not
+        work.rename(output_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
+def export_onnx(adapter_dir, output_dir, quantize=None, images=None, say=print) -> ExportReport:
+    """`export_model` to ONNX (the format of the first depth-lora exports)."""
+    return export_model(adapter_dir, output_dir, "onnx", quantize, images, say)
+
+
+def check_parity(report: ExportReport, adapter_dir, say) -> None:
+    """Print the fp32 parity line; a ModelError (nothing is written) beyond the tolerance."""
+    parity = report.parity
+    say(f"parity, {RUNTIME_NAMES[report.format]} vs PyTorch (fp32) on {report.check_source}, full "
+        f"resolution: max |diff| {parity['max_abs_mm']:.4f} mm, mean {parity['mean_abs_mm']:.5f} mm "
+        f"(tolerance {PARITY_TOLERANCE_MM:g} mm)")
+    if parity["max_abs_mm"] > PARITY_TOLERANCE_MM:
+        raise ModelError(f"{adapter_dir}: the exported model differs from PyTorch by up to "
+                         f"{parity['max_abs_mm']:.3f} mm (tolerance {PARITY_TOLERANCE_MM:g} mm); "
+                         "nothing was written")
+
+
+def training_images(bundle, limit: int) -> list[np.ndarray]:
+    """Up to `limit` of the run's training captures, resized to the model's input size: (h, w, 3)
+    uint8, what int8 calibration sees (never a held-out capture). A run whose training captures
+    cannot be found is a one-line ConfigError."""
+    from depth_lora.data.captures import load_rgb
+
+    files = run_captures(bundle, (read_split(bundle.folder, bundle.record) or {}).get("train") or [])
+    if not files:
+        raise ConfigError(f"{bundle.folder}: int8 calibration needs the run's training captures, not "
+                          f"found at {bundle.record.data} (the folder the run was trained on)")
+    step = max(1, len(files) // limit)  # spread over the whole training split
+    return [resize_rgb(load_rgb(f.image), bundle.image_size_hw) for f in files[::step][:limit]]
+
+
+def current_umask() -> int:
+    """The process's umask (reading it means setting it: set back at once)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def add_int8(writer, work: Path, captures, torch_mm, report: ExportReport, calibration, say) -> dict:
+    """The int8 model beside the fp32 one, what it costs in mm (against PyTorch fp32 and, on held-out
+    captures with depth, in RMSE) and whether it is faster than fp32 in the same runtime here. It
+    becomes the folder's default model only if it is faster: int8 that is not faster costs accuracy
+    for nothing (on CPUs without int8 units it can be slower)."""
+    method = writer.quantize_int8(work, calibration)
+    rgbs = [rgb for _, rgb, _ in captures]
+    int8_mm, int8_s = timed_predictions(writer.open_bundle(work, writer.INT8_MODEL_FILE), rgbs)
+    _, fp32_s = timed_predictions(writer.open_bundle(work), rgbs[:CHECK_CAPTURES])
+    report.seconds_per_image[f"{report.format}_int8"] = int8_s
+    report.seconds_per_image[report.format] = fp32_s  # timed again beside int8: the fairest comparison
+    result = {**method, "parity": compare_mm(int8_mm, torch_mm), "captures": len(captures),
+              "kept": int8_s < fp32_s}
+    say(f"int8 vs PyTorch fp32: max |diff| {result['parity']['max_abs_mm']:.1f} mm, mean "
+        f"{result['parity']['mean_abs_mm']:.2f} mm")
+    targets = [depth for _, _, depth in captures]
+    if all(t is not None for t in targets):
+        result["rmse_mm"] = {"pytorch": mean_rmse_mm(torch_mm, targets),
+                             "int8": mean_rmse_mm(int8_mm, targets)}
+        say(f"accuracy cost of int8 on {report.check_source}: RMSE {result['rmse_mm']['pytorch']:.1f} mm "
+            f"(PyTorch fp32) -> {result['rmse_mm']['int8']:.1f} mm (int8)")
+    verdict = "kept as the folder's model" if result["kept"] else (
+        f"not faster here, so the folder's model stays fp32 ({writer.INT8_MODEL_FILE} is written beside it)")
+    say(f"int8 {int8_s:.3f} s vs fp32 {fp32_s:.3f} s per image in {RUNTIME_NAMES[report.format]} on this "
+        f"CPU: {verdict}")
+    return result
+
+
+def int8_line(int8: dict) -> str:
+    """What the int8 model costs, in one sentence."""
+    parity = int8["parity"]
+    text = (f"Against PyTorch fp32 its depth differs by {parity['mean_abs_mm']:.2f} mm on average (max "
+            f"{parity['max_abs_mm']:.1f} mm)")
+    if "rmse_mm" in int8:
+        rmse = int8["rmse_mm"]
+        text += (f"; RMSE on {int8['captures']} held-out capture(s) {rmse['pytorch']:.1f} mm (PyTorch fp32) "
+                 f"-> {rmse.get('int8', rmse.get('onnx_int8')):.1f} mm (int8)")
+    return text + "."
+
+
+def export_readme(record: RunRecord, folder_name: str) -> str:
+    """How to run the export with its runtime alone (numpy, Pillow, OpenCV; no torch, no depth-lora)."""
+    writer = FORMATS[record.format]
+    labels, (h, w) = record.labels, record.image_size_hw
+    lo, hi = labels["depth_min_mm"], labels["depth_max_mm"]
+    decode = {
+        "minmax": f"labels * ({hi!r} - {lo!r}) + {lo!r}",
+        "metric": f"labels * {METRIC_HEAD_UNIT_MM!r}  # the metric head predicts metres",
+        "inverse": f"{lo!r} / np.maximum(labels, {lo / (4 * hi)!r})",
+    }[labels["kind"]]
+    export, snippet = record.export, writer.readme_snippet(record)
+    parity, int8 = export["parity"], export.get("int8")
+    runtime = RUNTIME_NAMES[record.format]
+    int8_lines = []
+    if int8:
+        kept = int8.get("kept", True)  # ONNX exports before the speed check always used int8
+        use = ("`depth-lora predict` uses it (it was faster than fp32 where it was exported). " if kept
+               else "not used by default: it was not faster than fp32 where it was exported. ")
+        method = int8.get("method", "dynamic quantization")
+        int8_lines = [f"- `{writer.INT8_MODEL_FILE}`: the same model in int8 ({method}); {use}"
+                      + int8_line(int8)]
+    lines = [
+        f"# {folder_name}: a depth-lora model exported to {runtime}",
+        "",
+        f"Exported from `{record.exported_from}` (base model `{record.base_model}`) by "
+        "`depth-lora export`.",
+        "",
+        *([f"**Warning:** {record.warning}.", ""] if record.warning else []),
+        *writer.readme_files(record),
+        *int8_lines,
+        f"- Parity with PyTorch (fp32) on {export['check_source']}, full resolution: max |diff| "
+        f"{parity['max_abs_mm']:.4f} mm, mean {parity['mean_abs_mm']:.5f} mm "
+        f"(tolerance {export['tolerance_mm']:g} mm).",
+        "",
+        "## With depth-lora",
+        "",
+        "Wherever you run it from, with `THIS_FOLDER` the path of this folder:",
+        "",
+        "```bash",
+        "depth-lora predict IMAGES... --adapter THIS_FOLDER --out predictions",
+        "depth-lora complete CAPTURES... --adapter THIS_FOLDER --out completed",
+        "```",
+        "",
+        f"## Without depth-lora ({snippet['needs']})",
+        "",
+        "Resize like the training (bicubic), run, upsample the labels bilinearly, then decode to mm:",
+        "",
+        "```python",
+        *snippet["imports"],
+        "",
+        snippet["load"],
+        'rgb = np.asarray(Image.open("capture.png").convert("RGB"))  # (H, W, 3) uint8',
+        f"small = np.asarray(Image.fromarray(rgb).resize(({w}, {h}), Image.BICUBIC))",
+        snippet["run"],
+        "labels = cv2.resize(labels, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)",
+        f"depth_mm = {decode}  # (H, W) float32 mm",
+        "```",
+        "",
+        "OpenCV's bilinear upsampling matches PyTorch's (`align_corners=False`) to about 1e-4 of the label "
+        "range; depth-lora itself upsamples with PyTorch.",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,101 @@
+"""`depth-lora export --format openvino`: the OpenVINO IR converted from the PyTorch module
+(`openvino.convert_model`, weights kept fp32), int8 by NNCF post-training quantization calibrated on
+the run's training captures, and how to run it without depth-lora (export.py runs the checks)."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from depth_lora.deploy.exported import INPUT_NAME, OUTPUT_NAME
+from depth_lora.deploy.graph import ImageToLabels, example_images
+from depth_lora.deploy.openvino_runtime import (
+    OPENVINO_EXTRA,
+    OPENVINO_FILE,
+    OPENVINO_INT8_FILE,
+    import_openvino,
+    load_openvino_bundle,
+)
+from depth_lora.errors import ConfigError
+from depth_lora.runs.folder import RunRecord
+
+FORMAT = "openvino"
+MODEL_FILE, INT8_MODEL_FILE = OPENVINO_FILE, OPENVINO_INT8_FILE
+open_bundle = load_openvino_bundle  # (folder, model file) -> an ExportedBundle
+
+
+def require() -> dict:
+    """The packages this format needs, or a ConfigError naming the [openvino] extra; their versions."""
+    ov = import_openvino()
+    return {"openvino": ov.__version__}
+
+
+def write(model: nn.Module, size_hw: tuple[int, int], work: Path) -> dict:
+    """The fp32 IR (model.xml + model.bin) in `work`, batch dynamic; returns the record's fields."""
+    ov = import_openvino()
+    h, w = size_hw
+    with warnings.catch_warnings():  # the tracer's notices about shapes taken as constants (they are)
+        warnings.simplefilter("ignore")
+        converted = ov.convert_model(ImageToLabels(model).eval(), example_input=example_images(size_hw, 1),
+                                     input=[ov.PartialShape([-1, h, w, 3])])
+    converted.inputs[0].get_tensor().set_names({INPUT_NAME})
+    converted.outputs[0].get_tensor().set_names({OUTPUT_NAME})
+    # save_model stores weights as fp16 by default: keep fp32, so the parity check holds to < 1 mm.
+    ov.save_model(converted, str(work / MODEL_FILE), compress_to_fp16=False)
+    return {"format": FORMAT, "openvino_file": MODEL_FILE}
+
+
+def graph_info(work: Path) -> dict:
+    return {}
+
+
+def quantize_int8(work: Path, calibration: list[np.ndarray] | None = None) -> dict:
+    """int8 weights and activations by NNCF post-training quantization (transformer preset), the
+    activation ranges calibrated on `calibration`: (h, w, 3) uint8 images at the model size, the
+    run's training captures. Returns what the record says of the method."""
+    ov = import_openvino()
+    try:
+        import nncf
+    except ImportError:
+        raise ConfigError(f"int8 for OpenVINO needs NNCF: {OPENVINO_EXTRA}") from None
+    if not calibration:
+        raise ConfigError("int8 calibration needs the run's training captures, and none was found")
+    nncf_logger = logging.getLogger("nncf")
+    level = nncf_logger.level
+    nncf_logger.setLevel(logging.ERROR)  # its progress bars and notices, not ours
+    try:
+        quantized = nncf.quantize(
+            ov.Core().read_model(str(work / MODEL_FILE)),
+            nncf.Dataset(calibration, lambda image: image[None]),
+            model_type=nncf.ModelType.TRANSFORMER, subset_size=len(calibration),
+        )
+    finally:
+        nncf_logger.setLevel(level)
+    ov.save_model(quantized, str(work / INT8_MODEL_FILE), compress_to_fp16=False)
+    return {"method": "NNCF post-training quantization (int8 weights and activations, transformer preset)",
+            "calibration_captures": len(calibration), "nncf": nncf.__version__}
+
+
+def record_fields(model_file: str) -> dict:
+    return {"openvino_file": model_file}
+
+
+def readme_files(record: RunRecord) -> list[str]:
+    h, w = record.image_size_hw
+    return [f"- `{MODEL_FILE}` + `model.bin`: OpenVINO IR, fp32, input `{INPUT_NAME}` uint8 (batch, {h}, "
+            f"{w}, 3) RGB at the trained input size (batch dynamic), output `{OUTPUT_NAME}` float32 "
+            f"(batch, {h}, {w}): the model's {record.labels['kind']} labels."]
+
+
+def readme_snippet(record: RunRecord) -> dict:
+    """How the README's snippet runs this format (see onnx_export.readme_snippet)."""
+    return {
+        "needs": "openvino, numpy, Pillow, OpenCV",
+        "imports": ["import cv2, numpy as np, openvino as ov", "from PIL import Image"],
+        "load": f'model = ov.Core().compile_model("THIS_FOLDER/{record.openvino_file}", "CPU")',
+        "run": "labels = model(small[None])[0][0]",
+    }
