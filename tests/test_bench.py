@@ -34,7 +34,8 @@ def test_bench_reports_ours_reference_bare_model_inference_and_memory(tmp_path, 
     table = report["inference"]["runtimes"]
     assert table["matmul_gflops"] > 0 and "torch_capability" in table["cpu"]
     names = [row["runtime"] for row in table["rows"]]
-    assert names[0] == "pytorch fp32" and "onnxruntime fp32" in names and "openvino fp32" in names
+    assert names[0] == "pytorch fp32" and "onnxruntime fp32" in names
+    assert "openvino fp32" in names or "openvino" in names  # measured, or a row saying it was not
     assert sum(row.get("deploy_default", False) for row in table["rows"]) == 1  # one size: one default
     for row in table["rows"]:  # measured, or a reason it was not
         assert ("s_per_capture" in row and row["max_abs_mm_vs_fp32"] < 1.0) or row["note"].startswith("not")

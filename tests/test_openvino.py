@@ -40,7 +40,9 @@ def test_openvino_export_writes_a_checked_ir_and_a_readme(exported):
         "README.md", "depth_lora.json", "metrics.json", "model.bin", "model.xml", "split.json"]
     record = json.loads((folder / "depth_lora.json").read_text())
     assert record["format"] == "openvino" and record["openvino_file"] == "model.xml"
+    assert record["format_version"] == 2  # a depth-lora before OpenVINO refuses it in one line
     assert record["export"]["openvino"]  # the runtime's version, for the record
+    assert record["export"]["timed_on"]  # the CPU its timings (and the int8 choice) hold for
     assert any(line.startswith("parity, OpenVINO vs PyTorch") for line in lines)
     assert report.parity["max_abs_mm"] < 0.05  # fp32 weights kept (not OpenVINO's fp16 default)
 
@@ -127,6 +129,22 @@ def test_auto_runs_an_onnx_export_in_openvino_when_installed(tmp_path, monkeypat
     assert backends.choose_backend(folder) == "onnx"
     assert backends.choose_backend(folder, "openvino") == "openvino"
     assert backends.choose_backend(tmp_path) == "torch"  # no export record: a PyTorch folder
+    monkeypatch.setattr(backends, "onnxruntime_has_cuda", lambda: False)
+    write_record(folder, RunRecord("m", format="onnx", onnx_file="model.int8.onnx"))
+    assert backends.choose_backend(folder) == "onnx"  # onnxruntime's int8 graph stays where it was timed
+
+
+def test_int8_becomes_the_model_only_when_clearly_faster_and_the_readme_says_which(exported):
+    from depth_lora.deploy.export import export_readme, int8_pays
+    from depth_lora.runs.folder import read_record
+
+    assert int8_pays(2.0, 1.5) and not int8_pays(2.0, 1.95) and not int8_pays(2.0, 2.4)
+    record = read_record(exported[0])
+    int8 = {"parity": {"mean_abs_mm": 0.5, "max_abs_mm": 3.0}, "captures": 3, "method": "NNCF"}
+    for kept, phrase in [(True, "`depth-lora predict` uses it"), (False, "not used by default")]:
+        record.export = {**record.export, "int8": {**int8, "kept": kept}}
+        text = export_readme(record, "x")
+        assert phrase in text and record.export["timed_on"] in text
 
 
 def test_a_backend_that_cannot_run_the_folder_is_one_line(exported, run, tmp_path, capsys):

@@ -16,7 +16,7 @@ Where things live (one folder per concern; imports run downwards only):
     inference/   predict and complete with a trained run
     evaluation/  calibration, the held-out report, hole-filling scores
     training/    the config, the run, the Trainer subclass, the losses
-    deploy/      merged models, ONNX export and the ONNX Runtime backend
+    deploy/      merged models, ONNX and OpenVINO export, their runtimes, which backend runs a folder
     synthetic/   Zivid-like demo captures and source-domain scenes
     cli/, bench/ the depth-lora command line and its benchmark
     viz          every figure (`from depth_lora import viz`)

@@ -43,19 +43,14 @@ def peak_rss_mb() -> float:
 
 
 def machine() -> dict:
+    """What the figures were measured on: the GPU, or the CPU with its vector features."""
+    from depth_lora.model.precision import describe_cpu
+
     info = {"torch": torch.__version__, "python": platform.python_version()}
     if torch.cuda.is_available():
         info["device"] = torch.cuda.get_device_name(0)
     else:
-        cpu = platform.processor() or platform.machine()
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-        except OSError:
-            pass
-        info["device"] = f"CPU {cpu}, {torch.get_num_threads()} threads"
+        info["device"] = f"CPU {describe_cpu()}, {torch.get_num_threads()} threads"
     return info
 
 
@@ -178,7 +173,7 @@ def phase_inference(data_dir, model_name, size_hw, batch_size, steps, precision,
     """One full-resolution PNG in -> depth in mm at full resolution out, end to end, in every runtime
     installed and at the trained size and smaller ones (bench/runtimes.py), then the capture
     completed (`depth-lora complete`'s path)."""
-    from depth_lora.bench.runtimes import runtime_table
+    from depth_lora.bench.runtimes import CALIBRATION_IMAGES, runtime_table
     from depth_lora.data.captures import find_captures, load_depth_mm, load_rgb
     from depth_lora.data.dataset import LabelScheme
 
@@ -187,16 +182,17 @@ def phase_inference(data_dir, model_name, size_hw, batch_size, steps, precision,
     labels = LabelScheme("minmax", 250.0, 4000.0)
     files = find_captures(data_dir)
     image, rgbs = files[0].image, [load_rgb(f.image) for f in files[:2]]
+    calibration = [load_rgb(f.image) for f in files[:CALIBRATION_IMAGES]]
     depth_mm = load_depth_mm(files[0].depth)
-    table = runtime_table(model, labels, tuple(size_hw), list(short_sides), image, depth_mm, rgbs, precision,
-                          max(steps, 2) - 1)
+    table = runtime_table(model, labels, tuple(size_hw), list(short_sides), image, depth_mm, rgbs,
+                          calibration, precision, max(steps, 2) - 1)
     trained = {r["runtime"]: r for r in table["rows"]
                if r["size_hw"] == list(size_hw) and "s_per_capture" in r}
     torch_name = [name for name in trained if name.startswith("pytorch")][-1]  # the auto precision
     result = {"size_hw": list(load_rgb(image).shape[:2]), "precision": precision, "runtimes": table,
               "s_per_capture_fp32": trained["pytorch fp32"]["s_per_capture"],
               "s_per_capture": trained[torch_name]["s_per_capture"],
-              "complete_s_per_capture": table["complete_s_per_capture"][torch_name]}
+              "complete_s_per_capture": table["complete_s_per_capture"][torch_name]["s_per_capture"]}
     return {**result, "peak_rss_mb": peak_rss_mb()}
 
 
@@ -247,7 +243,7 @@ def run_bench(data_dir, model_name="small-random", size_hw=(518, 840), batch_siz
     if unknown:
         raise ConfigError(f"--phases: unknown {', '.join(unknown)}; choose from {', '.join(PHASES)}")
     files = find_captures(data_dir)
-    if len(files) < batch_size:
+    if len(files) < batch_size and set(phases) - {"inference"}:
         raise DataError(data_dir, f"only {len(files)} captures, fewer than --batch-size {batch_size}")
     precision = resolve_precision(precision)
     args = (str(data_dir), model_name, tuple(size_hw), batch_size, steps, precision, str(out_dir),

@@ -19,26 +19,9 @@ from depth_lora.data.dataset import LabelScheme, processor_size_hw, resize_rgb
 from depth_lora.deploy.export import compare_mm
 from depth_lora.deploy.graph import plain_model
 from depth_lora.inference.predict import ModelBundle, predict_depth_mm
+from depth_lora.model.precision import cpu_features
 
-# /proc/cpuinfo flag -> the name the table prints: what decides which kernels a runtime can use.
-CPU_FLAGS = {"avx2": "AVX2", "fma": "FMA", "avx512f": "AVX-512", "avx512_vnni": "AVX-512 VNNI",
-             "avx_vnni": "AVX-VNNI", "avx512_bf16": "AVX-512 BF16", "amx_bf16": "AMX-BF16",
-             "amx_int8": "AMX-INT8"}
-CALIBRATION_IMAGES = 4  # bench's int8 calibration: the bench captures (timing, not accuracy)
-
-
-def cpu_features() -> dict:
-    """The CPU's vector features as /proc/cpuinfo lists them, and the kernels torch picked."""
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    return {"features": [name for flag, name in CPU_FLAGS.items() if flag in flags],
-            "torch_capability": torch.backends.cpu.get_cpu_capability()}
+CALIBRATION_IMAGES = 4  # bench's int8 calibration: the first bench captures (for timing, not accuracy)
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -64,7 +47,7 @@ def inference_sizes(trained_hw: tuple[int, int], short_sides: list[int]) -> list
     """The trained size, then the same aspect ratio at each smaller short side (multiples of 14)."""
     h, w = trained_hw
     smaller = [processor_size_hw(h, w, target=side) for side in short_sides if side < min(h, w)]
-    return [tuple(trained_hw), *[s for s in smaller if s != tuple(trained_hw)]]
+    return list(dict.fromkeys([tuple(trained_hw), *smaller]))  # each size once, the trained one first
 
 
 def _seconds(fn) -> float:
@@ -79,11 +62,19 @@ def timed(fn, repeats: int) -> float:
     return float(np.mean([_seconds(fn) for _ in range(repeats)]))
 
 
+def _measurable(bundles: dict, name: str, build) -> None:
+    """bundles[name] = build(), or the reason it could not be built (a row saying so, not a crash)."""
+    try:
+        bundles[name] = build()
+    except Exception as exc:  # not installed (ConfigError), or the exporter or converter failed
+        bundles[name] = f"not measured ({exc.__class__.__name__}: {str(exc)[:80]})"
+
+
 def runtime_bundles(model, merged, labels: LabelScheme, size_hw, precision: str, calibration,
                     work: Path) -> dict:
     """name -> a bundle that predicts mm (or why that runtime was not measured): PyTorch as `predict`
     runs a run folder (`model`, the adapter unmerged), and on a CPU every export runtime installed,
-    exported from `merged` into `work`."""
+    exported from `merged` into `work`; int8 calibrated on `calibration` (full-size images)."""
     from depth_lora.deploy import onnx_export, openvino_export
     from depth_lora.deploy.onnx_runtime import OnnxBundle, session_options
     from depth_lora.deploy.openvino_runtime import OpenVinoBundle, compile_model, openvino_installed
@@ -93,60 +84,72 @@ def runtime_bundles(model, merged, labels: LabelScheme, size_hw, precision: str,
         bundles[f"pytorch {precision} (auto)"] = ModelBundle(model, labels, size_hw, {}, work, precision)
     if next(model.parameters()).device.type != "cpu":
         return bundles  # the export runtimes below run on the CPU
-    plain, args = merged, (labels, size_hw, {}, work)
-    try:
+    args = (labels, size_hw, {}, work)
+    onnx_file, ir, int8 = (work / f for f in (onnx_export.MODEL_FILE, openvino_export.MODEL_FILE,
+                                               openvino_export.INT8_MODEL_FILE))
+
+    def onnxruntime_bundle():
         onnx_export.require()
-        onnx_export.write(plain, size_hw, work)
+        onnx_export.write(merged, size_hw, work)
         import onnxruntime
 
-        session = onnxruntime.InferenceSession(str(work / onnx_export.MODEL_FILE), session_options(),
+        session = onnxruntime.InferenceSession(str(onnx_file), session_options(),
                                                providers=["CPUExecutionProvider"])
-        bundles["onnxruntime fp32"] = OnnxBundle(*args, work / onnx_export.MODEL_FILE, session)
-    except Exception as exc:  # not installed (ConfigError) or the exporter failed: a row that says so
-        bundles["onnxruntime fp32"] = f"not measured ({exc.__class__.__name__}: {str(exc)[:80]})"
+        return OnnxBundle(*args, onnx_file, session)
+
+    def openvino_int8_bundle():
+        openvino_export.quantize_int8(work, [resize_rgb(rgb, size_hw) for rgb in calibration])
+        return OpenVinoBundle(*args, int8, compile_model(int8))
+
+    def openvino_bundle():
+        openvino_export.write(merged, size_hw, work)
+        return OpenVinoBundle(*args, ir, compile_model(ir))
+
+    _measurable(bundles, "onnxruntime fp32", onnxruntime_bundle)
     if not openvino_installed():
         bundles["openvino"] = "not measured (the [openvino] extra is not installed)"
         return bundles
-    onnx_file = work / onnx_export.MODEL_FILE
     if onnx_file.is_file():  # what `predict --backend auto` runs for an ONNX export on a CPU
-        bundles["openvino fp32 (onnx graph)"] = OpenVinoBundle(*args, onnx_file, compile_model(onnx_file))
-    openvino_export.write(plain, size_hw, work)
-    ir = work / openvino_export.MODEL_FILE
-    bundles["openvino fp32"] = OpenVinoBundle(*args, ir, compile_model(ir))
-    try:
-        openvino_export.quantize_int8(work, [resize_rgb(rgb, size_hw) for rgb in calibration])
-        int8 = work / openvino_export.INT8_MODEL_FILE
-        bundles["openvino int8"] = OpenVinoBundle(*args, int8, compile_model(int8))
-    except Exception as exc:  # NNCF missing or failing: say so in the table
-        bundles["openvino int8"] = f"not measured ({exc.__class__.__name__}: {str(exc)[:80]})"
+        _measurable(bundles, "openvino fp32 (onnx graph)",
+                    lambda: OpenVinoBundle(*args, onnx_file, compile_model(onnx_file)))
+    _measurable(bundles, "openvino fp32", openvino_bundle)
+    if ir.is_file():
+        _measurable(bundles, "openvino int8", openvino_int8_bundle)
     return bundles
 
 
 DEPLOY_DEFAULT = ("openvino fp32 (onnx graph)", "onnxruntime fp32")  # what `export` + `predict` run
 
 
+def paired_seconds(first, second, repeats: int) -> tuple[float, float, float]:
+    """Median seconds of `first()` and `second()` run in turn `repeats` times (after a warm-up of
+    each), and the median of their paired differences: a slow moment of the machine falls on both."""
+    first(), second()
+    a, b = [], []
+    for _ in range(repeats):
+        a.append(_seconds(first))
+        b.append(_seconds(second))
+    return float(np.median(a)), float(np.median(b)), float(np.median(np.subtract(b, a)))
+
+
 def runtime_table(model, labels: LabelScheme, trained_hw, short_sides, image: Path, depth_mm, rgbs,
-                  precision: str, repeats: int, say=print) -> dict:
+                  calibration, precision: str, repeats: int, say=print) -> dict:
     """Seconds per capture (PNG in, mm out, full resolution) per runtime and input size, each row's
     max |diff| from PyTorch fp32 at the same size, the forward's GFLOP and the CPU's matmul rate; at
-    the trained size also `complete` (the capture's holes filled) in PyTorch and on the deployment
-    path (`export` with its defaults, then `predict`/`complete` with --backend auto)."""
+    the trained size also `complete` (the capture's holes filled), timed in turn with inference, in
+    PyTorch and on the deployment path (`export` with its defaults, then --backend auto)."""
     from depth_lora.inference.complete import complete_capture
 
+    on_cpu = next(model.parameters()).device.type == "cpu"
     peak = matmul_gflops()
     merged = plain_model(copy.deepcopy(model).cpu())  # exported; `model` stays as predict runs it
     rows, complete = [], {}
     for size_hw in inference_sizes(trained_hw, short_sides):
         gflop = forward_gflop(merged, size_hw)
         with tempfile.TemporaryDirectory(prefix="depth_lora_bench_") as work:
-            bundles = runtime_bundles(model, merged, labels, size_hw, precision, rgbs, Path(work))
-            deploy = next((name for name in DEPLOY_DEFAULT if not isinstance(bundles.get(name, ""), str)),
-                          "pytorch fp32")
-            if tuple(size_hw) == tuple(trained_hw):
-                torch_name = [n for n in bundles if n.startswith("pytorch")][-1]  # the auto precision
-                for name in dict.fromkeys((torch_name, deploy)):
-                    run = lambda b=bundles[name]: complete_capture(b, load_rgb(image), depth_mm)  # noqa: E731
-                    complete[name] = timed(run, repeats)
+            bundles = runtime_bundles(model, merged, labels, size_hw, precision, calibration, Path(work))
+            exported = [name for name in DEPLOY_DEFAULT if not isinstance(bundles.get(name, ""), str)]
+            deploy = exported[0] if exported else None
             reference = bundles["pytorch fp32"].predict_mm(rgbs)
             for name, bundle in bundles.items():
                 row = {"runtime": name, "size_hw": list(size_hw), "forward_gflop": gflop}
@@ -155,10 +158,20 @@ def runtime_table(model, labels: LabelScheme, trained_hw, short_sides, image: Pa
                     continue
                 seconds = timed(lambda b=bundle: predict_depth_mm(b, load_rgb(image)), repeats)
                 diff = compare_mm(bundle.predict_mm(rgbs), reference)["max_abs_mm"]
-                rows.append({**row, "s_per_capture": seconds, "max_abs_mm_vs_fp32": diff, "deploy_default":
-                             name == deploy, "gflop_per_s": gflop / seconds,
-                             "share_of_matmul_peak": gflop / seconds / peak})
+                row.update(s_per_capture=seconds, max_abs_mm_vs_fp32=diff, deploy_default=name == deploy,
+                           gflop_per_s=gflop / seconds)
+                if on_cpu or not name.startswith("pytorch"):  # the peak is the CPU's
+                    row["share_of_matmul_peak"] = gflop / seconds / peak
+                rows.append(row)
                 say(f"bench: {name:<28} {size_hw[0]}x{size_hw[1]}  {seconds:.3f} s per capture")
+            if tuple(size_hw) == tuple(trained_hw):
+                torch_name = [n for n in bundles if n.startswith("pytorch")][-1]  # the auto precision
+                for name in dict.fromkeys(n for n in (torch_name, deploy) if n):
+                    bundle = bundles[name]
+                    infer_s, complete_s, extra_s = paired_seconds(
+                        lambda b=bundle: predict_depth_mm(b, load_rgb(image)),
+                        lambda b=bundle: complete_capture(b, load_rgb(image), depth_mm), repeats)
+                    complete[name] = {"s_per_capture": complete_s, "infer_s": infer_s, "extra_s": extra_s}
     return {"cpu": cpu_features(), "matmul_gflops": peak, "rows": rows, "complete_s_per_capture": complete}
 
 
@@ -178,13 +191,14 @@ def format_runtime_table(table: dict, capture_hw) -> list[str]:
         if "note" in row:
             lines.append(f"  {name:<28} {size:>9} {row['note']}")
             continue
+        share = f"{100 * row['share_of_matmul_peak']:>7.0f}%" if "share_of_matmul_peak" in row else f"{'':>8}"
         lines.append(f"  {name:<28} {size:>9} {row['s_per_capture']:>10.3f} {row['gflop_per_s']:>8.1f} "
-                     f"{100 * row['share_of_matmul_peak']:>7.0f}% {row['max_abs_mm_vs_fp32']:>10.3f}")
-    lines.append("  * the deployment path: `export` with its defaults, then predict/complete --backend auto")
-    trained = table["rows"][0]["size_hw"]  # the first size is the trained one (inference_sizes)
-    by_name = {r["runtime"]: r for r in table["rows"] if "s_per_capture" in r and r["size_hw"] == trained}
-    for name, seconds in table["complete_s_per_capture"].items():
-        infer = by_name[name]["s_per_capture"]
-        lines.append(f"complete, {name:<22} {seconds:.3f} s per capture ({seconds - infer:+.3f} s over "
-                     "inference)")
+                     f"{share} {row['max_abs_mm_vs_fp32']:>10.3f}")
+    if any(row.get("deploy_default") for row in table["rows"]):
+        lines.append("  * the deployment path: `export` with its defaults, then predict/complete "
+                     "--backend auto")
+    for name, timing in table["complete_s_per_capture"].items():
+        lines.append(f"complete, {name}: {timing['s_per_capture']:.3f} s per capture, "
+                     f"{timing['extra_s']:+.3f} s over inference ({timing['infer_s']:.3f} s; medians, "
+                     "timed in turn)")
     return lines

@@ -1,1 +1,1 @@
-"""Merged models and ONNX export, and the ONNX Runtime backend."""
+"""Merged models, ONNX and OpenVINO export, their runtimes, and which backend runs a folder."""

@@ -33,7 +33,7 @@ class ExportedBundle:
     model_path: Path
 
     runtime = "?"  # the runtime's name, as messages print it
-
+    device = "CPU"  # where it runs
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
         """(B, h, w, 3) uint8 at the model size -> (B, h, w) float32 labels."""
         raise NotImplementedError

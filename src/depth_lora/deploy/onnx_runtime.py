@@ -47,6 +47,10 @@ class OnnxBundle(ExportedBundle):
 
     runtime = "ONNX Runtime"
 
+    @property
+    def device(self) -> str:
+        return "CUDA" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "CPU"
+
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
 

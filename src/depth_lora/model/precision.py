@@ -6,6 +6,34 @@ from __future__ import annotations
 from depth_lora.errors import ConfigError
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+# /proc/cpuinfo flag -> its usual name: what decides which kernels (fp32, bf16, int8) a runtime can use.
+CPU_FLAGS = {"avx2": "AVX2", "fma": "FMA", "avx512f": "AVX-512", "avx512_vnni": "AVX-512 VNNI",
+             "avx_vnni": "AVX-VNNI", "avx512_bf16": "AVX-512 BF16", "amx_bf16": "AMX-BF16",
+             "amx_int8": "AMX-INT8"}
+
+
+def cpu_features() -> dict:
+    """This CPU's model name and vector features as /proc/cpuinfo lists them (empty elsewhere, e.g.
+    macOS), and the kernels torch picked: what a speed figure measured here holds for."""
+    import torch
+
+    name, flags = "", set()
+    try:
+        for line in open("/proc/cpuinfo").read().splitlines():
+            if line.startswith("model name") and not name:
+                name = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return {"name": name, "features": [label for flag, label in CPU_FLAGS.items() if flag in flags],
+            "torch_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+def describe_cpu(features: dict | None = None) -> str:
+    """'AMD EPYC (AVX2, FMA)': the CPU a figure was measured on, in a few words."""
+    features = features or cpu_features()
+    return f"{features['name'] or 'CPU'} ({', '.join(features['features']) or 'no vector features listed'})"
 
 
 def cpu_supports_bf16() -> bool:

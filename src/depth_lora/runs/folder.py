@@ -24,7 +24,7 @@ from pathlib import Path
 from depth_lora.data.split import load_split, save_split
 from depth_lora.errors import DataError, ModelError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: OpenVINO export folders (an older depth-lora refuses them in one line)
 META_FILE = "depth_lora.json"
 SPLIT_FILE = "split.json"
 METRICS_FILE = "metrics.json"
@@ -200,8 +200,10 @@ def export_format(folder: str | Path) -> str | None:
 
 
 def write_record(folder: str | Path, record: RunRecord) -> Path:
-    """Write `depth_lora.json`, stamped with this format version."""
-    return _write_json(Path(folder) / META_FILE, {"format_version": FORMAT_VERSION, **record.to_dict()})
+    """Write `depth_lora.json`, stamped with the oldest format version that reads it: 2 for an
+    OpenVINO export (which depth-lora before 2 would misread as a training folder), else 1."""
+    version = 2 if record.format == "openvino" else 1
+    return _write_json(Path(folder) / META_FILE, {"format_version": version, **record.to_dict()})
 
 
 def split_path(folder: str | Path, record: RunRecord | None = None) -> Path:
