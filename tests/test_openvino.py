@@ -94,7 +94,7 @@ def test_readme_recipe_runs_with_openvino_alone(exported, run):
 def test_int8_is_calibrated_on_training_captures_and_used_only_if_faster(run, tmp_path):
     pytest.importorskip("openvino", reason=EXTRA)
     pytest.importorskip("nncf", reason=EXTRA)
-    from depth_lora.deploy.export import export_model, int8_pays
+    from depth_lora.deploy.export import export_model, int8_choice
     from depth_lora.deploy.openvino_runtime import load_openvino_bundle
 
     data, out = run
@@ -106,7 +106,8 @@ def test_int8_is_calibrated_on_training_captures_and_used_only_if_faster(run, tm
     assert np.isfinite(rmse["pytorch"]) and np.isfinite(rmse["int8"])
     assert report.int8["parity"]["mean_abs_mm"] < rmse["pytorch"]  # int8 moves depth less than the error
     seconds = report.seconds_per_image
-    assert report.int8["kept"] == int8_pays(seconds["openvino"], seconds["openvino_int8"])
+    shift, span = report.int8["parity"]["mean_abs_mm"], report.int8["depth_span_mm"]
+    assert report.int8["kept"] == int8_choice(seconds["openvino"], seconds["openvino_int8"], shift, span)[0]
     default = load_openvino_bundle(tmp_path / "int8").model_path.name
     assert default == ("model.int8.xml" if report.int8["kept"] else "model.xml")
     assert "int8" in (tmp_path / "int8" / "README.md").read_text()
@@ -135,13 +136,17 @@ def test_auto_runs_an_onnx_export_in_openvino_when_installed(tmp_path, monkeypat
 
 
 def test_int8_becomes_the_model_only_when_clearly_faster_and_the_readme_says_which(exported):
-    from depth_lora.deploy.export import export_readme, int8_pays
+    from depth_lora.deploy.export import export_readme, int8_choice
     from depth_lora.runs.folder import read_record
 
-    assert int8_pays(2.0, 1.5) and not int8_pays(2.0, 1.95) and not int8_pays(2.0, 2.4)
+    assert int8_choice(2.0, 1.5, 5.0, 1000.0) == (True, "")
+    assert not int8_choice(2.0, 1.95, 5.0, 1000.0)[0] and not int8_choice(2.0, 2.4, 5.0, 1000.0)[0]
+    kept, why = int8_choice(2.0, 1.0, 608.0, 3000.0)  # fast, but it broke the model
+    assert not kept and "608.0 mm" in why
     record = read_record(exported[0])
     int8 = {"parity": {"mean_abs_mm": 0.5, "max_abs_mm": 3.0}, "captures": 3, "method": "NNCF"}
-    for kept, phrase in [(True, "`depth-lora predict` uses it"), (False, "not used by default")]:
+    for kept, phrase in [(True, "`depth-lora predict` uses it"),
+                         (False, "not used by default: not 5% faster")]:
         record.export = {**record.export, "int8": {**int8, "kept": kept}}
         text = export_readme(record, "x")
         assert phrase in text and record.export["timed_on"] in text

@@ -43,6 +43,7 @@ CALIBRATION_CAPTURES = 16  # training captures that calibrate OpenVINO's int8 ac
 QUANTIZE_CHOICES = ("int8",)
 SPEED_CAPTURES = 3  # images fp32 and int8 are raced on (3 rounds each)
 INT8_MIN_GAIN = 0.05  # int8 becomes the folder's model only if at least this much faster than fp32
+INT8_MAX_MEAN_SHIFT = 0.01  # ... and if it moves the depth by at most this share of its range on average
 FORMATS = {"onnx": onnx_export, "openvino": openvino_export}
 RUNTIME_NAMES = {"onnx": "ONNX Runtime", "openvino": "OpenVINO"}
 
@@ -239,8 +240,9 @@ def current_umask() -> int:
 def add_int8(writer, work: Path, captures, torch_mm, report: ExportReport, calibration, say) -> dict:
     """The int8 model beside the fp32 one, what it costs in mm (against PyTorch fp32 and, on held-out
     captures with depth, in RMSE) and whether it is faster than fp32 in the same runtime here. It
-    becomes the folder's default model only if it is faster: int8 that is not faster costs accuracy
-    for nothing (on CPUs without int8 units it can be slower)."""
+    becomes the folder's default model only if it is clearly faster and moves the depth little (see
+    `int8_choice`): int8 that is not faster costs accuracy for nothing (on CPUs without int8 units it
+    can be slower), and a quantization that broke the model must not be deployed because it is fast."""
     method = writer.quantize_int8(work, calibration)
     rgbs = [rgb for _, rgb, _ in captures]
     int8_bundle = writer.open_bundle(work, writer.INT8_MODEL_FILE)
@@ -248,8 +250,12 @@ def add_int8(writer, work: Path, captures, torch_mm, report: ExportReport, calib
     fp32_s, int8_s = race(writer.open_bundle(work), int8_bundle, rgbs[:SPEED_CAPTURES])
     report.seconds_per_image[report.format] = fp32_s  # timed beside int8: the fair comparison
     report.seconds_per_image[f"{report.format}_int8"] = int8_s
-    result = {**method, "parity": compare_mm(int8_mm, torch_mm), "captures": len(captures),
-              "kept": int8_pays(fp32_s, int8_s)}
+    result = {**method, "parity": compare_mm(int8_mm, torch_mm), "captures": len(captures)}
+    span_mm = float(np.subtract(*np.nanpercentile(np.concatenate([d.ravel() for d in torch_mm]), [99, 1])))
+    result["depth_span_mm"] = span_mm  # the fp32 depth's 1-99 % range: what the shift is judged against
+    result["kept"], why = int8_choice(fp32_s, int8_s, result["parity"]["mean_abs_mm"], span_mm)
+    if not result["kept"]:
+        result["why_not"] = why
     say(f"int8 vs PyTorch fp32: max |diff| {result['parity']['max_abs_mm']:.1f} mm, mean "
         f"{result['parity']['mean_abs_mm']:.2f} mm")
     targets = [depth for _, _, depth in captures]
@@ -259,8 +265,7 @@ def add_int8(writer, work: Path, captures, torch_mm, report: ExportReport, calib
         say(f"accuracy cost of int8 on {report.check_source}: RMSE {result['rmse_mm']['pytorch']:.1f} mm "
             f"(PyTorch fp32) -> {result['rmse_mm']['int8']:.1f} mm (int8)")
     verdict = "kept as the folder's model" if result["kept"] else (
-        f"not {INT8_MIN_GAIN:.0%} faster here, so the folder's model stays fp32 ({writer.INT8_MODEL_FILE} is "
-        "written beside it)")
+        f"{why} here, so the folder's model stays fp32 ({writer.INT8_MODEL_FILE} is written beside it)")
     say(f"int8 {int8_s:.3f} s vs fp32 {fp32_s:.3f} s per image in {RUNTIME_NAMES[report.format]} on this "
         f"CPU, {describe_cpu()}: {verdict}")
     return result
@@ -283,6 +288,18 @@ def race(a, b, rgbs: list[np.ndarray], rounds: int = 3) -> tuple[float, float]:
 def int8_pays(fp32_s: float, int8_s: float) -> bool:
     """int8 is worth its accuracy cost only if clearly faster: by INT8_MIN_GAIN at least."""
     return int8_s < (1 - INT8_MIN_GAIN) * fp32_s
+
+
+def int8_choice(fp32_s: float, int8_s: float, mean_shift_mm: float, span_mm: float) -> tuple[bool, str]:
+    """(int8 becomes the folder's model, why not): clearly faster (`int8_pays`), and its depth within
+    INT8_MAX_MEAN_SHIFT of the fp32 depth's range on average (a quantization that broke the model
+    shows here: on the 0.5 M-parameter demo model NNCF's int8 moved the depth by 608 mm)."""
+    if not int8_pays(fp32_s, int8_s):
+        return False, f"it was not {INT8_MIN_GAIN:.0%} faster than fp32"
+    if mean_shift_mm > INT8_MAX_MEAN_SHIFT * span_mm:
+        return False, (f"it moves the depth by {mean_shift_mm:.1f} mm on average, more than "
+                       f"{INT8_MAX_MEAN_SHIFT:.0%} of the depth range ({span_mm:.0f} mm)")
+    return True, ""
 
 
 def int8_line(int8: dict) -> str:
@@ -313,8 +330,9 @@ def export_readme(record: RunRecord, folder_name: str) -> str:
     if int8:
         kept = int8.get("kept", True)  # ONNX exports before the speed check always used int8
         where = "where it was exported" + (f" ({export['timed_on']})" if export.get("timed_on") else "")
+        why_not = int8.get("why_not", f"not {INT8_MIN_GAIN:.0%} faster")
         use = (f"`depth-lora predict` uses it (it was faster than fp32 {where}). " if kept
-               else f"not used by default: it was not faster than fp32 {where}. ")
+               else f"not used by default: {why_not} {where}. ")
         method = int8.get("method", "dynamic quantization")
         int8_lines = [f"- `{writer.INT8_MODEL_FILE}`: the same model in int8 ({method}); {use}"
                       + int8_line(int8)]
