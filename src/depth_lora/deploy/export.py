@@ -21,6 +21,7 @@ import torch
 
 from depth_lora.data.dataset import METRIC_HEAD_UNIT_MM, resize_rgb
 from depth_lora.deploy import onnx_export, openvino_export
+from depth_lora.deploy.exported import INPUT_NAME, OUTPUT_NAME
 from depth_lora.deploy.graph import plain_model
 from depth_lora.errors import ConfigError, DataError, ModelError
 from depth_lora.model.precision import describe_cpu
@@ -343,7 +344,9 @@ def export_readme(record: RunRecord, folder_name: str) -> str:
         "`depth-lora export`.",
         "",
         *([f"**Warning:** {record.warning}.", ""] if record.warning else []),
-        *writer.readme_files(record),
+        f"- {writer.README_FILES}: fp32, input `{INPUT_NAME}` uint8 (batch, {h}, {w}, 3) RGB at the trained "
+        f"input size (batch dynamic), output `{OUTPUT_NAME}` float32 (batch, {h}, {w}): the model's "
+        f"{labels['kind']} labels.{writer.README_NOTE}",
         *int8_lines,
         f"- Parity with PyTorch (fp32) on {export['check_source']}, full resolution"
         + (f", checked in {' and '.join(export['parity_by_runtime'])} (the worst shown)"

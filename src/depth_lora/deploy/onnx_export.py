@@ -63,6 +63,7 @@ def write(model: nn.Module, size_hw: tuple[int, int], work: Path) -> dict:
 
 
 def graph_info(work: Path) -> dict:
+    """What the record keeps of the written graph: its opset."""
     import onnx
 
     return {"opset": onnx.load(work / MODEL_FILE, load_external_data=False).opset_import[0].version}
@@ -86,14 +87,12 @@ def quantize_int8(work: Path, calibration=None) -> dict:
 
 
 def record_fields(model_file: str) -> dict:
+    """The record's field naming the folder's model (`model_file` of this format)."""
     return {"onnx_file": model_file}
 
 
-def readme_files(record: RunRecord) -> list[str]:
-    h, w = record.image_size_hw
-    return [f"- `{MODEL_FILE}`: fp32, input `{INPUT_NAME}` uint8 (batch, {h}, {w}, 3) RGB at the trained "
-            f"input size (batch dynamic), output `{OUTPUT_NAME}` float32 (batch, {h}, {w}): the model's "
-            f"{record.labels['kind']} labels. OpenVINO reads it too (`predict --backend openvino`)."]
+README_FILES = f"`{MODEL_FILE}`"  # the export folder's README: the files, then what they take and give
+README_NOTE = " OpenVINO reads it too (`predict --backend openvino`)."
 
 
 def readme_snippet(record: RunRecord) -> dict:

@@ -50,6 +50,7 @@ def write(model: nn.Module, size_hw: tuple[int, int], work: Path) -> dict:
 
 
 def graph_info(work: Path) -> dict:
+    """What the record keeps of the written IR: nothing beyond the runtime's version."""
     return {}
 
 
@@ -81,14 +82,12 @@ def quantize_int8(work: Path, calibration: list[np.ndarray] | None = None) -> di
 
 
 def record_fields(model_file: str) -> dict:
+    """The record's field naming the folder's model (`model_file` of this format)."""
     return {"openvino_file": model_file}
 
 
-def readme_files(record: RunRecord) -> list[str]:
-    h, w = record.image_size_hw
-    return [f"- `{MODEL_FILE}` + `model.bin`: OpenVINO IR, fp32, input `{INPUT_NAME}` uint8 (batch, {h}, "
-            f"{w}, 3) RGB at the trained input size (batch dynamic), output `{OUTPUT_NAME}` float32 "
-            f"(batch, {h}, {w}): the model's {record.labels['kind']} labels."]
+README_FILES = f"`{MODEL_FILE}` + `model.bin` (OpenVINO IR)"  # see onnx_export.README_FILES
+README_NOTE = ""
 
 
 def readme_snippet(record: RunRecord) -> dict:
