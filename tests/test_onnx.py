@@ -28,12 +28,12 @@ def run(shared_demo_run):
 def exported(run, tmp_path_factory):
     pytest.importorskip("onnxruntime", reason=EXTRA)
     pytest.importorskip("onnxscript", reason=EXTRA)
-    from depth_lora.deploy.export import export_onnx
+    from depth_lora.deploy.export import export_model
 
     _, out = run
     lines = []
     folder = tmp_path_factory.mktemp("export") / "onnx"
-    report = export_onnx(out, folder, say=lines.append)
+    report = export_model(out, folder, "onnx", say=lines.append)
     return folder, report, lines
 
 
@@ -90,10 +90,10 @@ def test_readme_recipe_runs_without_depth_lora(exported, run):
 def test_int8_export_reports_its_cost_on_the_held_out_captures(run, tmp_path):
     pytest.importorskip("onnxruntime", reason=EXTRA)
     pytest.importorskip("onnxscript", reason=EXTRA)
-    from depth_lora.deploy.export import export_onnx
+    from depth_lora.deploy.export import export_model
 
     _, out = run
-    report = export_onnx(out, tmp_path / "int8", quantize="int8", say=lambda line: None)
+    report = export_model(out, tmp_path / "int8", "onnx", quantize="int8", say=lambda line: None)
     assert (tmp_path / "int8" / "model.int8.onnx").is_file()
     rmse = report.int8["rmse_mm"]
     assert np.isfinite(rmse["pytorch"]) and np.isfinite(rmse["int8"])
@@ -116,7 +116,7 @@ def test_a_failed_parity_check_writes_nothing(run, tmp_path, monkeypatch):
 
     monkeypatch.setattr(onnx_export, "PARITY_TOLERANCE_MM", -1.0)  # any difference at all fails
     with pytest.raises(ModelError, match="differs from PyTorch by up to"):
-        onnx_export.export_onnx(run[1], tmp_path / "bad", say=lambda line: None)
+        onnx_export.export_model(run[1], tmp_path / "bad", "onnx", say=lambda line: None)
     assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.partial").exists()
 
 
@@ -165,10 +165,10 @@ def test_metric_and_fully_fine_tuned_runs_export_in_mm(overrides, tmp_path):
     compares millimetres, so a wrong unit or a lost weight would fail it."""
     pytest.importorskip("onnxruntime", reason=EXTRA)
     pytest.importorskip("onnxscript", reason=EXTRA)
-    from depth_lora.deploy.export import export_onnx
+    from depth_lora.deploy.export import export_model
 
     data, out = demo_run(tmp_path, captures_seed=13, **overrides)
-    report = export_onnx(out, tmp_path / "onnx", say=lambda line: None)
+    report = export_model(out, tmp_path / "onnx", "onnx", say=lambda line: None)
     assert report.parity["max_abs_mm"] < 0.05
     rgb = load_rgb(find_captures(data)[0].image)
     from depth_lora.deploy.onnx_runtime import load_onnx_bundle

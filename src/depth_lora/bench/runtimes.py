@@ -16,7 +16,7 @@ import torch
 
 from depth_lora.data.captures import load_rgb
 from depth_lora.data.dataset import LabelScheme, processor_size_hw, resize_rgb
-from depth_lora.deploy.export import compare_mm
+from depth_lora.deploy.export import compare_mm, paired_seconds
 from depth_lora.deploy.graph import plain_model
 from depth_lora.inference.predict import ModelBundle, predict_depth_mm
 from depth_lora.model.precision import cpu_features
@@ -119,17 +119,6 @@ def runtime_bundles(model, merged, labels: LabelScheme, size_hw, precision: str,
 
 
 DEPLOY_DEFAULT = ("openvino fp32 (onnx graph)", "onnxruntime fp32")  # what `export` + `predict` run
-
-
-def paired_seconds(first, second, repeats: int) -> tuple[float, float, float]:
-    """Median seconds of `first()` and `second()` run in turn `repeats` times (after a warm-up of
-    each), and the median of their paired differences: a slow moment of the machine falls on both."""
-    first(), second()
-    a, b = [], []
-    for _ in range(repeats):
-        a.append(_seconds(first))
-        b.append(_seconds(second))
-    return float(np.median(a)), float(np.median(b)), float(np.median(np.subtract(b, a)))
 
 
 def runtime_table(model, labels: LabelScheme, trained_hw, short_sides, image: Path, depth_mm, rgbs,

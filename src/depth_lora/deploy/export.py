@@ -42,7 +42,7 @@ CHECK_CAPTURES = 3  # parity inputs
 ACCURACY_CAPTURES = 20  # held-out captures scored for the int8 accuracy cost
 CALIBRATION_CAPTURES = 16  # training captures that calibrate OpenVINO's int8 activation ranges
 QUANTIZE_CHOICES = ("int8",)
-SPEED_CAPTURES = 3  # images fp32 and int8 are raced on (3 rounds each)
+SPEED_CAPTURES = 3  # images fp32 and int8 are raced on, as one batch (3 rounds, in turn)
 INT8_MIN_GAIN = 0.05  # int8 becomes the folder's model only if at least this much faster than fp32
 INT8_MAX_MEAN_SHIFT = 0.01  # ... and if it moves the depth by at most this share of its range on average
 FORMATS = {"onnx": onnx_export, "openvino": openvino_export}
@@ -190,11 +190,6 @@ def export_model(adapter_dir: str | Path, output_dir: str | Path, format: str = 
     return report
 
 
-def export_onnx(adapter_dir, output_dir, quantize=None, images=None, say=print) -> ExportReport:
-    """`export_model` to ONNX (the format of the first depth-lora exports)."""
-    return export_model(adapter_dir, output_dir, "onnx", quantize, images, say)
-
-
 def checked_runtimes(writer, work: Path) -> list[tuple[str, object]]:
     """(runtime name, the fp32 export opened in it) for each runtime that may run the folder: ONNX
     Runtime and, when installed, OpenVINO (which `--backend auto` prefers) for an ONNX export."""
@@ -248,7 +243,10 @@ def add_int8(writer, work: Path, captures, torch_mm, report: ExportReport, calib
     rgbs = [rgb for _, rgb, _ in captures]
     int8_bundle = writer.open_bundle(work, writer.INT8_MODEL_FILE)
     int8_mm = int8_bundle.predict_mm(rgbs)
-    fp32_s, int8_s = race(writer.open_bundle(work), int8_bundle, rgbs[:SPEED_CAPTURES])
+    fp32_bundle, images = writer.open_bundle(work), rgbs[:SPEED_CAPTURES]
+    fp32_s, int8_s, _ = paired_seconds(lambda: fp32_bundle.predict_mm(images),
+                                       lambda: int8_bundle.predict_mm(images), repeats=3)
+    fp32_s, int8_s = fp32_s / len(images), int8_s / len(images)  # per image
     report.seconds_per_image[report.format] = fp32_s  # timed beside int8: the fair comparison
     report.seconds_per_image[f"{report.format}_int8"] = int8_s
     result = {**method, "parity": compare_mm(int8_mm, torch_mm), "captures": len(captures)}
@@ -272,18 +270,18 @@ def add_int8(writer, work: Path, captures, torch_mm, report: ExportReport, calib
     return result
 
 
-def race(a, b, rgbs: list[np.ndarray], rounds: int = 3) -> tuple[float, float]:
-    """Median seconds per image of bundles `a` and `b`, run in turn on the same images (after one
-    warm-up each), so that a slow moment of the machine falls on both."""
-    a.predict_mm(rgbs[:1]), b.predict_mm(rgbs[:1])
-    times: dict[int, list[float]] = {0: [], 1: []}
-    for _ in range(rounds):
-        for rgb in rgbs:
-            for which, bundle in enumerate((a, b)):
-                start = time.perf_counter()
-                bundle.predict_mm([rgb])
-                times[which].append(time.perf_counter() - start)
-    return float(np.median(times[0])), float(np.median(times[1]))
+def paired_seconds(first, second, repeats: int) -> tuple[float, float, float]:
+    """Median seconds of `first()` and `second()` run in turn `repeats` times (after a warm-up of
+    each), and the median of their paired differences: a slow moment of the machine falls on both.
+    (export races fp32 against int8 with it, bench inference against completion.)"""
+    first(), second()
+    a, b = [], []
+    for _ in range(repeats):
+        for fn, times in ((first, a), (second, b)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return float(np.median(a)), float(np.median(b)), float(np.median(np.subtract(b, a)))
 
 
 def int8_pays(fp32_s: float, int8_s: float) -> bool:
