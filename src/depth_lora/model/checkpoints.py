@@ -19,6 +19,8 @@ from transformers import (
     DepthAnythingConfig,
     DepthAnythingForDepthEstimation,
     Dinov2Config,
+    PromptDepthAnythingConfig,
+    PromptDepthAnythingForDepthEstimation,
 )
 
 from depth_lora.errors import ConfigError, ModelError
@@ -141,7 +143,7 @@ def is_cached(name: str) -> bool:
 
 
 def build_model(
-    name: str = DEFAULT_MODEL, *, seed: int = 0, attn_implementation: str = "sdpa"
+    name: str = DEFAULT_MODEL, *, seed: int = 0, attn_implementation: str = "sdpa", allow_prompt: bool = False
 ) -> tuple[DepthAnythingForDepthEstimation, dict[str, Any]]:
     """Build a Depth Anything model from a hub id, a local folder, or a random-init name.
 
@@ -158,6 +160,8 @@ def build_model(
         attn_implementation: attention for the Dinov2 backbone ("sdpa", "eager", ...). The DPT
             head has no attention; an implementation the backbone cannot use falls back to
             "eager" with a warning.
+        allow_prompt: also load a Prompt Depth Anything checkpoint (a completion model, see
+            model.prompt); without it such a checkpoint is a ModelError saying where it belongs.
 
     Returns:
         ``(model, info)``. ``info`` has ``name``, ``pretrained``, ``source`` ("folder", "hub",
@@ -181,7 +185,8 @@ def build_model(
         model, info = _build_pretrained(path, attn_implementation=attn_implementation)
         info.update(name=name, source="bundled", path=path)
     else:
-        model, info = _build_pretrained(name, attn_implementation=attn_implementation)
+        model, info = _build_pretrained(name, attn_implementation=attn_implementation,
+                                        allow_prompt=allow_prompt)
     info["attn_implementation"] = model.backbone.config._attn_implementation
     info["num_parameters"] = sum(p.numel() for p in model.parameters())
     return keep_head_in_fp32(model), info
@@ -217,18 +222,20 @@ def _build_random(
 
 
 def _build_pretrained(
-    name: str, *, attn_implementation: str
+    name: str, *, attn_implementation: str, allow_prompt: bool = False
 ) -> tuple[DepthAnythingForDepthEstimation, dict[str, Any]]:
     path = Path(name).expanduser()
     if path.exists() or not _HUB_ID.match(name) or name.startswith("."):
         _check_model_folder(path, name)
-        model = _load(str(path), attn_implementation, local_files_only=True)
+        model = _load(str(path), attn_implementation, local_files_only=True, allow_prompt=allow_prompt)
         return model, {"name": name, "pretrained": True, "source": "folder"}
 
     try:  # a cache hit is instant and needs no network
-        model = _load(name, attn_implementation, local_files_only=True)
+        model = _load(name, attn_implementation, local_files_only=True, allow_prompt=allow_prompt)
         return model, {"name": name, "pretrained": True, "source": "hub"}
     except ModelError as cache_miss:
+        if "Prompt Depth Anything" in str(cache_miss):  # found, but not what the caller can use
+            raise
         cache_error = cache_miss
     if not hub_is_reachable():
         reason = _offline_reason() or "no answer to a 3 s probe"
@@ -238,7 +245,7 @@ def _build_pretrained(
             f"network (hf download {name} --local-dir DIR), copy DIR here and pass the folder, "
             f"{OFFLINE_HINT}."
         ) from cache_error
-    model = _load(name, attn_implementation, local_files_only=False)
+    model = _load(name, attn_implementation, local_files_only=False, allow_prompt=allow_prompt)
     return model, {"name": name, "pretrained": True, "source": "hub"}
 
 
@@ -262,20 +269,27 @@ def _check_model_folder(path: Path, name: str) -> None:
 
 
 def _load(
-    name: str, attn_implementation: str, *, local_files_only: bool
+    name: str, attn_implementation: str, *, local_files_only: bool, allow_prompt: bool = False
 ) -> DepthAnythingForDepthEstimation:
     """from_pretrained with the attention set on the backbone config (the top level rejects it)."""
     try:
         config = AutoConfig.from_pretrained(name, local_files_only=local_files_only)
     except (OSError, ValueError) as err:
         raise ModelError(f"cannot load the config of {name!r}: {_one_line(err)}") from err
-    if not isinstance(config, DepthAnythingConfig):
+    model_class = DepthAnythingForDepthEstimation
+    if isinstance(config, PromptDepthAnythingConfig):
+        if not allow_prompt:
+            raise ModelError(
+                f"{name!r} is a Prompt Depth Anything model (it completes a camera's depth): train it "
+                "with --task complete and run it with `depth-lora complete`, not as a monocular model")
+        model_class = PromptDepthAnythingForDepthEstimation
+    elif not isinstance(config, DepthAnythingConfig):
         raise ModelError(
             f"{name!r} holds a {config.model_type!r} model, not Depth Anything (depth_anything)"
         )
 
     def load(impl: str) -> DepthAnythingForDepthEstimation:
-        return DepthAnythingForDepthEstimation.from_pretrained(
+        return model_class.from_pretrained(
             name, config=_set_backbone_attention(config, impl), local_files_only=local_files_only
         )
 

@@ -1,0 +1,120 @@
+"""Prompt Depth Anything: Depth Anything V2 that also reads a depth map (the camera's own), the
+architecture of a completion model (`--task complete`).
+
+`PromptDepthAnythingForDepthEstimation` (transformers) is Depth Anything V2 plus, in each of the
+neck's four fusion layers, a three-convolution branch that reads the prompt depth (normalised by
+its own min and max per image) and adds its output to the fused features; with a prompt, the
+model's output is depth in the prompt's unit (the head's 0..1 scaled back by the prompt's min and
+max). Every other module has Depth Anything V2's names, so a Depth Anything V2 checkpoint (the
+published Small, `demo-pretrained`, `tiny`) starts a prompt model with its own weights and the
+branch's last convolution at zero: the branch then adds exactly nothing, which is how Prompt
+Depth Anything itself was started from Depth Anything V2 (ControlNet's zero convolution).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import (
+    DepthAnythingConfig,
+    DepthAnythingForDepthEstimation,
+    PromptDepthAnythingConfig,
+    PromptDepthAnythingForDepthEstimation,
+)
+from transformers.models.prompt_depth_anything.modeling_prompt_depth_anything import (
+    PromptDepthAnythingDepthEstimationHead,
+    PromptDepthAnythingLayer,
+)
+
+from depth_lora.errors import ConfigError, ModelError
+
+# Short names of the published Prompt Depth Anything checkpoints (transformers format, Apache-2.0
+# for the Small one: see its model card).
+PROMPT_MODEL_ALIASES = {"prompt-small": "depth-anything/prompt-depth-anything-vits-hf"}
+PROMPT_BRANCH = "prompt_depth_layer"  # the name of the branch's modules in every fusion layer
+
+
+class PromptHeadInFp32(PromptDepthAnythingDepthEstimationHead):
+    """The prompt model's depth head in fp32 under autocast (why: model.heads.DepthHeadInFp32)."""
+
+    def forward(self, hidden_states: list[torch.Tensor], patch_height, patch_width) -> torch.Tensor:
+        with torch.autocast(device_type=hidden_states[0].device.type, enabled=False):
+            return super().forward([h.float() for h in hidden_states], patch_height, patch_width)
+
+
+def keep_prompt_head_in_fp32(model: PromptDepthAnythingForDepthEstimation):
+    """Make the prompt model's depth head run in fp32 under autocast; in place."""
+    if type(model.head) is PromptDepthAnythingDepthEstimationHead:
+        model.head.__class__ = PromptHeadInFp32
+    return model
+
+
+def is_prompt_model(model: nn.Module) -> bool:
+    """True for a Prompt Depth Anything model (or one inside a PeftModel)."""
+    return getattr(getattr(model, "config", None), "model_type", None) == PromptDepthAnythingConfig.model_type
+
+
+def prompt_config(config: DepthAnythingConfig) -> PromptDepthAnythingConfig:
+    """The Prompt Depth Anything config with the same backbone, neck and head as `config`."""
+    if config.depth_estimation_type != "relative":
+        raise ConfigError(
+            "a completion model starts from a relative Depth Anything V2 checkpoint (its output "
+            f"becomes depth in the prompt's range); this one has a {config.depth_estimation_type} head")
+    shared = ("patch_size", "initializer_range", "reassemble_hidden_size", "reassemble_factors",
+              "neck_hidden_sizes", "fusion_hidden_size", "head_in_index", "head_hidden_size")
+    backbone = config.backbone_config
+    prompt = PromptDepthAnythingConfig(
+        backbone_config=backbone.to_dict(), depth_estimation_type="relative",
+        **{name: getattr(config, name) for name in shared})
+    prompt.backbone_config._attn_implementation = backbone._attn_implementation
+    return prompt
+
+
+def zero_prompt_branch(model: PromptDepthAnythingForDepthEstimation) -> None:
+    """Set the last convolution of every prompt branch to zero: the branch adds nothing, and its
+    gradient still reaches that convolution first (the others keep their random init)."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, PromptDepthAnythingLayer):
+                module.convolution3.weight.zero_()
+                module.convolution3.bias.zero_()
+
+
+def to_prompt_model(model: DepthAnythingForDepthEstimation) -> PromptDepthAnythingForDepthEstimation:
+    """A Prompt Depth Anything model holding every weight of the Depth Anything V2 `model`, its
+    prompt branches added at zero (see the module's docstring). Given no prompt it computes exactly
+    what `model` computes; given one, that output scaled into the prompt's range."""
+    prompt = PromptDepthAnythingForDepthEstimation(prompt_config(model.config))
+    missing, unexpected = prompt.load_state_dict(model.state_dict(), strict=False)
+    not_prompt = [k for k in missing if f".{PROMPT_BRANCH}." not in k]
+    if not_prompt or unexpected:
+        raise ModelError(f"cannot start a prompt model from this Depth Anything model: weights "
+                         f"{(not_prompt or unexpected)[:3]} have no counterpart")
+    zero_prompt_branch(prompt)
+    return keep_prompt_head_in_fp32(prompt.eval())
+
+
+def build_completer(name: str, *, seed: int = 0, attn_implementation: str = "sdpa"):
+    """A completion model from any base a completion run may name.
+
+    name: `prompt-small` (or its hub id, or a folder holding a Prompt Depth Anything checkpoint),
+        loaded as published; or anything `checkpoints.build_model` loads (a Depth Anything V2 hub id
+        or folder, `demo-pretrained`, `tiny`), turned into the prompt architecture by
+        `to_prompt_model`.
+    Returns (model, info) like build_model; info["converted_from"] names the Depth Anything V2 base
+    when the prompt branch was added here. ModelError (one line) when it cannot be loaded.
+    """
+    from depth_lora.model.checkpoints import build_model
+
+    name = PROMPT_MODEL_ALIASES.get(name, name)
+    model, info = build_model(name, seed=seed, attn_implementation=attn_implementation, allow_prompt=True)
+    if is_prompt_model(model):
+        return keep_prompt_head_in_fp32(model), info
+    completer = to_prompt_model(model)
+    info: dict[str, Any] = {**info, "converted_from": info["name"],
+                            "num_parameters": sum(p.numel() for p in completer.parameters())}
+    if "config" in info:  # a random-init base: what rebuilds the architecture is now the prompt config
+        info["config"] = completer.config.to_dict()
+    return completer, info
