@@ -12,7 +12,9 @@ from depth_lora.model.prompt import (
     PROMPT_MODEL_ALIASES,
     PromptHeadInFp32,
     build_completer,
+    completed_depth,
     is_prompt_model,
+    start_residual_head,
     to_prompt_model,
 )
 
@@ -103,3 +105,17 @@ def test_prompt_small_offline_says_what_to_do(monkeypatch):
     with pytest.raises(ModelError, match=f"hf download {hub_id} --local-dir DIR") as excinfo:
         build_completer("prompt-small")
     assert "\n" not in str(excinfo.value)
+
+
+def test_a_residual_head_starts_the_completion_at_exactly_the_prompt():
+    completer, _ = build_completer("tiny")
+    start_residual_head(completer)
+    pixels, prompt = _inputs(5)
+    with torch.no_grad():
+        out = completer(pixel_values=pixels, prompt_depth=prompt).predicted_depth
+    expected = torch.nn.functional.interpolate(prompt, size=out.shape[-2:], mode="bilinear",
+                                               align_corners=False)[:, 0]
+    torch.testing.assert_close(completed_depth(out, prompt), expected, rtol=0, atol=1e-3)
+    assert torch.equal(completed_depth(out, prompt, "direct"), out)
+    with pytest.raises(ConfigError, match="completion output must be one of residual, direct"):
+        completed_depth(out, prompt, "sideways")

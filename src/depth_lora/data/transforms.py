@@ -16,6 +16,9 @@ import torch
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 JITTER_STRENGTH = 0.1
+# What a flip mirrors with the image: a depth batch's labels and mask, and a completion batch's
+# (data.completion) hidden pixels, weights and prompt.
+FLIPPED_WITH_IMAGE = ("labels", "valid_mask", "hidden_mask", "loss_weight", "prompt_depth")
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
@@ -74,7 +77,7 @@ class BatchTransform:
         out = dict(batch)
         if training and self.flip:
             flip = torch.rand(x.shape[0], device=x.device) < 0.5
-            keys = [k for k in ("labels", "valid_mask") if k in batch]
+            keys = [k for k in FLIPPED_WITH_IMAGE if k in batch]
             x, *flipped = flip_together(flip, x, *(batch[k] for k in keys))
             out.update(zip(keys, flipped, strict=True))
         if training and self.jitter_strength > 0:

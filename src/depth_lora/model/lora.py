@@ -13,6 +13,7 @@ from transformers import DepthAnythingForDepthEstimation
 
 from depth_lora.errors import ConfigError
 from depth_lora.model.choices import TARGET_GROUPS, check_lora_settings, check_target_groups, lora_variant
+from depth_lora.model.prompt import PROMPT_BRANCH, is_prompt_model
 
 # PEFT (0.21) calls transformers' deprecated `is_gradient_checkpointing` on every wrap; the warning
 # is about PEFT's code, not the user's, and would otherwise show in every notebook cell that trains.
@@ -62,7 +63,8 @@ def _layer_group(full_name: str, module: nn.Module) -> str | None:
     parts = full_name.split(".")
     if isinstance(module, nn.Linear) and "backbone" in parts:
         return _target_group(parts[parts.index("backbone") :])
-    if type(module) is nn.Conv2d and "neck" in parts and "resize" not in parts:
+    if type(module) is nn.Conv2d and "neck" in parts and "resize" not in parts and PROMPT_BRANCH not in parts:
+        # (a completion model's prompt branch is trained in full, see apply_lora)
         # The first fusion layer has no skip input, so its residual_layer1 is never called: an
         # adapter there would never train (and DDP would stop on its missing gradient).
         return None if ".fusion_stage.layers.0.residual_layer1." in f".{full_name}." else "neck"
@@ -106,6 +108,8 @@ def apply_lora(
         targets: target groups, see ``resolve_lora_targets``.
         train_head: also train the whole DPT head (``modules_to_save=["head"]``), saved with the
             adapter. Needed to learn from a random-init model, whose head starts near zero.
+            A completion model (model.prompt) always trains its prompt branches in full too: they
+            start at zero and are the only path from the camera's depth into the model.
         gradient_checkpointing: recompute the backbone's activations in backward (less memory,
             slower); non-reentrant, so the frozen input needs no gradient.
         use_rslora: rank-stabilised LoRA, the update scaled by alpha / sqrt(rank) (PEFT's).
@@ -123,7 +127,8 @@ def apply_lora(
         lora_dropout=dropout,
         bias=bias,
         target_modules=resolve_lora_targets(model, targets),
-        modules_to_save=["head"] if train_head else None,
+        modules_to_save=(["head"] if train_head else []) + ([PROMPT_BRANCH] if is_prompt_model(model) else [])
+        or None,
         use_rslora=use_rslora,
         use_dora=use_dora,
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import (
     DepthAnythingConfig,
@@ -34,6 +35,10 @@ from depth_lora.errors import ConfigError, ModelError
 # for the Small one: see its model card).
 PROMPT_MODEL_ALIASES = {"prompt-small": "depth-anything/prompt-depth-anything-vits-hf"}
 PROMPT_BRANCH = "prompt_depth_layer"  # the name of the branch's modules in every fusion layer
+# How a completion model's output becomes depth (completed_depth): "residual" over the prompt for a
+# model started here from Depth Anything V2, "direct" for a published Prompt Depth Anything one.
+COMPLETION_OUTPUTS = ("residual", "direct")
+RESIDUAL_HEAD_START = 0.5
 
 
 class PromptHeadInFp32(PromptDepthAnythingDepthEstimationHead):
@@ -80,6 +85,37 @@ def zero_prompt_branch(model: PromptDepthAnythingForDepthEstimation) -> None:
             if isinstance(module, PromptDepthAnythingLayer):
                 module.convolution3.weight.zero_()
                 module.convolution3.bias.zero_()
+
+
+def start_residual_head(model: PromptDepthAnythingForDepthEstimation) -> None:
+    """Start the head so that the completion is exactly the prompt (`completed_depth`, "residual"):
+    its last convolution's weights at zero and its bias at RESIDUAL_HEAD_START, the middle of the
+    prompt's range once scaled back (and where the ReLU passes gradients). Every copy of the head
+    (PEFT keeps a trainable one) is changed; in place."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, PromptDepthAnythingDepthEstimationHead):
+                module.conv3.weight.zero_()
+                module.conv3.bias.fill_(RESIDUAL_HEAD_START)
+
+
+def completed_depth(pred: torch.Tensor, prompt_depth: torch.Tensor, output: str = "residual") -> torch.Tensor:
+    """A completion model's depth in mm from its output `pred` (B, H, W) and its prompt (B, 1, h, w).
+
+    "direct": the output itself (Prompt Depth Anything as published: its head predicts the depth
+    within the prompt's range). "residual": the prompt upsampled (bilinear) plus the output's offset
+    from the middle of the prompt's range, so the model learns only what the harmonic prompt misses
+    in a hole; with `start_residual_head` it starts as exactly the prompt, the classical fill.
+    """
+    if output == "direct":
+        return pred
+    if output != "residual":
+        raise ConfigError(f"completion output must be one of {', '.join(COMPLETION_OUTPUTS)}, got {output!r}")
+    prompt = prompt_depth.to(pred.dtype)
+    up = F.interpolate(prompt, size=pred.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    flat = prompt.flatten(1)
+    middle = (flat.amax(dim=1) + flat.amin(dim=1)) / 2
+    return up + pred - middle.view(-1, 1, 1)
 
 
 def to_prompt_model(model: DepthAnythingForDepthEstimation) -> PromptDepthAnythingForDepthEstimation:

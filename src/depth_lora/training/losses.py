@@ -149,6 +149,27 @@ class ScaleShiftInvariantLoss(nn.Module):
             return (per_image * usable).sum() / usable.sum().clamp(min=1)
 
 
+class CompletionLoss(nn.Module):
+    """A completion model's loss: weighted squared error in units of each image's prompt range.
+
+    A Prompt Depth Anything model outputs depth in the prompt's unit (mm here), its head's 0..1
+    scaled by the prompt's min and max per image; dividing the error by that range makes every
+    image count alike, whether its depths span 100 mm or 10 m. `loss_weight` (B, H, W) weighs the
+    pixels (data.completion: hidden pixels up); the mean is over the weight of valid pixels.
+    """
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, valid_mask: torch.Tensor,
+                loss_weight: torch.Tensor, prompt_depth: torch.Tensor) -> torch.Tensor:
+        """Args: pred, target (B, H, W) mm; valid_mask (B, H, W) bool; loss_weight (B, H, W);
+        prompt_depth (B, 1, h, w) mm. Returns a scalar tensor."""
+        with torch.autocast(device_type=pred.device.type, enabled=False):
+            pred, target, valid = _prepare(pred, target, valid_mask)
+            flat = prompt_depth.detach().float().flatten(1)
+            scale = (flat.amax(dim=1) - flat.amin(dim=1)).clamp(min=1e-3).view(-1, 1, 1)
+            weight = torch.where(valid, loss_weight.detach().float(), torch.zeros_like(pred))
+            return (weight * ((pred - target) / scale) ** 2).sum() / weight.sum().clamp(min=1e-6)
+
+
 # ssi is blind to the output's scale and shift: its runs are scored aligned (the run record says so,
 # runs.folder.SCALE_INVARIANT_LOSSES).
 LOSSES = {"mse": MaskedMSELoss, "l1": MaskedL1Loss, "silog": SiLogLoss, "ssi": ScaleShiftInvariantLoss}

@@ -17,6 +17,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from depth_lora.data.dataset import LabelScheme, PreparedCapture, rgb_to_pixel_values
 from depth_lora.data.transforms import BatchTransform
 from depth_lora.model.lora import to_channels_last
+from depth_lora.model.prompt import completed_depth
 from depth_lora.numeric.align import align_to
 from depth_lora.numeric.metrics import depth_metrics, mean_over_captures
 from depth_lora.text import live_progress, plural
@@ -50,6 +51,9 @@ class DepthTrainer(Trainer):
 
     Batches hold `pixel_values`, `labels` (B, H, W) and `valid_mask` (B, H, W). The labels are not
     passed to the model: Depth Anything's forward raises NotImplementedError when given labels.
+    A completion batch (data.completion) adds `prompt_depth`, which the model reads, and
+    `loss_weight` and `hidden_mask`; its prediction is `completed_depth` in mm
+    (`completion_output`).
     uint8 `pixel_values` (from DepthDataset) go through `transform` once on the device: normalised
     always, augmented (flip, jitter) only while the model trains. `channels_last`: the model's 4D
     (convolution) weights are stored channels-last, which the DPT neck and head's convolutions
@@ -67,6 +71,7 @@ class DepthTrainer(Trainer):
         channels_last: bool = True,
         panel_warning: str | None = None,
         part_rates: dict[str, tuple[float, float]] | None = None,
+        completion_output: str = "residual",
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -77,6 +82,7 @@ class DepthTrainer(Trainer):
         self.panel_capture = panel_capture  # drawn in TensorBoard at each evaluation
         self.panel_warning = panel_warning  # the run record's warning (a demo-model run): on the panel
         self.part_rates = part_rates  # "body" / "head" -> (lr, weight decay); None: the Trainer's groups
+        self.completion_output = completion_output  # see model.prompt.completed_depth
         self.transform = transform or BatchTransform()
         self.add_callback(EvaluateAtLastStep())
 
@@ -86,9 +92,16 @@ class DepthTrainer(Trainer):
         return self.transform(super()._prepare_inputs(inputs), training=self.model.training)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        outputs = model(pixel_values=inputs["pixel_values"])
+        # A completion batch (data.completion) adds the prompt depth the model reads and the
+        # per-pixel weights its loss takes (training.losses.CompletionLoss).
+        prompt = {"prompt_depth": inputs["prompt_depth"]} if "prompt_depth" in inputs else {}
+        outputs = model(pixel_values=inputs["pixel_values"], **prompt)
         pred = outputs.predicted_depth  # (B, H, W), same size as the input and the labels
-        loss = self.loss_fn(pred, inputs["labels"], inputs["valid_mask"])
+        if prompt:  # depth in mm, as the metrics see it too
+            pred = completed_depth(pred, prompt["prompt_depth"], self.completion_output)
+            outputs["predicted_depth"] = pred
+        weights = {"loss_weight": inputs["loss_weight"]} if "loss_weight" in inputs else {}
+        loss = self.loss_fn(pred, inputs["labels"], inputs["valid_mask"], **weights, **prompt)
         return (loss, outputs) if return_outputs else loss
 
     def create_optimizer(self, model=None):
@@ -166,6 +179,20 @@ def make_compute_metrics(label_scheme: LabelScheme, relative: bool = False):
         ]
         summary = mean_over_captures(per_capture)
         return {k: float(v) for k, v in summary.items()}
+
+    return compute_metrics
+
+
+def make_completion_metrics():
+    """compute_metrics of a completion run: mm metrics on the hidden pixels of each validation
+    capture (label_ids: labels in mm, valid_mask, hidden_mask), averaged over captures."""
+
+    def compute_metrics(eval_pred: EvalPrediction) -> dict[str, float]:
+        preds = np.asarray(eval_pred.predictions, dtype=np.float32)  # (N, H, W) mm
+        labels, _, hidden = (np.asarray(a) for a in eval_pred.label_ids)
+        per_capture = [depth_metrics(p, t, h.astype(bool))
+                       for p, t, h in zip(preds, labels, hidden, strict=True) if h.any()]
+        return {k: float(v) for k, v in mean_over_captures(per_capture).items()}
 
     return compute_metrics
 

@@ -1,0 +1,150 @@
+"""Self-supervised completion examples: hide measured pixels of a capture, give the model what stays
+visible as its prompt depth, and supervise on every measured pixel, the hidden ones weighted up.
+
+No extra labels are needed: every measured pixel of a user's capture is ground truth for a hole
+made on purpose. The camera's own holes are never supervised (there is nothing to compare with).
+Holes are drawn in the kinds `numeric.hole_masks` scores (another capture's holes, object-sized
+blobs, bands on the far side of depth edges), so that what training sees and what evaluation
+scores are named alike; which kinds training draws is a setting, reported with the scores.
+
+A prompt is the visible depth area-averaged down to the prompt's size, its holes pre-filled by the
+harmonic fill (Prompt Depth Anything normalises a prompt by its min and max per image, so it must
+have no hole), in mm.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from depth_lora.data.dataset import PreparedCapture
+from depth_lora.errors import ConfigError
+from depth_lora.numeric.fill import harmonic_fill
+from depth_lora.numeric.hole_masks import (
+    EDGE_BAND_FRACTION,
+    HOLE_KINDS,
+    hide_blobs,
+    hide_edge_bands,
+    hide_like,
+)
+from depth_lora.numeric.resize import masked_area_resize
+
+HIDDEN_WEIGHT = 4.0  # loss weight of a hidden pixel against 1 for a measured one left visible
+PROMPT_SCALE = 0.5  # prompt size / model input size: the neck's finest fusion map is input / 3.5
+BLOB_SHARES = (0.03, 0.2)  # share of the measured pixels a training example hides in blobs
+EDGE_BAND_SCALES = (0.5, 2.0)  # training edge bands: the scored width times a factor in this range
+MIN_VISIBLE_SHARE = 0.2  # keep at least this share of the measured pixels visible
+
+
+def check_hole_kinds(kinds) -> tuple[str, ...]:
+    """The hole kinds asked for, without repeats; ConfigError for none or an unknown one."""
+    kinds = tuple(dict.fromkeys((kinds,) if isinstance(kinds, str) else kinds))
+    unknown = [k for k in kinds if k not in HOLE_KINDS]
+    if not kinds or unknown:
+        raise ConfigError(f"hole kinds must be some of {', '.join(HOLE_KINDS)}, "
+                          f"got {', '.join(kinds) or 'none'}")
+    return kinds
+
+
+def prompt_size_hw(size_hw: tuple[int, int], scale: float = PROMPT_SCALE) -> tuple[int, int]:
+    return max(2, int(round(size_hw[0] * scale))), max(2, int(round(size_hw[1] * scale)))
+
+
+def hide_for_training(depth_mm: np.ndarray, kind: str, rng: np.random.Generator,
+                      other_holes: np.ndarray | None = None) -> np.ndarray:
+    """(H, W) bool: measured pixels of `depth_mm` to hide, of one kind, drawn at random.
+
+    other_holes: another capture's hole mask (True = hole), for "other_capture"; mirrored at random.
+    At most 1 - MIN_VISIBLE_SHARE of the measured pixels are hidden (the rest of a mask is dropped
+    in a random order of its connected parts: the prompt must keep something to read).
+    """
+    measured = np.isfinite(depth_mm)
+    if kind == "other_capture":
+        holes = other_holes if other_holes is not None else ~measured[:, ::-1]
+        hidden = hide_like(measured, holes[:, ::-1] if rng.random() < 0.5 else holes)
+    elif kind == "blobs":
+        hidden = hide_blobs(measured, rng, share=float(rng.uniform(*BLOB_SHARES)))
+    elif kind == "edge_bands":
+        width = EDGE_BAND_FRACTION * float(rng.uniform(*EDGE_BAND_SCALES))
+        hidden = hide_edge_bands(depth_mm, band_fraction=width)
+    else:
+        raise ConfigError(f"unknown hole kind {kind!r}; choose from {', '.join(HOLE_KINDS)}")
+    return _keep_visible(hidden, measured, rng)
+
+
+def _keep_visible(hidden: np.ndarray, measured: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    from scipy import ndimage
+
+    allowed = int((1 - MIN_VISIBLE_SHARE) * measured.sum())
+    if hidden.sum() <= allowed:
+        return hidden
+    parts, count = ndimage.label(hidden)
+    sizes = np.bincount(parts.ravel(), minlength=count + 1)
+    keep, total = np.zeros(count + 1, dtype=bool), 0
+    for label in rng.permutation(np.arange(1, count + 1)):
+        if total + sizes[label] <= allowed:
+            keep[label], total = True, total + sizes[label]
+    return keep[parts] & hidden
+
+
+def prompt_depth_mm(depth_mm: np.ndarray, visible: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """(h, w) float32 prompt in mm: the visible depth area-averaged to `size_hw` over visible pixels
+    only, its holes filled harmonically (a hole no visible pixel reaches takes the visible median)."""
+    coarse, _ = masked_area_resize(depth_mm, visible, size_hw)
+    known = np.isfinite(coarse)
+    if not known.any():
+        raise ValueError("a prompt needs at least one visible measured pixel")
+    filled = harmonic_fill(coarse, known)
+    return np.where(np.isfinite(filled), filled, float(np.median(coarse[known]))).astype(np.float32)
+
+
+class CompletionDataset(torch.utils.data.Dataset):
+    """Prepared captures -> completion examples, a fresh hole drawn for each item.
+
+    Items: pixel_values (3, h, w) uint8; labels (h, w) float32 depth in mm (0 where the camera
+    measured nothing); valid_mask (h, w) bool, the measured pixels; hidden_mask (h, w) bool, the
+    measured pixels hidden from the prompt (what the validation RMSE scores); loss_weight (h, w)
+    float32 (HIDDEN_WEIGHT on hidden pixels, 1 on visible measured ones, 0 elsewhere); prompt_depth
+    (1, h', w') float32 mm.
+
+    fixed: every item always draws the same hole (seeded by `seed` and its index): a validation set.
+    Otherwise each draw is seeded from torch's RNG, which the Trainer seeds: a run is reproducible.
+    Another capture's holes are borrowed from the other captures of this dataset (its own,
+    mirrored, when it has one capture).
+    """
+
+    def __init__(self, captures: list[PreparedCapture], kinds=HOLE_KINDS, fixed: bool = False, seed: int = 0,
+                 prompt_scale: float = PROMPT_SCALE, hidden_weight: float = HIDDEN_WEIGHT):
+        if not captures:
+            raise ConfigError("a completion dataset needs at least one capture")
+        self.captures, self.kinds = captures, check_hole_kinds(kinds)
+        self.fixed, self.seed, self.hidden_weight = fixed, seed, hidden_weight
+        self.prompt_hw = prompt_size_hw(captures[0].depth_mm.shape, prompt_scale)
+        self._holes = [~np.isfinite(c.depth_mm) for c in captures]
+
+    def __len__(self) -> int:
+        return len(self.captures)
+
+    def _rng(self, i: int) -> np.random.Generator:
+        if self.fixed:
+            return np.random.default_rng([self.seed, i])
+        return np.random.default_rng(int(torch.randint(0, 2**62, ())))
+
+    def example(self, i: int) -> dict[str, np.ndarray]:
+        """Item `i` as numpy arrays (see the class docstring)."""
+        rng, depth = self._rng(i), self.captures[i].depth_mm
+        measured = np.isfinite(depth)
+        kind = self.kinds[rng.integers(len(self.kinds))]
+        others = [j for j in range(len(self.captures)) if j != i]
+        other = self._holes[others[rng.integers(len(others))]] if others else None
+        hidden = hide_for_training(depth, kind, rng, other)
+        visible = measured & ~hidden
+        weight = np.where(hidden, self.hidden_weight, visible.astype(np.float32)).astype(np.float32)
+        return {"labels": np.where(measured, depth, 0.0).astype(np.float32), "valid_mask": measured,
+                "hidden_mask": hidden, "loss_weight": weight,
+                "prompt_depth": prompt_depth_mm(depth, visible, self.prompt_hw)[None]}
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        item = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.example(i).items()}
+        item["pixel_values"] = torch.from_numpy(self.captures[i].rgb).permute(2, 0, 1)
+        return item
