@@ -18,7 +18,7 @@ from depth_lora.data.completion import (
 )
 from depth_lora.data.dataset import PreparedCapture, prepare_captures
 from depth_lora.data.transforms import BatchTransform
-from depth_lora.errors import ConfigError
+from depth_lora.errors import ConfigError, DataError
 from depth_lora.model.lora import apply_lora
 from depth_lora.model.prompt import build_completer, completed_depth, start_residual_head
 from depth_lora.numeric.hole_masks import HOLE_KINDS
@@ -87,9 +87,13 @@ def test_validation_items_are_fixed_and_training_items_follow_the_seed(prepared)
     assert any((a != draws[0][0]).any() for a in draws[0][1:])  # a fresh hole on each draw
 
 
-def test_unknown_hole_kind_is_a_config_error(prepared):
+def test_unknown_hole_kind_or_a_capture_with_nothing_measured_is_one_line(prepared):
     with pytest.raises(ConfigError, match="hole kinds must be some of other_capture, blobs, edge_bands"):
         CompletionDataset(prepared, kinds=("scratches",))
+    nothing = np.full_like(prepared[0].depth_mm, np.nan)
+    empty = PreparedCapture("demo-empty", prepared[0].rgb, nothing, (240, 388))
+    with pytest.raises(DataError, match="demo-empty: no measured depth pixel"):
+        CompletionDataset([*prepared[:2], empty]).example(2)
 
 
 def test_a_flip_mirrors_prompt_masks_and_weights_with_the_image(prepared):

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from depth_lora.data.dataset import PreparedCapture
-from depth_lora.errors import ConfigError
+from depth_lora.errors import ConfigError, DataError
 from depth_lora.numeric.fill import harmonic_fill
 from depth_lora.numeric.hole_masks import (
     EDGE_BAND_FRACTION,
@@ -137,6 +137,9 @@ class CompletionDataset(torch.utils.data.Dataset):
         kind = self.kinds[rng.integers(len(self.kinds))]
         others = [j for j in range(len(self.captures)) if j != i]
         other = self._holes[others[rng.integers(len(others))]] if others else None
+        if not measured.any():
+            raise DataError(self.captures[i].key, "no measured depth pixel at the model's input size: "
+                            "nothing to hide or to prompt with")
         hidden = hide_for_training(depth, kind, rng, other)
         visible = measured & ~hidden
         weight = np.where(hidden, self.hidden_weight, visible.astype(np.float32)).astype(np.float32)
