@@ -14,7 +14,7 @@ from scipy.spatial import cKDTree
 from depth_lora.cli.commands import main
 from depth_lora.data.captures import find_captures, load_capture
 from depth_lora.evaluation.holes import FILL_METHODS, run_hole_evaluation
-from depth_lora.inference.complete import complete_depth_mm
+from depth_lora.inference.complete import complete_capture, complete_depth_mm, complete_raw
 from depth_lora.inference.predict import load_bundle
 from depth_lora.numeric.fill import nearest_fill
 from depth_lora.numeric.hole_masks import HOLE_KINDS, hidden_masks
@@ -153,3 +153,50 @@ def test_evaluate_holes_writes_one_object_per_method_with_intervals(run, tmp_pat
             assert lo <= row[key] <= hi, (method, key)
         assert set(row["by_kind"]) == set(HOLE_KINDS)
     assert len(list((tmp_path / "plots").glob("holes_*.png"))) == 10
+
+
+class RingArtefact:
+    """A bundle whose outermost output pixels (one pixel of the model's input, all around) are off
+    by a factor 2: what zero-padded convolutions that were never supervised at the border do."""
+
+    def __init__(self, bundle):
+        self.bundle, self.labels, self.image_size_hw = bundle, bundle.labels, bundle.image_size_hw
+
+    def predict_raw(self, rgb):
+        raw = self.bundle.predict_raw(rgb).copy()
+        ring_y = -(-raw.shape[0] // self.image_size_hw[0])
+        ring_x = -(-raw.shape[1] // self.image_size_hw[1])
+        border = np.ones(raw.shape, dtype=bool)
+        border[ring_y:-ring_y, ring_x:-ring_x] = False
+        raw[border] *= 2.0
+        return raw
+
+
+def test_a_border_hole_is_filled_as_if_the_model_had_no_border_artefact(run):
+    """Strips of measured pixels hidden along the image border are completed the same with or
+    without an artefact in the model's outermost output pixels: the image is mirrored outward
+    before the model runs (complete.border_safe_raw), so that ring falls outside the image. Without
+    the mirroring the same artefact moves the fill by tens of mm (checked below)."""
+    data, out = run
+    bundle = load_bundle(out, precision="fp32")
+    artefact = RingArtefact(bundle)
+    clean, with_artefact, unmirrored = [], [], []
+    for files in find_captures(data):
+        capture = load_capture(files)
+        measured = np.isfinite(capture.depth_mm)
+        width = measured.shape[1] // 30
+        for start in (0, measured.shape[1] - width):
+            hidden = np.zeros_like(measured)
+            hidden[:, start:start + width] = True
+            hidden &= measured
+            if not hidden.any():
+                continue
+            depth = np.where(hidden, np.nan, capture.depth_mm)
+            fills = (complete_capture(bundle, capture.rgb, depth),
+                     complete_capture(artefact, capture.rgb, depth),
+                     complete_raw(artefact.predict_raw(capture.rgb), depth, bundle.labels))
+            for scores, fill in zip((clean, with_artefact, unmirrored), fills, strict=True):
+                scores.append(float(np.sqrt(np.mean((fill.depth_mm - capture.depth_mm)[hidden] ** 2))))
+    assert len(clean) >= 10
+    np.testing.assert_allclose(with_artefact, clean, rtol=0.02, atol=0.5)
+    assert np.mean(unmirrored) > np.mean(clean) + 10, (np.mean(unmirrored), np.mean(clean))

@@ -16,8 +16,8 @@ from tqdm.auto import tqdm
 
 from depth_lora.data.captures import Capture, load_capture, load_depth_mm
 from depth_lora.evaluation.report import predict_zero_shot_disparity, select_captures, zero_shot_base
-from depth_lora.inference.complete import base_labels, complete_raw
-from depth_lora.inference.predict import load_bundle, predict_raw
+from depth_lora.inference.complete import base_labels, border_safe_raw, complete_raw
+from depth_lora.inference.predict import load_bundle
 from depth_lora.numeric.fill import harmonic_fill, nearest_fill, telea_fill
 from depth_lora.numeric.hole_masks import HOLE_KINDS, hidden_masks
 from depth_lora.numeric.metrics import depth_metrics, mean_with_ci95
@@ -114,8 +114,10 @@ def run_hole_evaluation(data_dir, adapter_dir, split: str = "test", plots_dir=No
             other_depth = load_depth_mm(files[(i + 1) % len(files)].depth, unit)
         else:
             other_depth = capture.depth_mm[:, ::-1]
-        raw = predict_raw(bundle.model, capture.rgb, bundle.image_size_hw, bundle.precision).cpu().numpy()
-        raw_zero_shot = predict_zero_shot_disparity(bundle, capture.rgb, base)
+        size_hw = bundle.image_size_hw  # each model's output as `complete` computes it
+        raw = border_safe_raw(bundle.predict_raw, capture.rgb, size_hw)
+        zero_shot = lambda rgb: predict_zero_shot_disparity(bundle, rgb, base)  # noqa: E731
+        raw_zero_shot = border_safe_raw(zero_shot, capture.rgb, size_hw)
         capture_rows, first = score_capture(capture, other_depth, raw, raw_zero_shot, bundle.labels, seed=i,
                                             base_labels=zero_shot_labels)
         rows += capture_rows

@@ -15,6 +15,7 @@ construction (the maximum principle); those pixels are counted and reported.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,9 @@ FAR_FRACTION_OF_DIAGONAL = 0.05
 # floor under a reflection), but not by more than this factor of the measured extremes: beyond it,
 # nothing in the capture supports the model's value, and the harmonic fill is used there instead.
 DEPTH_BOUND_FACTOR = 1.5
+# The image is mirrored outward by this many pixels of the model's input before predicting (one
+# Dinov2 patch), see border_safe_raw.
+BORDER_PATCH_PX = 14
 
 
 @dataclass
@@ -157,6 +161,27 @@ def complete_raw(raw: np.ndarray, depth_mm: np.ndarray, labels: LabelScheme | No
     return Completion(completed, ~measured & np.isfinite(completed), prediction, inliers, fallback)
 
 
+def border_safe_raw(predict_raw, rgb: np.ndarray, image_size_hw: tuple[int, int]) -> np.ndarray:
+    """`predict_raw(rgb)` (the model's raw output at the image's (H, W)) with the image first
+    mirrored outward by one patch of the model's input on every side, and the output cropped back.
+
+    Why: a model's outermost output pixels come from convolutions padded with zeros, and a camera
+    often measures nothing there (no demo capture has a measured pixel in its outer 46 columns,
+    the reference Zivid capture none in its first 88), so fine-tuning never corrects them. A fine-
+    tuned demo model's completion of an unmeasured border band swung by up to 1,300 mm over 20
+    columns; mirrored, it is smooth, and hidden border strips are filled about as well as interior
+    ones (benchmarks/RESULTS.md). The model's input size is unchanged (exported graphs take the same
+    input), so the image content shrinks by about 2 patches in each direction; nothing is slower.
+    """
+    h, w = rgb.shape[:2]
+    pad_y = math.ceil(BORDER_PATCH_PX * h / image_size_hw[0])
+    pad_x = math.ceil(BORDER_PATCH_PX * w / image_size_hw[1])
+    if pad_y >= h or pad_x >= w:  # an image smaller than a patch of the input: nothing to mirror
+        return predict_raw(rgb)
+    mirrored = np.pad(rgb, ((pad_y, pad_y), (pad_x, pad_x), (0, 0)), mode="reflect")
+    return np.ascontiguousarray(predict_raw(mirrored)[pad_y:pad_y + h, pad_x:pad_x + w])
+
+
 def complete_capture(bundle: ModelBundle, rgb: np.ndarray, depth_mm: np.ndarray,
                      name: str | Path = "depth") -> Completion:
     """Predict depth for one capture and anchor it to the capture's measured pixels (a capture
@@ -164,7 +189,8 @@ def complete_capture(bundle: ModelBundle, rgb: np.ndarray, depth_mm: np.ndarray,
     if rgb.shape[:2] != depth_mm.shape:
         raise DataError(name, f"depth is {depth_mm.shape} (HxW) but its image is {rgb.shape[:2]}")
     measured = check_measured(depth_mm, name)
-    raw = bundle.predict_raw(rgb)  # a PyTorch ModelBundle or an exported model's (deploy.exported)
+    # A PyTorch ModelBundle or an exported model's (deploy.exported): both take any image size.
+    raw = border_safe_raw(bundle.predict_raw, rgb, bundle.image_size_hw)
     return complete_raw(raw, depth_mm, bundle.labels, name, measured)
 
 
