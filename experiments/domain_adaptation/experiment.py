@@ -1,6 +1,7 @@
 """The domain-adaptation experiment: does fine-tuning adapt a pretrained depth model to a camera, which
 placement of LoRA does it best, and how many captures does it take? One command:
-`python experiments/domain_adaptation/run.py --out DIR` (about 60 minutes on 2 CPU cores; `--quick`,
+`python experiments/domain_adaptation/run.py --out DIR` (about 75 minutes on 2 AVX2 cores with `--pretrained
+demo-pretrained`, plus the pretraining without it: 22 minutes on a bf16 CPU; `--quick`,
 every step at toy size, about 2 minutes). Every choice is made on the validation split; the test split is
 scored once, at the end.
 
@@ -61,7 +62,7 @@ from depth_lora.training.config import RECIPES, TrainConfig
 
 @dataclass(frozen=True)
 class Budget:
-    """Sizes and steps of one experiment run (full: ~60 min on 2 cores; quick: ~2 min)."""
+    """Sizes and steps of one experiment run (full: ~75 min on 2 AVX2 cores; quick: ~2 min)."""
 
     source_count: int
     target_count: int

@@ -1,6 +1,6 @@
 """The domain-adaptation experiment and its metric-head follow-up, from a source checkout:
 
-    python experiments/domain_adaptation/run.py --out DIR            # about 60-70 minutes on 2 CPU cores
+    python experiments/domain_adaptation/run.py --out DIR            # 75 min on 2 AVX2 cores + pretraining
     python experiments/domain_adaptation/run.py --out DIR --heads    # after it: metric heads, ~20 minutes
     python experiments/domain_adaptation/run.py --out DIR --quick    # every step at toy size, ~11 minutes
     python experiments/domain_adaptation/run.py --out DIR --resume   # go on after an interruption
