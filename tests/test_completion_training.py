@@ -12,6 +12,7 @@ from transformers import TrainingArguments
 from depth_lora.data.completion import (
     HIDDEN_WEIGHT,
     MIN_VISIBLE_SHARE,
+    TRAINING_HOLE_KINDS,
     CompletionDataset,
     hide_for_training,
     prompt_depth_mm,
@@ -21,7 +22,6 @@ from depth_lora.data.transforms import BatchTransform
 from depth_lora.errors import ConfigError, DataError
 from depth_lora.model.lora import apply_lora
 from depth_lora.model.prompt import build_completer, completed_depth, start_residual_head
-from depth_lora.numeric.hole_masks import HOLE_KINDS
 from depth_lora.training.losses import CompletionLoss
 from depth_lora.training.trainer import DepthTrainer, make_completion_metrics
 
@@ -39,7 +39,7 @@ def prepared(tmp_path_factory) -> list[PreparedCapture]:
     return prepare_captures(find_captures(folder), SIZE_HW, progress=False, cache=False)
 
 
-@pytest.mark.parametrize("kind", HOLE_KINDS)
+@pytest.mark.parametrize("kind", TRAINING_HOLE_KINDS)
 def test_training_holes_hide_only_measured_pixels_and_keep_enough_visible(prepared, kind):
     for i, capture in enumerate(prepared[:6]):
         depth = capture.depth_mm
@@ -88,8 +88,9 @@ def test_validation_items_are_fixed_and_training_items_follow_the_seed(prepared)
 
 
 def test_unknown_hole_kind_or_a_capture_with_nothing_measured_is_one_line(prepared):
-    with pytest.raises(ConfigError, match="hole kinds must be some of other_capture, blobs, edge_bands"):
-        CompletionDataset(prepared, kinds=("scratches",))
+    for kind in ("scratches", "border"):  # border: a scoring kind that training never draws
+        with pytest.raises(ConfigError, match="training hole kinds must be some of other_capture, blobs, "):
+            CompletionDataset(prepared, kinds=(kind,))
     nothing = np.full_like(prepared[0].depth_mm, np.nan)
     empty = PreparedCapture("demo-empty", prepared[0].rgb, nothing, (240, 388))
     with pytest.raises(DataError, match="demo-empty: no measured depth pixel"):

@@ -187,3 +187,8 @@ def test_hole_kinds_hide_only_measured_pixels():
     bands = hide_edge_bands(depth)
     assert bands.any() and (depth[bands] == 900.0).all()
     assert not bands[50, 5] and not bands[60, 90]  # far from the edge; on the part
+    # border: a frame of ~2 % of the diagonal (5 px here) on all four sides, nothing inside
+    frame = masks["border"]
+    assert frame[measured[:, 0], 0].all() and frame[measured[:, -1], -1].all()
+    assert frame[0, measured[0]].all() and frame[-1, measured[-1]].all()
+    assert not frame[5:-5, 5:-5].any() and frame[:, :5][measured[:, :5]].all()

@@ -121,7 +121,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument(
         "--holes", action="store_true",
         help="also score hole filling: hide measured pixels (other captures' holes, object-sized blobs, "
-        "bands beside depth edges), fill them with `complete` and classical fills, score the hidden pixels",
+        "bands beside depth edges, a strip along the image border), fill them with `complete` and "
+        "classical fills, score the hidden pixels",
     )
     _add_precision(p)
 

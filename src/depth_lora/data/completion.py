@@ -3,9 +3,9 @@ visible as its prompt depth, and supervise on every measured pixel, the hidden o
 
 No extra labels are needed: every measured pixel of a user's capture is ground truth for a hole
 made on purpose. The camera's own holes are never supervised (there is nothing to compare with).
-Holes are drawn in the kinds `numeric.hole_masks` scores (another capture's holes, object-sized
-blobs, bands on the far side of depth edges), so that what training sees and what evaluation
-scores are named alike; which kinds training draws is a setting, reported with the scores.
+Holes are drawn in three of the kinds `numeric.hole_masks` scores (another capture's holes,
+object-sized blobs, bands on the far side of depth edges), so that what training sees and what
+evaluation scores are named alike; the fourth scoring kind (`border`) is never drawn.
 
 A prompt is the visible depth area-averaged down to the prompt's size, its holes pre-filled by the
 harmonic fill (Prompt Depth Anything normalises a prompt by its min and max per image, so it must
@@ -22,13 +22,15 @@ from depth_lora.errors import ConfigError, DataError
 from depth_lora.numeric.fill import harmonic_fill
 from depth_lora.numeric.hole_masks import (
     EDGE_BAND_FRACTION,
-    HOLE_KINDS,
     hide_blobs,
     hide_edge_bands,
     hide_like,
 )
 from depth_lora.numeric.resize import masked_area_resize
 
+# The hole kinds a training example may draw; evaluation scores these and `border`, which training
+# never draws (does a completer learn holes, or only our mask generator?).
+TRAINING_HOLE_KINDS = ("other_capture", "blobs", "edge_bands")
 HIDDEN_WEIGHT = 4.0  # loss weight of a hidden pixel against 1 for a measured one left visible
 PROMPT_SCALE = 0.5  # prompt size / model input size: the neck's finest fusion map is input / 3.5
 BLOB_SHARES = (0.03, 0.2)  # share of the measured pixels a training example hides in blobs
@@ -39,9 +41,9 @@ MIN_VISIBLE_SHARE = 0.2  # keep at least this share of the measured pixels visib
 def check_hole_kinds(kinds) -> tuple[str, ...]:
     """The hole kinds asked for, without repeats; ConfigError for none or an unknown one."""
     kinds = tuple(dict.fromkeys((kinds,) if isinstance(kinds, str) else kinds))
-    unknown = [k for k in kinds if k not in HOLE_KINDS]
+    unknown = [k for k in kinds if k not in TRAINING_HOLE_KINDS]
     if not kinds or unknown:
-        raise ConfigError(f"hole kinds must be some of {', '.join(HOLE_KINDS)}, "
+        raise ConfigError(f"training hole kinds must be some of {', '.join(TRAINING_HOLE_KINDS)}, "
                           f"got {', '.join(kinds) or 'none'}")
     return kinds
 
@@ -68,7 +70,8 @@ def hide_for_training(depth_mm: np.ndarray, kind: str, rng: np.random.Generator,
         width = EDGE_BAND_FRACTION * float(rng.uniform(*EDGE_BAND_SCALES))
         hidden = hide_edge_bands(depth_mm, band_fraction=width)
     else:
-        raise ConfigError(f"unknown hole kind {kind!r}; choose from {', '.join(HOLE_KINDS)}")
+        raise ConfigError(f"unknown training hole kind {kind!r}; "
+                          f"choose from {', '.join(TRAINING_HOLE_KINDS)}")
     return _keep_visible(hidden, measured, rng)
 
 
@@ -113,8 +116,8 @@ class CompletionDataset(torch.utils.data.Dataset):
     mirrored, when it has one capture).
     """
 
-    def __init__(self, captures: list[PreparedCapture], kinds=HOLE_KINDS, fixed: bool = False, seed: int = 0,
-                 prompt_scale: float = PROMPT_SCALE, hidden_weight: float = HIDDEN_WEIGHT):
+    def __init__(self, captures: list[PreparedCapture], kinds=TRAINING_HOLE_KINDS, fixed: bool = False,
+                 seed: int = 0, prompt_scale: float = PROMPT_SCALE, hidden_weight: float = HIDDEN_WEIGHT):
         if not captures:
             raise ConfigError("a completion dataset needs at least one capture")
         self.captures, self.kinds = captures, check_hole_kinds(kinds)

@@ -1,13 +1,16 @@
 """Hide measured pixels the way a structured-light camera's holes look, to score hole filling.
 
-Three kinds, reported separately because they favour different fills:
+Four kinds, reported separately because they favour different fills:
 
 - ``other_capture``: the hole mask of another capture of the same data set (real hole shapes:
   shadows, dark and shiny parts, the camera's own mix);
 - ``blobs``: object-sized blobs (a dark or shiny part missing entirely), where a monocular model
   has the most to add over interpolation;
 - ``edge_bands``: bands on the far side of depth edges, like the projector's shadows beside every
-  raised part, where the depth jumps.
+  raised part, where the depth jumps;
+- ``border``: a strip along the four sides of the image, where a fill extrapolates from one side
+  only and a model's outermost outputs are the least trained (a learned completer never trains on
+  this kind: `data.completion.TRAINING_HOLE_KINDS`).
 
 Each function returns the (H, W) bool mask of *measured* pixels to hide; the camera's value there
 is the ground truth the fill is scored against.
@@ -18,11 +21,12 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-HOLE_KINDS = ("other_capture", "blobs", "edge_bands")
+HOLE_KINDS = ("other_capture", "blobs", "edge_bands", "border")
 BLOB_SHARE = 0.08  # hide about this share of the measured pixels in blobs
 BLOB_RADIUS_FRACTION = (0.03, 0.07)  # blob radii, as a share of the image diagonal
 EDGE_STEP_MM = 8.0  # a depth edge: a neighbour this much nearer within the band
 EDGE_BAND_FRACTION = 0.006  # band width, as a share of the image diagonal (~14 px at 1944x1200)
+BORDER_FRACTION = 0.02  # border strip width, as a share of the image diagonal (~46 px at 1944x1200)
 
 
 def hide_like(measured: np.ndarray, other_holes: np.ndarray) -> np.ndarray:
@@ -63,8 +67,16 @@ def hide_edge_bands(depth_mm: np.ndarray, step_mm: float = EDGE_STEP_MM,
     return measured & (depth_mm - nearest > step_mm)
 
 
+def hide_border(measured: np.ndarray, band_fraction: float = BORDER_FRACTION) -> np.ndarray:
+    """Measured pixels within a strip of the image border (all four sides)."""
+    width = max(2, int(round(band_fraction * float(np.hypot(*measured.shape)))))
+    frame = np.ones_like(measured)
+    frame[width:-width, width:-width] = False
+    return measured & frame
+
+
 def hidden_masks(depth_mm: np.ndarray, other_depth_mm: np.ndarray, seed: int) -> dict[str, np.ndarray]:
-    """The three kinds of hidden pixels for one capture (see HOLE_KINDS).
+    """The kinds of hidden pixels for one capture (see HOLE_KINDS).
 
     other_depth_mm: another capture's depth, whose holes are borrowed (the capture's own holes
     mirrored left-right when the data set has a single capture).
@@ -74,4 +86,5 @@ def hidden_masks(depth_mm: np.ndarray, other_depth_mm: np.ndarray, seed: int) ->
         "other_capture": hide_like(measured, ~np.isfinite(other_depth_mm)),
         "blobs": hide_blobs(measured, np.random.default_rng(seed)),
         "edge_bands": hide_edge_bands(depth_mm),
+        "border": hide_border(measured),
     }
