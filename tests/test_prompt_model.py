@@ -8,9 +8,9 @@ import torch
 
 from depth_lora.errors import ConfigError, ModelError
 from depth_lora.model.checkpoints import build_model
+from depth_lora.model.heads import PromptHeadInFp32
 from depth_lora.model.prompt import (
     PROMPT_MODEL_ALIASES,
-    PromptHeadInFp32,
     build_completer,
     completed_depth,
     is_prompt_model,

@@ -137,12 +137,12 @@ class CompletionDataset(torch.utils.data.Dataset):
         """Item `i` as numpy arrays (see the class docstring)."""
         rng, depth = self._rng(i), self.captures[i].depth_mm
         measured = np.isfinite(depth)
-        kind = self.kinds[rng.integers(len(self.kinds))]
-        others = [j for j in range(len(self.captures)) if j != i]
-        other = self._holes[others[rng.integers(len(others))]] if others else None
         if not measured.any():
             raise DataError(self.captures[i].key, "no measured depth pixel at the model's input size: "
                             "nothing to hide or to prompt with")
+        kind = self.kinds[rng.integers(len(self.kinds))]
+        others = [j for j in range(len(self.captures)) if j != i]
+        other = self._holes[others[rng.integers(len(others))]] if others else None
         hidden = hide_for_training(depth, kind, rng, other)
         visible = measured & ~hidden
         weight = np.where(hidden, self.hidden_weight, visible.astype(np.float32)).astype(np.float32)

@@ -9,6 +9,7 @@ by every method) and the capture's own holes (no ground truth) are never scored.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -116,8 +117,8 @@ def run_hole_evaluation(data_dir, adapter_dir, split: str = "test", plots_dir=No
             other_depth = capture.depth_mm[:, ::-1]
         size_hw = bundle.image_size_hw  # each model's output as `complete` computes it
         raw = border_safe_raw(bundle.predict_raw, capture.rgb, size_hw)
-        zero_shot = lambda rgb: predict_zero_shot_disparity(bundle, rgb, base)  # noqa: E731
-        raw_zero_shot = border_safe_raw(zero_shot, capture.rgb, size_hw)
+        raw_zero_shot = border_safe_raw(partial(predict_zero_shot_disparity, bundle, base=base), capture.rgb,
+                                        size_hw)
         capture_rows, first = score_capture(capture, other_depth, raw, raw_zero_shot, bundle.labels, seed=i,
                                             base_labels=zero_shot_labels)
         rows += capture_rows

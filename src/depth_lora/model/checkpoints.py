@@ -46,6 +46,11 @@ RANDOM_INIT_METRES = 1.0  # the same for a random-init metric head (sigmoid): 1 
 # Attention implementations worth asking for; one the machine lacks falls back to eager.
 ATTENTION_CHOICES = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
 
+class WrongModelKind(ModelError):
+    """A checkpoint that loads, but is not a model the caller can use (not Depth Anything, or a
+    completion model where a monocular one is needed): no point asking the hub for it again."""
+
+
 _HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 _TRUE = {"1", "on", "yes", "true"}
 
@@ -233,9 +238,9 @@ def _build_pretrained(
     try:  # a cache hit is instant and needs no network
         model = _load(name, attn_implementation, local_files_only=True, allow_prompt=allow_prompt)
         return model, {"name": name, "pretrained": True, "source": "hub"}
+    except WrongModelKind:  # found in the cache, but not a model this caller can use
+        raise
     except ModelError as cache_miss:
-        if "Prompt Depth Anything" in str(cache_miss):  # found, but not what the caller can use
-            raise
         cache_error = cache_miss
     if not hub_is_reachable():
         reason = _offline_reason() or "no answer to a 3 s probe"
@@ -279,12 +284,12 @@ def _load(
     model_class = DepthAnythingForDepthEstimation
     if isinstance(config, PromptDepthAnythingConfig):
         if not allow_prompt:
-            raise ModelError(
+            raise WrongModelKind(
                 f"{name!r} is a Prompt Depth Anything model (it completes a camera's depth): train it "
                 "with --task complete and run it with `depth-lora complete`, not as a monocular model")
         model_class = PromptDepthAnythingForDepthEstimation
     elif not isinstance(config, DepthAnythingConfig):
-        raise ModelError(
+        raise WrongModelKind(
             f"{name!r} holds a {config.model_type!r} model, not Depth Anything (depth_anything)"
         )
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import DepthAnythingForDepthEstimation
 from transformers.models.depth_anything.modeling_depth_anything import DepthAnythingDepthEstimationHead
+from transformers.models.prompt_depth_anything.modeling_prompt_depth_anything import (
+    PromptDepthAnythingDepthEstimationHead,
+)
 
 from depth_lora.errors import ConfigError
 
 
-class DepthHeadInFp32(DepthAnythingDepthEstimationHead):
-    """The DPT depth head, computed in fp32 even under autocast.
+class _HeadInFp32:
+    """A DPT depth head computed in fp32 even under autocast (mixed into each head class below).
 
     Under bf16 autocast the head's last convolution would write the depth map in bf16: 8 bits of
     mantissa, so min-max labels over a 250-3900 mm range move in steps of ~14 mm and small
@@ -25,10 +27,24 @@ class DepthHeadInFp32(DepthAnythingDepthEstimationHead):
             return super().forward([h.float() for h in hidden_states], patch_height, patch_width)
 
 
-def keep_head_in_fp32(model: DepthAnythingForDepthEstimation) -> DepthAnythingForDepthEstimation:
-    """Make the model's depth head run in fp32 under autocast (see DepthHeadInFp32); in place."""
-    if type(model.head) is DepthAnythingDepthEstimationHead:
-        model.head.__class__ = DepthHeadInFp32
+class DepthHeadInFp32(_HeadInFp32, DepthAnythingDepthEstimationHead):
+    """Depth Anything's head in fp32 (see _HeadInFp32)."""
+
+
+class PromptHeadInFp32(_HeadInFp32, PromptDepthAnythingDepthEstimationHead):
+    """Prompt Depth Anything's head in fp32 (see _HeadInFp32)."""
+
+
+_FP32_HEADS = {DepthAnythingDepthEstimationHead: DepthHeadInFp32,
+               PromptDepthAnythingDepthEstimationHead: PromptHeadInFp32}
+
+
+def keep_head_in_fp32(model: nn.Module) -> nn.Module:
+    """Make the model's depth head (Depth Anything or Prompt Depth Anything) run in fp32 under
+    autocast (see _HeadInFp32); in place."""
+    fp32_head = _FP32_HEADS.get(type(model.head))
+    if fp32_head is not None:
+        model.head.__class__ = fp32_head
     return model
 
 

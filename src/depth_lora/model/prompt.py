@@ -13,8 +13,6 @@ Depth Anything itself was started from Depth Anything V2 (ControlNet's zero conv
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,6 +28,7 @@ from transformers.models.prompt_depth_anything.modeling_prompt_depth_anything im
 )
 
 from depth_lora.errors import ConfigError, ModelError
+from depth_lora.model.heads import keep_head_in_fp32
 
 # Short names of the published Prompt Depth Anything checkpoints (transformers format, Apache-2.0
 # for the Small one: see its model card).
@@ -39,21 +38,6 @@ PROMPT_BRANCH = "prompt_depth_layer"  # the name of the branch's modules in ever
 # model started here from Depth Anything V2, "direct" for a published Prompt Depth Anything one.
 COMPLETION_OUTPUTS = ("residual", "direct")
 RESIDUAL_HEAD_START = 0.5
-
-
-class PromptHeadInFp32(PromptDepthAnythingDepthEstimationHead):
-    """The prompt model's depth head in fp32 under autocast (why: model.heads.DepthHeadInFp32)."""
-
-    def forward(self, hidden_states: list[torch.Tensor], patch_height, patch_width) -> torch.Tensor:
-        with torch.autocast(device_type=hidden_states[0].device.type, enabled=False):
-            return super().forward([h.float() for h in hidden_states], patch_height, patch_width)
-
-
-def keep_prompt_head_in_fp32(model: PromptDepthAnythingForDepthEstimation):
-    """Make the prompt model's depth head run in fp32 under autocast; in place."""
-    if type(model.head) is PromptDepthAnythingDepthEstimationHead:
-        model.head.__class__ = PromptHeadInFp32
-    return model
 
 
 def is_prompt_model(model: nn.Module) -> bool:
@@ -129,7 +113,7 @@ def to_prompt_model(model: DepthAnythingForDepthEstimation) -> PromptDepthAnythi
         raise ModelError(f"cannot start a prompt model from this Depth Anything model: weights "
                          f"{(not_prompt or unexpected)[:3]} have no counterpart")
     zero_prompt_branch(prompt)
-    return keep_prompt_head_in_fp32(prompt.eval())
+    return keep_head_in_fp32(prompt.eval())
 
 
 def build_completer(name: str, *, seed: int = 0, attn_implementation: str = "sdpa"):
@@ -146,10 +130,10 @@ def build_completer(name: str, *, seed: int = 0, attn_implementation: str = "sdp
 
     name = PROMPT_MODEL_ALIASES.get(name, name)
     model, info = build_model(name, seed=seed, attn_implementation=attn_implementation, allow_prompt=True)
-    if is_prompt_model(model):
-        return keep_prompt_head_in_fp32(model), info
+    if is_prompt_model(model):  # build_model already keeps its head in fp32
+        return model, info
     completer = to_prompt_model(model)
-    info: dict[str, Any] = {**info, "converted_from": info["name"],
+    info = {**info, "converted_from": info["name"],
                             "num_parameters": sum(p.numel() for p in completer.parameters())}
     if "config" in info:  # a random-init base: what rebuilds the architecture is now the prompt config
         info["config"] = completer.config.to_dict()

@@ -157,11 +157,10 @@ def default_num_workers(cuda: bool) -> int:
 
 
 def build_training_arguments(
-    cfg: TrainConfig, precision: str, eval_steps: int | None = None, label_names=("labels", "valid_mask")
+    cfg: TrainConfig, precision: str, eval_steps: int | None = None
 ) -> TrainingArguments:
     """The Trainer's arguments for `cfg`; `eval_steps`: the cadence when cfg.eval_steps is unset
-    (trainer.default_eval_steps), else every epoch; `label_names`: what a batch holds for the loss
-    and the metrics, not for the model (a completion batch adds hidden_mask)."""
+    (trainer.default_eval_steps), else every epoch."""
     cuda = torch.cuda.is_available()
     every = cfg.eval_steps or eval_steps
     workers = cfg.num_workers if cfg.num_workers is not None else default_num_workers(cuda)
@@ -189,7 +188,7 @@ def build_training_arguments(
         logging_first_step=True,
         report_to=["tensorboard"],
         remove_unused_columns=False,  # our batches carry labels and valid_mask, not model kwargs
-        label_names=list(label_names),
+        label_names=["labels", "valid_mask"],
         dataloader_num_workers=workers,
         dataloader_persistent_workers=workers > 0,  # not re-spawned for every evaluation
         dataloader_pin_memory=cuda,
