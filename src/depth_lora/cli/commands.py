@@ -94,6 +94,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     plots = args.plots if args.plots != "" else Path(args.adapter) / "evaluation" / args.split
     bundle = load_bundle(args.adapter, precision=args.precision)  # one load for every split scored
+    if bundle.record.is_completer:
+        return _evaluate_completer(args, bundle, plots)
     report = run_evaluation(args.data, args.adapter, args.split, plots_dir=plots, bundle=bundle,
                             tolerances_mm=tuple(args.tolerances_mm))
     print(format_report_table(report))
@@ -125,12 +127,37 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_completer(args: argparse.Namespace, bundle, plots) -> int:
+    """`evaluate` on a completion run: it needs the measured depth, so it is scored on hidden holes
+    (what --holes does for a monocular run), with the verdict both held-out splits give."""
+    from depth_lora.evaluation.holes import format_hole_table, run_hole_evaluation, write_hole_report
+    from depth_lora.evaluation.verdict import completion_verdict
+    from depth_lora.runs.folder import read_split
+
+    print(f"{args.adapter}: a completion run, scored on hidden holes of the {args.split} split")
+    holes = run_hole_evaluation(args.data, args.adapter, args.split, plots_dir=plots, bundle=bundle)
+    print(format_hole_table(holes))
+    reports, other = {args.split: holes}, "val" if args.split == "test" else "test"
+    if args.split != "all" and (read_split(args.adapter) or {}).get(other):
+        reports[other] = run_hole_evaluation(args.data, args.adapter, other, progress=False, bundle=bundle)
+    verdict = None
+    if args.split != "all":
+        verdict = completion_verdict(reports.get("test"), reports.get("val"))[1]
+        print(f"\n== What the table says\n{verdict}")
+    for path in write_hole_report(holes, args.json, args.csv, verdict):
+        print(f"written: {path}")
+    if plots:
+        print(f"figures written to {plots}")
+    return 0
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from depth_lora.deploy.backends import describe_bundle, open_bundle
     from depth_lora.inference.predict import list_images, predict_files
     from depth_lora.numeric.geometry import intrinsics_from_xyz
+    from depth_lora.runs.folder import check_task
 
     intrinsics = tuple(args.intrinsics) if args.intrinsics else None
     if args.intrinsics_from:
@@ -142,6 +169,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         print(f"intrinsics from {args.intrinsics_from}: fx {fx:.2f} fy {fy:.2f} cx {cx:.2f} cy {cy:.2f}")
     images = list_images(args.inputs)
     bundle = open_bundle(args.adapter, args.backend, args.precision)
+    check_task(bundle.record, args.adapter, "depth", "predict depth from an image alone")
     print(describe_bundle(bundle))
     if bundle.record.warning:
         print(f"depth-lora predict: WARNING: {bundle.record.warning}", file=sys.stderr)

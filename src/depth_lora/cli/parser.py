@@ -20,6 +20,7 @@ TRAIN_FLAG_OVERRIDES = {
     "image_size": {"nargs": 2, "metavar": ("H", "W")},
     "label_percentiles": {"nargs": 2, "metavar": ("LO", "HI")},
     "lora_targets": {"metavar": "GROUP"},
+    "hole_kinds": {"metavar": "KIND"},
 }
 
 

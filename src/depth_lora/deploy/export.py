@@ -31,6 +31,7 @@ from depth_lora.runs.folder import (
     RunRecord,
     check_new_folder,
     copy_run_records,
+    read_record,
     read_split,
     write_record,
 )
@@ -147,6 +148,10 @@ def export_model(adapter_dir: str | Path, output_dir: str | Path, format: str = 
     versions = writer.require()
     output_dir = Path(output_dir)
     check_new_folder(output_dir, "the export")
+    if read_record(adapter_dir).is_completer:  # a one-line refusal, before anything is loaded
+        raise ModelError(f"{adapter_dir}: a completion run (--task complete); its export (two inputs: the "
+                         "image and the prompt depth) is not built yet: run it with `depth-lora complete "
+                         f"--adapter {adapter_dir}` in PyTorch")
     bundle = load_bundle(adapter_dir, device="cpu", precision="fp32")
     # Parity needs a few captures; the int8 accuracy cost all held-out ones (up to a limit).
     limit = ACCURACY_CAPTURES if quantize else CHECK_CAPTURES

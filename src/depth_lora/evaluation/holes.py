@@ -17,19 +17,35 @@ from tqdm.auto import tqdm
 
 from depth_lora.data.captures import Capture, load_capture, load_depth_mm
 from depth_lora.evaluation.report import predict_zero_shot_disparity, select_captures, zero_shot_base
-from depth_lora.inference.complete import base_labels, border_safe_raw, complete_raw
-from depth_lora.inference.predict import load_bundle
+from depth_lora.inference.complete import (
+    base_labels,
+    border_safe_raw,
+    complete_raw,
+    completion_from_prediction,
+    local_fit_fill,
+)
+from depth_lora.inference.predict import load_base_model, load_bundle, predict_completion, predict_raw
 from depth_lora.numeric.fill import harmonic_fill, nearest_fill, telea_fill
 from depth_lora.numeric.hole_masks import HOLE_KINDS, hidden_masks
 from depth_lora.numeric.metrics import depth_metrics, mean_with_ci95
 from depth_lora.text import live_progress, plural
 
-FILL_METHODS = ("fine_tuned", "fine_tuned_global", "zero_shot", "nearest", "harmonic", "telea")
+# Every row a hole table can have: a monocular run's (fine_tuned, fine_tuned_global) or a completion
+# run's (completer, completer_unanchored, completer_start), then the rows both have.
+FILL_METHODS = ("completer", "completer_unanchored", "completer_start", "fine_tuned", "fine_tuned_global",
+                "zero_shot", "local_fit", "nearest", "harmonic", "telea")
 FILL_DESCRIPTIONS = {
+    "completer": "the learned completion model (it reads the measured depth), anchored to each hole's "
+                 "border",
+    "completer_unanchored": "the learned completion model's output as it is, measured pixels kept",
+    "completer_start": "the completion model before fine-tuning (a model started from Depth Anything V2 "
+                       "returns its harmonic prompt exactly), anchored the same way",
     "fine_tuned": "fine-tuned prediction, robust global fit then anchored to each hole's border "
                   "(gradient-domain fill of the residual)",
     "fine_tuned_global": "fine-tuned prediction with the robust global fit only (no local anchoring)",
-    "zero_shot": "the base model's prediction, fitted and anchored the same way",
+    "zero_shot": "the base model's monocular prediction, fitted and anchored the same way",
+    "local_fit": "the base model's monocular prediction with a local, distance-weighted scale and shift "
+                 "(Prior Depth Anything's coarse alignment), no training",
     "nearest": "nearest measured pixel (scipy distance transform)",
     "harmonic": "Laplace (harmonic) interpolation of the measured depth",
     "telea": "OpenCV inpainting, Telea's fast-marching method (cv2.INPAINT_TELEA, radius 5)",
@@ -45,11 +61,12 @@ class HoleReport:
     by_kind: dict[str, dict[str, dict]]
     captures: list[dict] = field(default_factory=list)
     split: str = "test"
+    training_kinds: list[str] | None = None  # a completion run's training hole kinds
 
     def to_dict(self) -> dict:
         """The `holes` object of the evaluation JSON: one object per method, its metrics over all
-        kinds' (capture, kind) pairs, and `by_kind`."""
-        out = {}
+        kinds' (capture, kind) pairs, and `by_kind`; a completion run's adds `training_hole_kinds`."""
+        out = {} if self.training_kinds is None else {"training_hole_kinds": list(self.training_kinds)}
         for method in FILL_METHODS:
             rows = [r for r in self.captures if r["method"] == method]
             if not rows:
@@ -62,29 +79,86 @@ class HoleReport:
 
 def fill_all_methods(depth_mm: np.ndarray, raw_fine_tuned, raw_zero_shot, labels,
                      base_labels=None) -> dict[str, np.ndarray]:
-    """Each method's filled depth (mm) for a depth map whose holes include the hidden pixels.
+    """A monocular run's fills (mm) for a depth map whose holes include the hidden pixels.
     labels: the fine-tuned model's; base_labels: the base model's (complete.base_labels)."""
     fine_tuned = complete_raw(raw_fine_tuned, depth_mm, labels)
     return {
         "fine_tuned": fine_tuned.depth_mm,
         "fine_tuned_global": np.where(np.isfinite(depth_mm), depth_mm, fine_tuned.prediction_mm),
+        **base_model_fills(depth_mm, raw_zero_shot, base_labels),
+    }
+
+
+def base_model_fills(depth_mm: np.ndarray, raw_zero_shot, base_labels=None) -> dict[str, np.ndarray]:
+    """The rows every run has: the base model's monocular fills (anchored, local fit) and the
+    classical fills."""
+    return {
         "zero_shot": complete_raw(raw_zero_shot, depth_mm, base_labels).depth_mm,
+        "local_fit": local_fit_fill(raw_zero_shot, depth_mm, base_labels).depth_mm,
         "nearest": nearest_fill(depth_mm),
         "harmonic": harmonic_fill(depth_mm),
         "telea": telea_fill(depth_mm),
     }
 
 
-def score_capture(capture: Capture, other_depth_mm: np.ndarray, raw_fine_tuned, raw_zero_shot, labels,
-                  seed: int, base_labels=None):
+def monocular_fillers(bundle):
+    """capture -> (depth with holes -> {method: fill}) for a monocular run: the models run once per
+    capture (they read the image only)."""
+    base = zero_shot_base(bundle)
+    zero_shot_labels = base_labels(base if base is not None else bundle.model)
+    size_hw = bundle.image_size_hw  # each model's output as `complete` computes it
+
+    def for_capture(capture: Capture):
+        raw = border_safe_raw(bundle.predict_raw, capture.rgb, size_hw)
+        raw_zero_shot = border_safe_raw(partial(predict_zero_shot_disparity, bundle, base=base), capture.rgb,
+                                        size_hw)
+        return partial(fill_all_methods, raw_fine_tuned=raw, raw_zero_shot=raw_zero_shot,
+                       labels=bundle.labels, base_labels=zero_shot_labels)
+
+    return for_capture
+
+
+def completion_fillers(bundle):
+    """capture -> (depth with holes -> {method: fill}) for a completion run: the completers read the
+    depth, so they run once per hole; the base model (monocular, no prompt) once per capture."""
+    record, size_hw, precision = bundle.record, bundle.image_size_hw, bundle.precision
+    start = load_base_model(bundle.folder, record).to(bundle.device).eval()
+    monocular = load_base_model(bundle.folder, record, as_published=True).to(bundle.device).eval()
+    predict_start = partial(predict_completion, start, size_hw=size_hw, completion=record.completion,
+                            precision=precision)
+
+    def for_capture(capture: Capture):
+        rgb = capture.rgb
+        raw_zero_shot = border_safe_raw(
+            lambda image: predict_raw(monocular, image, size_hw, precision).cpu().numpy(), rgb, size_hw)
+
+        def fills(depth_mm: np.ndarray) -> dict[str, np.ndarray]:
+            measured = np.isfinite(depth_mm)
+            learned = border_safe_raw(bundle.predict_completion, rgb, size_hw, depth_mm)
+            started = border_safe_raw(lambda image, depth: predict_start(rgb=image, depth_mm=depth), rgb,
+                                      size_hw, depth_mm)
+            return {
+                "completer": completion_from_prediction(learned, depth_mm, measured).depth_mm,
+                "completer_unanchored": completion_from_prediction(learned, depth_mm, measured,
+                                                                   anchor=False).depth_mm,
+                "completer_start": completion_from_prediction(started, depth_mm, measured).depth_mm,
+                **base_model_fills(depth_mm, raw_zero_shot),
+            }
+
+        return fills
+
+    return for_capture
+
+
+def score_capture(capture: Capture, other_depth_mm: np.ndarray, fill, seed: int):
     """Rows {capture, kind, method, metrics, hidden_pixels} for one capture, and the fills of its
-    first kind (for a figure). other_depth_mm: the depth whose holes are borrowed."""
+    first kind (for a figure). other_depth_mm: the depth whose holes are borrowed; fill: depth with
+    holes -> {method: filled depth} (`monocular_fillers`, `completion_fillers`)."""
     rows, first = [], None
     for kind, hidden in hidden_masks(capture.depth_mm, other_depth_mm, seed).items():
         if not hidden.any():
             continue
-        depth = np.where(hidden, np.nan, capture.depth_mm)
-        fills = fill_all_methods(depth, raw_fine_tuned, raw_zero_shot, labels, base_labels)
+        fills = fill(np.where(hidden, np.nan, capture.depth_mm))
         for method, filled in fills.items():
             metrics = depth_metrics(filled, capture.depth_mm, hidden, HOLE_TOLERANCES_MM)
             rows.append({"capture": capture.key, "kind": kind, "method": method, "metrics": metrics,
@@ -95,17 +169,20 @@ def score_capture(capture: Capture, other_depth_mm: np.ndarray, raw_fine_tuned, 
 
 
 def run_hole_evaluation(data_dir, adapter_dir, split: str = "test", plots_dir=None, device=None,
-                        progress: bool = True, precision: str = "auto") -> HoleReport:
+                        progress: bool = True, precision: str = "auto", bundle=None) -> HoleReport:
     """Hide, fill and score the held-out captures of an output folder (see the module docstring).
 
-    Each capture borrows the holes of the next capture of the split (its own, mirrored, if the
-    split has one capture); blobs are seeded by the capture's position, so a re-run scores the
-    same pixels.
+    A monocular run (--task depth) is scored with its fine-tuned prediction anchored to the
+    measured pixels; a completion run (--task complete) with its completer, before and after
+    fine-tuning. Both get the base model's monocular fills and the classical ones. Each capture
+    borrows the holes of the next capture of the split (its own, mirrored, if the split has one
+    capture); blobs are seeded by the capture's position, so a re-run scores the same pixels.
+    `bundle`: the folder already loaded (predict.load_bundle).
     """
-    bundle = load_bundle(adapter_dir, device=device, precision=precision)
+    bundle = bundle or load_bundle(adapter_dir, device=device, precision=precision)
     files = select_captures(data_dir, bundle, split)
-    base = zero_shot_base(bundle)
-    zero_shot_labels = base_labels(base if base is not None else bundle.model)
+    completer = bundle.record.is_completer
+    fillers = completion_fillers(bundle) if completer else monocular_fillers(bundle)
     unit = bundle.record.depth_unit
     rows = []
     bar = tqdm(files, desc=f"holes {split}", unit="capture", disable=not (progress and live_progress()))
@@ -115,27 +192,25 @@ def run_hole_evaluation(data_dir, adapter_dir, split: str = "test", plots_dir=No
             other_depth = load_depth_mm(files[(i + 1) % len(files)].depth, unit)
         else:
             other_depth = capture.depth_mm[:, ::-1]
-        size_hw = bundle.image_size_hw  # each model's output as `complete` computes it
-        raw = border_safe_raw(bundle.predict_raw, capture.rgb, size_hw)
-        raw_zero_shot = border_safe_raw(partial(predict_zero_shot_disparity, bundle, base=base), capture.rgb,
-                                        size_hw)
-        capture_rows, first = score_capture(capture, other_depth, raw, raw_zero_shot, bundle.labels, seed=i,
-                                            base_labels=zero_shot_labels)
+        capture_rows, first = score_capture(capture, other_depth, fillers(capture), seed=i)
         rows += capture_rows
         if plots_dir is not None and first is not None:
             from depth_lora.viz import plot_hole_filling, save_figure
 
             kind, hidden, fills = first
-            figure = plot_hole_filling(capture, hidden, {m: fills[m] for m in ("fine_tuned", "harmonic")},
+            shown = ("completer" if completer else "fine_tuned", "harmonic")
+            figure = plot_hole_filling(capture, hidden, {m: fills[m] for m in shown},
                                        title=f"{capture.key}\n{kind} holes", warning=bundle.record.warning)
             save_figure(figure, Path(plots_dir) / f"holes_{f.key}.png")
+    methods = [m for m in FILL_METHODS if any(r["method"] == m for r in rows)]
     by_kind = {
         kind: {m: mean_with_ci95([r["metrics"] for r in rows if r["kind"] == kind and r["method"] == m],
                                  HOLE_HEADLINE)
-               for m in FILL_METHODS}
+               for m in methods}
         for kind in HOLE_KINDS if any(r["kind"] == kind for r in rows)
     }
-    return HoleReport(by_kind, rows, split)
+    kinds = (bundle.record.completion or {}).get("hole_kinds") if completer else None
+    return HoleReport(by_kind, rows, split, kinds)
 
 
 def format_hole_table(report: HoleReport) -> str:
@@ -144,14 +219,47 @@ def format_hole_table(report: HoleReport) -> str:
     for kind, methods in report.by_kind.items():
         n = next(iter(methods.values())).get("captures", 0)
         lines.append(f"{kind} ({plural(n, 'capture')}{', anecdotal' if n < 10 else ''})")
-        lines.append(f"  {'method':<18} {'RMSE mm':>8} {'95% interval':>17} {'MAE mm':>7} "
+        lines.append(f"  {'method':<20} {'RMSE mm':>8} {'95% interval':>17} {'MAE mm':>7} "
                      f"{'<=1mm':>6} {'<=5mm':>6} {'<=10mm':>6}")
         for method, m in methods.items():
             if "rmse_mm" not in m:
                 continue
             interval = "[{:.1f}, {:.1f}]".format(*m["rmse_mm_ci95"])
-            lines.append(f"  {method:<18} {m['rmse_mm']:8.1f} {interval:>17} {m['mae_mm']:7.1f} "
+            lines.append(f"  {method:<20} {m['rmse_mm']:8.1f} {interval:>17} {m['mae_mm']:7.1f} "
                          f"{m['within_1mm']:6.0%} {m['within_5mm']:6.0%} {m['within_10mm']:6.0%}")
+    shown = {m for methods in report.by_kind.values() for m in methods}
     lines.append("Scored on the hidden pixels only. " + "; ".join(
-        f"{m}: {d}" for m, d in FILL_DESCRIPTIONS.items()) + ".")
+        f"{m}: {d}" for m, d in FILL_DESCRIPTIONS.items() if m in shown) + ".")
+    if report.training_kinds is not None:
+        never = [k for k in report.by_kind if k not in report.training_kinds]
+        lines.append(f"The completer trained on holes of kinds {', '.join(report.training_kinds)} (drawn on "
+                     f"its training captures); {', '.join(never) or 'no kind scored here'} "
+                     f"{'is' if len(never) == 1 else 'are'} never drawn in training.")
     return "\n".join(lines)
+
+
+def write_hole_report(report: HoleReport, json_path=None, csv_path=None,
+                      verdict: str | None = None) -> list[Path]:
+    """A completion run's evaluation: the JSON ({"split", "holes", "verdict"}) and/or one CSV row per
+    (capture, hole kind, method); returns the written paths."""
+    import csv
+    import json
+
+    written = []
+    if json_path:
+        path = Path(json_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"split": report.split, "holes": report.to_dict(), "verdict": verdict}
+        path.write_text(json.dumps(payload, indent=2) + "\n")
+        written.append(path)
+    if csv_path:
+        path = Path(csv_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rows = [{"capture": r["capture"], "kind": r["kind"], "method": r["method"],
+                 "hidden_pixels": r["hidden_pixels"], **r["metrics"]} for r in report.captures]
+        with path.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
+            writer.writeheader()
+            writer.writerows(rows)
+        written.append(path)
+    return written

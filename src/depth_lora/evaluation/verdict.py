@@ -118,3 +118,61 @@ def plain_reading(test: EvaluationReport | None, val: EvaluationReport | None,
     if shown is not None:
         lines.append(interpret_report(shown, compare=False))
     return "\n".join(lines)
+
+
+def completion_reading(report, split: str) -> SplitReading | None:
+    """A completion run's paired comparison on one split's hole report (evaluation.holes.HoleReport):
+    the completer's RMSE on hidden pixels minus harmonic's, averaged over each capture's hole kinds,
+    with a bootstrap interval over captures. None without both rows."""
+    from depth_lora.numeric.metrics import bootstrap_ci95
+
+    if report is None:
+        return None
+    rows = {(r["capture"], r["kind"], r["method"]): r["metrics"]["rmse_mm"] for r in report.captures}
+    per_capture: dict[str, list[tuple[float, float]]] = {}
+    for (capture, kind, method), rmse in rows.items():
+        if method == "completer" and (capture, kind, "harmonic") in rows:
+            per_capture.setdefault(capture, []).append((rmse, rows[capture, kind, "harmonic"]))
+    if not per_capture:
+        return None
+    ours = [sum(a for a, _ in pairs) / len(pairs) for pairs in per_capture.values()]
+    theirs = [sum(b for _, b in pairs) / len(pairs) for pairs in per_capture.values()]
+    diffs = [a - b for a, b in zip(ours, theirs, strict=True)]
+    return SplitReading(split, len(diffs), 0, sum(ours) / len(ours), sum(theirs) / len(theirs),
+                        sum(diffs) / len(diffs), tuple(bootstrap_ci95(diffs)))
+
+
+def completion_verdict(test, val) -> tuple[str, str]:
+    """(verdict, text) for a completion run, like `held_out_verdict`: the learned completer against
+    the harmonic fill on the hidden pixels of held-out captures; both splits must agree."""
+    readings = [r for r in (completion_reading(val, "val"), completion_reading(test, "test"))
+                if r is not None]
+    if not readings:
+        return "withheld", "No verdict: no held-out split was scored."
+    lines = ["The learned completer against the harmonic fill, on hidden pixels (RMSE difference over all "
+             "hole kinds, 95 % interval over captures):"]
+    for r in readings:
+        lo, hi = r.ci95
+        words = {"better": "completer better", "worse": "completer worse", "tie": "within the noise"}
+        lines.append(f"  {r.name:<10} {plural(r.captures, 'capture')}: completer {r.fine_tuned_mm:.1f} mm vs "
+                     f"harmonic {r.zero_shot_mm:.1f} mm, difference {r.diff_mm:+.1f} [{lo:+.1f}, {hi:+.1f}]: "
+                     f"{words[r.reading]}")
+    said = {r.reading for r in readings}
+    if len(readings) < 2:
+        verdict = "withheld"
+        lines.append("No verdict: one held-out split only.")
+    elif said == {"better"}:
+        verdict = "paid_off"
+        lines.append("Verdict: the completer fills held-out holes better than harmonic; both splits agree.")
+    elif said == {"worse"}:
+        verdict = "did_worse"
+        lines.append("Verdict: the completer fills held-out holes worse than harmonic; both splits agree. "
+                     "Use harmonic, or train on more captures.")
+    else:
+        verdict = "withheld"
+        lines.append("No verdict: the two held-out splits do not both clear the noise.")
+    small = [r for r in readings if r.captures < ANECDOTE_CAPTURES]
+    if small:
+        lines.append("  Only " + " and ".join(f"{plural(r.captures, 'capture')} ({r.name})" for r in small)
+                     + ": anecdotal; confirm it on 10 or more held-out captures.")
+    return verdict, "\n".join(lines)

@@ -44,6 +44,17 @@ DEPTH_BOUND_FACTOR = 1.5
 # The image is mirrored outward by this many pixels of the model's input before predicting (one
 # Dinov2 patch), see border_safe_raw.
 BORDER_PATCH_PX = 14
+# A completion model's output is anchored to each hole's border like the monocular fill: a tiny
+# completer's held-out hidden-pixel RMSE was 65.0 mm raw and 33.5 anchored (prompt alone 33.8),
+# see benchmarks/RESULTS.md; evaluate --holes scores both.
+ANCHOR_COMPLETER = True
+# The local scale-and-shift fit (Prior Depth Anything's coarse alignment, local_fit_fill): Gaussian
+# neighbourhoods of these shares of the image diagonal, the smallest one at least this share measured,
+# and the global fit as a prior worth this share of a fully measured neighbourhood (set once, not
+# tuned on any split).
+LOCAL_FIT_SIGMAS = (0.01, 0.03, 0.1, 0.3)
+LOCAL_FIT_MIN_SUPPORT = 0.2
+LOCAL_FIT_PRIOR_SHARE = 0.01
 
 
 @dataclass
@@ -54,7 +65,8 @@ class Completion:
         the holes (NaN only where nothing can anchor it).
     filled: (H, W) bool, the holes that were filled.
     prediction_mm: (H, W) float32, the model's prediction after the global fit (before anchoring).
-    inlier_fraction: share of measured pixels the robust global fit kept.
+    inlier_fraction: share of measured pixels the robust global fit kept (None: a completion model,
+        whose output needs no fit).
     fallback: (H, W) bool, the filled pixels where the model's value left `depth_bounds` and the
         harmonic fill of the measured depth was used instead.
     """
@@ -62,7 +74,7 @@ class Completion:
     depth_mm: np.ndarray
     filled: np.ndarray
     prediction_mm: np.ndarray
-    inlier_fraction: float
+    inlier_fraction: float | None
     fallback: np.ndarray
 
 
@@ -161,9 +173,11 @@ def complete_raw(raw: np.ndarray, depth_mm: np.ndarray, labels: LabelScheme | No
     return Completion(completed, ~measured & np.isfinite(completed), prediction, inliers, fallback)
 
 
-def border_safe_raw(predict_raw, rgb: np.ndarray, image_size_hw: tuple[int, int]) -> np.ndarray:
-    """`predict_raw(rgb)` (the model's raw output at the image's (H, W)) with the image first
+def border_safe_raw(predict_raw, rgb: np.ndarray, image_size_hw: tuple[int, int],
+                    *maps: np.ndarray) -> np.ndarray:
+    """`predict_raw(rgb, *maps)` (the model's raw output at the image's (H, W)) with the image first
     mirrored outward by one patch of the model's input on every side, and the output cropped back.
+    `maps`: (H, W) arrays the model reads too (a completion model's measured depth), mirrored alike.
 
     Why: a model's outermost output pixels come from convolutions padded with zeros, and a camera
     often measures nothing there (no demo capture has a measured pixel in its outer 46 columns,
@@ -177,9 +191,10 @@ def border_safe_raw(predict_raw, rgb: np.ndarray, image_size_hw: tuple[int, int]
     pad_y = math.ceil(BORDER_PATCH_PX * h / image_size_hw[0])
     pad_x = math.ceil(BORDER_PATCH_PX * w / image_size_hw[1])
     if pad_y >= h or pad_x >= w:  # an image smaller than a patch of the input: nothing to mirror
-        return predict_raw(rgb)
+        return predict_raw(rgb, *maps)
     mirrored = np.pad(rgb, ((pad_y, pad_y), (pad_x, pad_x), (0, 0)), mode="reflect")
-    return np.ascontiguousarray(predict_raw(mirrored)[pad_y:pad_y + h, pad_x:pad_x + w])
+    mirrored_maps = [np.pad(m, ((pad_y, pad_y), (pad_x, pad_x)), mode="reflect") for m in maps]
+    return np.ascontiguousarray(predict_raw(mirrored, *mirrored_maps)[pad_y:pad_y + h, pad_x:pad_x + w])
 
 
 def complete_capture(bundle: ModelBundle, rgb: np.ndarray, depth_mm: np.ndarray,
@@ -189,9 +204,111 @@ def complete_capture(bundle: ModelBundle, rgb: np.ndarray, depth_mm: np.ndarray,
     if rgb.shape[:2] != depth_mm.shape:
         raise DataError(name, f"depth is {depth_mm.shape} (HxW) but its image is {rgb.shape[:2]}")
     measured = check_measured(depth_mm, name)
+    if bundle.record.is_completer:
+        return complete_with_completer(bundle.predict_completion, rgb, depth_mm, bundle.image_size_hw,
+                                       measured)
     # A PyTorch ModelBundle or an exported model's (deploy.exported): both take any image size.
     raw = border_safe_raw(bundle.predict_raw, rgb, bundle.image_size_hw)
     return complete_raw(raw, depth_mm, bundle.labels, name, measured)
+
+
+def complete_with_completer(predict_completion, rgb: np.ndarray, depth_mm: np.ndarray,
+                            image_size_hw: tuple[int, int], measured: np.ndarray,
+                            anchor: bool = ANCHOR_COMPLETER) -> Completion:
+    """Completion by a completion model (`predict_completion(rgb, depth_mm)`: its depth in mm at the
+    image's size, e.g. ModelBundle.predict_completion): its output in the holes, anchored to each
+    hole's border like the monocular fill (`anchor`), bounded like it, the measured pixels exact."""
+    prediction = border_safe_raw(predict_completion, rgb, image_size_hw, depth_mm)
+    return completion_from_prediction(prediction, depth_mm, measured, anchor)
+
+
+def completion_from_prediction(prediction_mm: np.ndarray, depth_mm: np.ndarray, measured: np.ndarray,
+                               anchor: bool = ANCHOR_COMPLETER) -> Completion:
+    """A completion model's depth (mm, the capture's size) as a Completion: anchored to each hole's
+    border (`anchor`) or as it is, bounded (`bound_completion`), the measured pixels exact."""
+    if anchor:
+        completed = anchor_prediction(prediction_mm, depth_mm, measured)
+    else:
+        completed = np.where(measured, depth_mm, prediction_mm).astype(np.float32)
+    completed, fallback = bound_completion(completed, prediction_mm, depth_mm, measured)
+    return Completion(completed, ~measured & np.isfinite(completed), prediction_mm, None, fallback)
+
+
+def local_fit_fill(raw: np.ndarray, depth_mm: np.ndarray, labels: LabelScheme | None,
+                   measured: np.ndarray | None = None) -> Completion:
+    """Fill holes with a model's output fitted to the measured depth by a *local* scale and shift,
+    the coarse alignment of Prior Depth Anything (Wang et al., 2025) with Gaussian weights in place
+    of its k nearest measurements: at every pixel, the weighted least-squares fit of
+    ``s * raw + t ≈ labels.encode(depth)`` over the measured pixels, each weighted by a Gaussian of
+    its distance. Like k nearest neighbours, the neighbourhood grows where nothing is measured: each
+    pixel takes the smallest of LOCAL_FIT_SIGMAS (shares of the image diagonal) whose neighbourhood is
+    at least LOCAL_FIT_MIN_SUPPORT measured. The global robust fit is a prior worth
+    LOCAL_FIT_PRIOR_SHARE of a fully measured neighbourhood (a flat neighbourhood has no scale of
+    its own). No training, no anchoring; bounded like every fill, measured pixels exact.
+    """
+    from scipy import ndimage
+
+    measured = np.isfinite(depth_mm) if measured is None else measured
+    labels = labels or capture_label_scheme(depth_mm, measured)
+    x = raw.astype(np.float64)
+    y = np.where(measured, labels.encode(np.where(measured, depth_mm, 1.0).astype(np.float64)), 0.0)
+    w = measured.astype(np.float64)
+    stride = max(1, int(measured.sum()) // FIT_MAX_SAMPLES)
+    x_g, y_g = x[measured][::stride], y[measured][::stride]
+    scale_g, shift_g, inliers = robust_fit_affine(x_g, y_g)  # the prior: fit_prediction_mm's global fit
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        global_mm = labels.decode(scale_g * x + shift_g).astype(np.float32)
+    mean_g, var_g = float(x_g.mean()), float(x_g.var()) + 1e-12
+    # Moments of the measured samples, summed in blocks (the fit is smooth: solve it coarse).
+    h, wd = depth_mm.shape
+    block = max(1, math.ceil(math.sqrt(h * wd / RESIDUAL_MAX_PIXELS)))
+    sums = [_block_sum(a, block) for a in (w, w * x, w * y, w * x * x, w * x * y)]
+    full = float(block * block)  # the weight of a fully measured neighbourhood
+    scale = shift = chosen = None
+    for share in LOCAL_FIT_SIGMAS:
+        sigma = share * math.hypot(h, wd) / block
+        sw, sx, sy, sxx, sxy = (ndimage.gaussian_filter(a, sigma, mode="constant") for a in sums)
+        support = sw / full
+        prior = LOCAL_FIT_PRIOR_SHARE * full
+        sw, sx = sw + prior, sx + prior * mean_g
+        sy = sy + prior * (scale_g * mean_g + shift_g)
+        sxx = sxx + prior * (var_g + mean_g ** 2)
+        sxy = sxy + prior * (scale_g * (var_g + mean_g ** 2) + shift_g * mean_g)
+        mx, my = sx / sw, sy / sw
+        s_here = (sxy / sw - mx * my) / np.maximum(sxx / sw - mx * mx, 1e-12)
+        t_here = my - s_here * mx
+        if scale is None:
+            scale, shift, chosen = s_here, t_here, support >= LOCAL_FIT_MIN_SUPPORT
+        else:  # pixels not yet settled take this, wider, neighbourhood
+            scale, shift = np.where(chosen, scale, s_here), np.where(chosen, shift, t_here)
+            chosen = chosen | (support >= LOCAL_FIT_MIN_SUPPORT)
+    scale, shift = (_resize_smooth(a, (h, wd)) for a in (scale, shift))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        prediction = labels.decode(scale * x + shift).astype(np.float32)
+    completed = np.where(measured, depth_mm, prediction).astype(np.float32)
+    completed, fallback = bound_completion(completed, global_mm, depth_mm, measured)
+    return Completion(completed, ~measured & np.isfinite(completed), prediction, float(inliers.mean()),
+                      fallback)
+
+
+def _block_sum(a: np.ndarray, block: int) -> np.ndarray:
+    """Sums over `block` x `block` tiles (the last partial tiles included)."""
+    if block == 1:
+        return a
+    h, w = a.shape
+    padded = np.pad(a, ((0, -h % block), (0, -w % block)))
+    return padded.reshape(padded.shape[0] // block, block, padded.shape[1] // block, block).sum(axis=(1, 3))
+
+
+def _resize_smooth(a: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """A coarse map back to `size_hw` (bilinear, half-pixel centres)."""
+    if a.shape == tuple(size_hw):
+        return a
+    import torch
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(np.ascontiguousarray(a))[None, None]
+    return F.interpolate(t, size=tuple(size_hw), mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
 def complete_depth_mm(bundle: ModelBundle, rgb: np.ndarray, depth_mm: np.ndarray):
@@ -302,8 +419,9 @@ def complete_files(
 def describe_completion(key: str, measured: np.ndarray, result: Completion) -> str:
     """One line: how much was missing, filled, how the fit went, how much was far from a measurement."""
     holes = int((~measured).sum())
-    line = (f"{key}: {holes / measured.size:.1%} holes, {int(result.filled.sum()):,} of {holes:,} filled; "
-            f"global fit kept {result.inlier_fraction:.0%} of the measured pixels")
+    line = f"{key}: {holes / measured.size:.1%} holes, {int(result.filled.sum()):,} of {holes:,} filled"
+    if result.inlier_fraction is not None:
+        line += f"; global fit kept {result.inlier_fraction:.0%} of the measured pixels"
     far = int((far_from_measured(measured) & result.filled).sum()) if result.filled.any() else 0
     fallback = int(result.fallback.sum())
     if fallback:

@@ -15,7 +15,7 @@ from depth_lora.errors import DataError, DepthLoraError, ModelError
 from depth_lora.inference.options import check_batch_size, check_formats
 from depth_lora.model.lora import to_channels_last
 from depth_lora.model.precision import resolve_precision
-from depth_lora.runs.folder import EXPORT_FORMAT_NAMES, RunRecord, read_record
+from depth_lora.runs.folder import EXPORT_FORMAT_NAMES, RunRecord, check_task, read_record
 
 IMAGE_PATTERNS = ("*.png", "*.jpg", "*.jpeg", "*.tif", "*.tiff", "*.bmp")
 
@@ -25,13 +25,15 @@ class ModelBundle:
     """A model ready for inference and what turns its output into mm.
 
     model: the base model with the adapter (a PeftModel), or a merged standalone model.
+    labels: how the output becomes mm; None for a completion model (record.is_completer), whose
+        output is depth in mm given the capture's measured depth (`predict_completion`).
     image_size_hw: the size images are resized to for the model.
     precision: "fp32", "bf16" or "fp16": the autocast of the forward (the head and the output stay
     fp32, see model.DepthHeadInFp32).
     """
 
     model: torch.nn.Module
-    labels: LabelScheme
+    labels: LabelScheme | None
     image_size_hw: tuple[int, int]
     record: RunRecord
     folder: Path
@@ -43,6 +45,7 @@ class ModelBundle:
 
     def predict_mm(self, rgbs: list[np.ndarray]) -> list[np.ndarray]:
         """Depth in mm for a batch of images (any sizes), each at its own resolution."""
+        check_task(self.record, self.folder, "depth", "predict depth from an image alone")
         raw = predict_raw_batch(self.model, rgbs, self.image_size_hw, self.precision)
         return [self.labels.decode(r).cpu().numpy().astype(np.float32) for r in raw]
 
@@ -50,6 +53,13 @@ class ModelBundle:
         """The model's raw output for one (H, W, 3) uint8 image, upsampled to (H, W) float32 (what
         `complete` fits to the measured depth)."""
         return predict_raw(self.model, rgb, self.image_size_hw, self.precision).cpu().numpy()
+
+    def predict_completion(self, rgb: np.ndarray, depth_mm: np.ndarray) -> np.ndarray:
+        """A completion model's depth in mm for one capture, at the image's (H, W): `rgb` (H, W, 3)
+        uint8 and `depth_mm` (H, W), NaN (or <= 0) where the camera measured nothing."""
+        check_task(self.record, self.folder, "complete", "complete a capture from the measured depth")
+        return predict_completion(self.model, rgb, depth_mm, self.image_size_hw, self.record.completion,
+                                  self.precision)
 
 
 def load_bundle(
@@ -84,7 +94,8 @@ def load_bundle(
     precision = resolve_precision(precision, device.type)
     # channels-last: the DPT neck's and head's convolutions run about 7 % faster on CPU (bench).
     to_channels_last(model.to(device)).eval()
-    return ModelBundle(model, LabelScheme(**record.labels), record.image_size_hw, record, folder, precision)
+    labels = None if record.is_completer else LabelScheme(**record.labels)
+    return ModelBundle(model, labels, record.image_size_hw, record, folder, precision)
 
 
 def load_base_model(folder: Path, record: RunRecord, as_published: bool = False) -> torch.nn.Module:
@@ -95,6 +106,13 @@ def load_base_model(folder: Path, record: RunRecord, as_published: bool = False)
     from depth_lora.model.heads import make_metric_head
 
     base_dir = record.base_model_dir
+    if record.is_completer:  # a completion model, its residual head started as in training
+        from depth_lora.model.prompt import build_completer, start_residual_head
+
+        model = build_completer(str(folder / base_dir) if base_dir else record.base_model)[0]
+        if (record.completion or {}).get("output") == "residual" and not as_published:
+            start_residual_head(model)
+        return model
     model = build_model(str(folder / base_dir) if base_dir else record.base_model)[0]
     if record.head_type == "metric" and not as_published:
         make_metric_head(model, record.head.get("max_depth"))
@@ -123,6 +141,33 @@ def predict_raw_batch(
     with autocast(device, precision):
         pred = model(pixel_values=pixel_values).predicted_depth.float()  # (B, h, w)
     return [upsample(p, rgb.shape[:2]) for p, rgb in zip(pred, rgbs, strict=True)]
+
+
+@torch.no_grad()
+def predict_completion(model: torch.nn.Module, rgb: np.ndarray, depth_mm: np.ndarray,
+                       size_hw: tuple[int, int], completion: dict, precision: str = "fp32") -> np.ndarray:
+    """A completion model's depth in mm for one capture, upsampled (bilinear) to the image's (H, W).
+
+    The prompt is the measured depth area-averaged to the run's prompt size with its holes filled
+    harmonically (data.completion.prompt_depth_mm, as in training); `completion`: the run record's
+    completion settings (its output rule and prompt scale). Raises DataError when nothing is measured.
+    """
+    from depth_lora.data.completion import prompt_depth_mm, prompt_size_hw
+    from depth_lora.model.prompt import completed_depth
+
+    with np.errstate(invalid="ignore"):
+        measured = np.isfinite(depth_mm) & (depth_mm > 0)
+    if not measured.any():
+        raise DataError("depth", "no measured pixel: a completion model needs some measured depth")
+    device = next(model.parameters()).device
+    prompt = prompt_depth_mm(depth_mm, measured, prompt_size_hw(size_hw, completion["prompt_scale"]))
+    prompt_t = torch.from_numpy(prompt)[None, None].to(device)
+    pixel_values = rgb_to_pixel_values(resize_rgb(rgb, size_hw)[None]).to(device)
+    with autocast(device, precision):
+        pred = model(pixel_values=pixel_values.contiguous(memory_format=torch.channels_last),
+                     prompt_depth=prompt_t).predicted_depth.float()
+    depth = completed_depth(pred, prompt_t, completion["output"])[0]
+    return upsample(depth, rgb.shape[:2]).cpu().numpy()
 
 
 def upsample(pred: torch.Tensor, size_hw: tuple[int, int]) -> torch.Tensor:

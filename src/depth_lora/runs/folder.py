@@ -24,7 +24,9 @@ from pathlib import Path
 from depth_lora.data.split import load_split, save_split
 from depth_lora.errors import DataError, ModelError
 
-FORMAT_VERSION = 2  # 2: OpenVINO export folders (an older depth-lora refuses them in one line)
+# 2: OpenVINO export folders; 3: completion runs (--task complete). An older depth-lora refuses
+# either in one line instead of misreading it.
+FORMAT_VERSION = 3
 META_FILE = "depth_lora.json"
 SPLIT_FILE = "split.json"
 METRICS_FILE = "metrics.json"
@@ -45,7 +47,7 @@ SCALE_INVARIANT_LOSSES = ("ssi",)
 # Keys that only some folders carry (merged, exported, in-memory bundles; optimizer_groups: runs of
 # this version): written only when set, so an older record writes back unchanged.
 _DERIVED_KEYS = ("warning", "merged", "merged_from", "format", "onnx_file", "openvino_file", "exported_from",
-                 "export", "zero_shot", "model_info", "optimizer_groups")
+                 "export", "zero_shot", "model_info", "optimizer_groups", "completion")
 # The formats of `depth-lora export` folders (RunRecord.format).
 EXPORT_FORMATS = ("onnx", "openvino")
 EXPORT_FORMAT_NAMES = {"onnx": "ONNX", "openvino": "OpenVINO"}  # as messages name them
@@ -60,7 +62,9 @@ class RunRecord:
     """
 
     base_model: str
-    labels: dict = field(default_factory=dict)  # LabelScheme.to_dict(): kind and its mm range
+    task: str = "depth"  # "depth": a monocular model; "complete": a completion model (reads depth too)
+    completion: dict | None = None  # a completion run's settings (training.run.completion_settings)
+    labels: dict = field(default_factory=dict)  # LabelScheme.to_dict(): kind and its mm range; {}: none
     image_size_hw: tuple[int, int] | None = None  # the model's input size (H, W)
     finetune: str = "lora"  # "full": the folder holds a whole model (config.json), not an adapter
     pretrained: bool = False
@@ -120,6 +124,11 @@ class RunRecord:
         return (self.head or {}).get("type", "relative")
 
     @property
+    def is_completer(self) -> bool:
+        """A completion run (--task complete): its model reads the camera's depth as well as the image."""
+        return self.task == "complete"
+
+    @property
     def whole_model(self) -> bool:
         """The folder holds a whole model (merged, or fully fine-tuned), not an adapter."""
         return self.merged or self.finetune == "full"
@@ -144,6 +153,8 @@ class RunRecord:
         for key in _DERIVED_KEYS:
             if not out[key]:
                 del out[key]
+        if out["task"] == "depth":  # the default, as every record before completion runs had it
+            del out["task"]
         return {**out, **self.extra}
 
     @classmethod
@@ -200,10 +211,25 @@ def export_format(folder: str | Path) -> str | None:
 
 
 def write_record(folder: str | Path, record: RunRecord) -> Path:
-    """Write `depth_lora.json`, stamped with the oldest format version that reads it: 2 for an
-    OpenVINO export (which depth-lora before 2 would misread as a training folder), else 1."""
-    version = 2 if record.format == "openvino" else 1
+    """Write `depth_lora.json`, stamped with the oldest format version that reads it: 3 for a
+    completion run, 2 for an OpenVINO export (which depth-lora before them would misread as a
+    monocular training folder), else 1."""
+    version = 3 if record.is_completer else 2 if record.format == "openvino" else 1
     return _write_json(Path(folder) / META_FILE, {"format_version": version, **record.to_dict()})
+
+
+def check_task(record: RunRecord, folder: str | Path, task: str, action: str) -> None:
+    """ModelError (one line) when the run in `folder` is not of `task`: a completion run where a
+    monocular model is needed (it cannot predict from an image alone), or the reverse. `action`:
+    what the caller was asked to do, for the message."""
+    if record.task == task:
+        return
+    if record.is_completer:
+        raise ModelError(f"{folder}: a completion run (--task complete), which needs the camera's depth as "
+                         f"well as the image, so it cannot {action}; use `depth-lora complete --adapter "
+                         f"{folder} CAPTURES --out DIR`")
+    raise ModelError(f"{folder}: a monocular run (--task depth), not a completion model, so it cannot "
+                     f"{action}; train one with `depth-lora train --task complete`")
 
 
 def split_path(folder: str | Path, record: RunRecord | None = None) -> Path:

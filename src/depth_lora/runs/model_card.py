@@ -57,18 +57,32 @@ def model_card(record: RunRecord, metrics: dict | None, split: dict | None, fold
     lines = ["---", header, "---", CARD_MARKER, "", f"# {folder_name}", ""]
     if record.warning:
         lines += [f"> **WARNING:** {record.warning}.", ""]
-    lines += [
-        f"Depth Anything V2 (`{record.base_model}`) adapted to one camera's captures with "
-        f"depth-lora: single RGB image in, depth in **millimetres** out.",
-        "",
-        "## Training",
-        "",
-        f"- Base model: `{record.base_model}`"
-        + (" (random init, saved in `base_model/`)" if record.base_model_dir else ""),
-        f"- Recipe: {record.recipe_line or record.recipe}",
-        f"- Labels: {labels.get('kind')} over {labels.get('depth_min_mm', 0):.0f}-"
-        f"{labels.get('depth_max_mm', 0):.0f} mm; model input {size[0]} x {size[1]} (H x W)",
-    ]
+    if record.is_completer:
+        converted = (record.completion or {}).get("converted_from")
+        lines += [
+            "A completion model (Prompt Depth Anything"
+            f"{f', started from `{converted}`' if converted else ''}) "
+            "adapted to one camera's captures with depth-lora: an RGB image and the camera's measured depth "
+            "in, the depth with its holes filled in **millimetres** out.",
+            "", "## Training", "",
+            f"- Base model: `{record.base_model}`"
+            + (" (random init, saved in `base_model/`)" if record.base_model_dir else ""),
+            f"- Recipe: {record.recipe_line or record.recipe}",
+            f"- Model input {size[0]} x {size[1]} (H x W)",
+        ]
+    else:
+        lines += [
+            f"Depth Anything V2 (`{record.base_model}`) adapted to one camera's captures with "
+            f"depth-lora: single RGB image in, depth in **millimetres** out.",
+            "",
+            "## Training",
+            "",
+            f"- Base model: `{record.base_model}`"
+            + (" (random init, saved in `base_model/`)" if record.base_model_dir else ""),
+            f"- Recipe: {record.recipe_line or record.recipe}",
+            f"- Labels: {labels.get('kind')} over {labels.get('depth_min_mm', 0):.0f}-"
+            f"{labels.get('depth_max_mm', 0):.0f} mm; model input {size[0]} x {size[1]} (H x W)",
+        ]
     if split:
         lines.append(f"- Captures: {len(split['train'])} train, {len(split['val'])} validation, "
                      f"{len(split['test'])} test (split.json; sessions kept apart: "
@@ -80,7 +94,15 @@ def model_card(record: RunRecord, metrics: dict | None, split: dict | None, fold
                      f"fy {fy:.1f} cx {cx:.1f} cy {cy:.1f} (fitted to the captures' XYZ maps)")
     lines += ["", "## Held-out results", ""]
     test = (metrics or {}).get("test")
-    if test:
+    if test and record.is_completer:
+        lines += ["Measured pixels of the test captures hidden (holes of several kinds), filled, and scored "
+                  "on the hidden pixels only (`depth-lora evaluate --holes`), over all hole kinds; mean over "
+                  "(capture, kind) pairs with 95 % bootstrap intervals. `harmonic` is the classical fill to "
+                  "beat; metrics.json has each kind.", ""]
+        lines += _results_table(test)
+        verdict = (metrics or {}).get("verdict", {}).get("text")
+        lines += ["", "```text", verdict, "```"] if verdict else []
+    elif test:
         lines += [f"On the test split, compared at {test.get('resolution', 'full resolution')}; "
                   "mean over captures with 95 % bootstrap intervals. `zero_shot_calibrated` is what the base "
                   "model does without fine-tuning (one scale and shift fitted on the training captures): "
@@ -93,6 +115,13 @@ def model_card(record: RunRecord, metrics: dict | None, split: dict | None, fold
             lines += ["", "```text", verdict, "```"]
     else:
         lines += _results_table({})
+    if record.is_completer:
+        return "\n".join(lines + [
+            "", "## Use it", "",
+            "From a shell: `depth-lora complete CAPTURES --adapter THIS_FOLDER --out completed` fills each "
+            "capture's holes; every measured pixel comes back unchanged. The model needs the measured depth, "
+            "so `depth-lora predict` refuses it.", "",
+        ])
     lines += [
         "", "## Use it", "",
         "```python",

@@ -39,6 +39,14 @@ RECIPES: dict[str, dict] = {
     },
 }
 DEFAULT_RECIPE = "recommended"
+# What a completion run (--task complete) changes in a recipe: its loss is fixed (weighted squared
+# error in mm over the prompt's range, training.losses.CompletionLoss) and it needs no label scheme;
+# its rate is 10x lower (a tiny completer from demo-pretrained at the recipe's 2e-3 left held-out
+# holes at 145 mm against 34 for its own harmonic prompt, at 2e-4 65 mm: benchmarks/RESULTS.md).
+TASKS = ("depth", "complete")
+TASK_RECIPE_CHANGES: dict[str, dict] = {
+    "complete": {"learning_rate": 2e-4, "loss": None, "labels": None, "label_percentiles": None},
+}
 
 
 def _help(text: str, **extra) -> dict:
@@ -65,6 +73,24 @@ class TrainConfig:
         metadata=_help("settings for every option not given: 'recommended' (LoRA on the backbone and "
                        "the DPT neck, head trained, inverse-depth labels, warm-up) or 'original' (the "
                        "seed project: LoRA r16 on q/k/v, min-max labels, frozen head, lr 5e-5)"),
+    )
+    task: Literal["depth", "complete"] = field(
+        default="depth",
+        metadata=_help("depth: a monocular model, RGB in, depth in mm out (Depth Anything V2 + LoRA); "
+                       "complete: a completion model that also reads the camera's measured depth and fills "
+                       "its holes (Prompt Depth Anything + LoRA, taught by hiding measured pixels of the "
+                       "training captures; run it with `depth-lora complete`)"),
+    )
+    hole_kinds: list[str] | None = field(
+        default=None,
+        metadata=_help("--task complete: the kinds of holes hidden in training captures, any of "
+                       "other_capture (another capture's holes), blobs (object-sized), edge_bands (beside "
+                       "depth edges, like projector shadows) (default: all three)"),
+    )
+    hidden_weight: float | None = field(
+        default=None,
+        metadata=_help("--task complete: loss weight of a hidden measured pixel against 1 for a visible "
+                       "one (default: 4)"),
     )
     epochs: float | None = field(default=None, metadata=_help("training epochs (recipe: 10)"))
     max_steps: int = field(
@@ -209,16 +235,18 @@ class TrainConfig:
 
     def __post_init__(self):
         self._check_types()
+        self._check_task()
         self.model = MODEL_ALIASES.get(self.model, self.model)
-        for name, value in RECIPES[self.recipe].items():
+        for name, value in self.recipe_values().items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
         self._check_types()  # recipe values too (lists copied, types checked)
         parse_group_by(self.group_by)  # ConfigError on a bad value
-        lo, hi = self.label_percentiles if len(self.label_percentiles) == 2 else (None, None)
-        if lo is None or not 0 <= lo < hi <= 100:
-            raise ConfigError(f"--label-percentiles takes LO HI with 0 <= LO < HI <= 100, "
-                              f"got {self.label_percentiles}")
+        if self.task == "depth":
+            lo, hi = self.label_percentiles if len(self.label_percentiles) == 2 else (None, None)
+            if lo is None or not 0 <= lo < hi <= 100:
+                raise ConfigError(f"--label-percentiles takes LO HI with 0 <= LO < HI <= 100, "
+                                  f"got {self.label_percentiles}")
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"--val-fraction must be in (0, 1): validation picks the best checkpoint, "
                               f"got {self.val_fraction}")
@@ -260,6 +288,31 @@ class TrainConfig:
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite exclude each other")
 
+    def _check_task(self) -> None:
+        """Refuse options that do not apply to the task (before the recipe fills anything in)."""
+        if self.task == "depth":
+            given = [name for name in ("hole_kinds", "hidden_weight") if getattr(self, name) is not None]
+            if given:
+                raise ConfigError(f"--{given[0].replace('_', '-')} is an option of a completion run: add "
+                                  "--task complete")
+            return
+        from depth_lora.data.completion import HIDDEN_WEIGHT, TRAINING_HOLE_KINDS, check_hole_kinds
+
+        given = [name for name in ("loss", "labels", "label_percentiles", "max_depth") if getattr(self, name)
+                 is not None] + (["head"] if self.head != "checkpoint" else [])
+        if given:
+            raise ConfigError(f"--{given[0].replace('_', '-')} does not apply to --task complete: a "
+                              "completion model outputs depth in the unit of the measured depth it reads "
+                              "(mm), with its own loss")
+        self.hole_kinds = list(check_hole_kinds(self.hole_kinds or TRAINING_HOLE_KINDS))
+        self.hidden_weight = HIDDEN_WEIGHT if self.hidden_weight is None else float(self.hidden_weight)
+        if self.hidden_weight <= 0:
+            raise ConfigError(f"--hidden-weight must be > 0, got {self.hidden_weight}")
+
+    def recipe_values(self) -> dict:
+        """The recipe's settings for this run's task (TASK_RECIPE_CHANGES)."""
+        return RECIPES[self.recipe] | TASK_RECIPE_CHANGES.get(self.task, {})
+
     def _check_types(self) -> None:
         """Coerce and check every field against its annotation (values from the Python API or a
         config file skip argparse: "5e-5" may arrive as a string, a typo'd choice is not caught)."""
@@ -281,7 +334,7 @@ class TrainConfig:
 
     def explicit_options(self) -> dict:
         """The options that differ from the recipe (what a user changed), for the run's banner."""
-        return {k: getattr(self, k) for k, v in RECIPES[self.recipe].items() if getattr(self, k) != v}
+        return {k: getattr(self, k) for k, v in self.recipe_values().items() if getattr(self, k) != v}
 
 
 _FIELD_TYPES = get_type_hints(TrainConfig)
@@ -322,8 +375,8 @@ def coerce_field(name: str, value):
 
 # Changing these on --resume would continue a checkpoint with a different model or labels.
 RESUME_MUST_MATCH = (
-    "data", "model", "image_size", "lora_rank", "lora_alpha", "lora_bias", "lora_targets", "use_rslora",
-    "use_dora",
+    "task", "data", "model", "image_size", "lora_rank", "lora_alpha", "lora_bias", "lora_targets",
+    "use_rslora", "use_dora",
     "train_head", "finetune", "labels", "label_percentiles", "val_fraction", "test_fraction",
     "group_by", "split", "seed", "depth_unit",
 )
@@ -375,13 +428,22 @@ def describe_recipe(cfg: TrainConfig, size_hw=None) -> str:
     warmup = (f"{cfg.warmup_steps:.0%} of the steps" if 0 < cfg.warmup_steps < 1
               else f"{int(cfg.warmup_steps)} steps")
     length = f"{cfg.max_steps} steps" if cfg.max_steps > 0 else f"{cfg.epochs:g} epochs"
-    lo, hi = cfg.label_percentiles
     size = format_size_hw(size_hw) if size_hw else "like the checkpoint's processor (518 on the short side)"
     more_rates = "" if cfg.head_learning_rate is None else f" (head {cfg.head_learning_rate:g})"
     if cfg.loraplus_ratio is not None:
         more_rates += f" (LoRA+: B matrices x{cfg.loraplus_ratio:g})"
-    text = (f"Recipe '{cfg.recipe}': {what}; {cfg.labels} labels (range: percentiles {lo:g}-{hi:g} of the "
-            f"training depths), {cfg.loss} loss; lr {cfg.learning_rate:g}{more_rates}, warm-up {warmup}, "
+    if cfg.task == "complete":
+        from depth_lora.data.completion import PROMPT_SCALE
+
+        what = (f"completion model (Prompt Depth Anything), {what}, the prompt branches trained; holes "
+                f"hidden in training captures: {', '.join(cfg.hole_kinds)}, hidden pixels weighted "
+                f"{cfg.hidden_weight:g}x; prompt depth at {PROMPT_SCALE:g}x the input size")
+        task = "completion loss (squared error over the prompt's range)"
+    else:
+        lo, hi = cfg.label_percentiles
+        task = (f"{cfg.labels} labels (range: percentiles {lo:g}-{hi:g} of the training depths), "
+                f"{cfg.loss} loss")
+    text = (f"Recipe '{cfg.recipe}': {what}; {task}; lr {cfg.learning_rate:g}{more_rates}, warm-up {warmup}, "
             f"batch {cfg.batch_size}, {length}; input {size}")
     changed = cfg.explicit_options()
     if changed:

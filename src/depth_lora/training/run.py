@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -14,6 +15,7 @@ from transformers import set_seed
 
 from depth_lora import __version__
 from depth_lora.data.captures import find_captures
+from depth_lora.data.completion import PROMPT_SCALE, CompletionDataset
 from depth_lora.data.dataset import (
     DepthDataset,
     LabelScheme,
@@ -28,12 +30,13 @@ from depth_lora.data.transforms import JITTER_STRENGTH, BatchTransform
 from depth_lora.errors import ConfigError, DataError
 from depth_lora.evaluation.calibration import fit_zero_shot_calibration
 from depth_lora.evaluation.report import EvaluationReport, run_evaluation, write_report
-from depth_lora.evaluation.verdict import held_out_verdict
+from depth_lora.evaluation.verdict import completion_verdict, held_out_verdict
 from depth_lora.inference.predict import load_bundle
 from depth_lora.model.checkpoints import build_model, quiet_weights_io
 from depth_lora.model.choices import BUNDLED_MODELS, DEMO_MODEL_WARNING
 from depth_lora.model.lora import apply_lora, enable_activation_checkpointing, trainable_parameters_line
 from depth_lora.model.precision import resolve_precision
+from depth_lora.model.prompt import build_completer, start_residual_head
 from depth_lora.runs.folder import (
     BASE_MODEL_DIR,
     CARD_FILE,
@@ -49,7 +52,7 @@ from depth_lora.runs.model_card import write_model_card
 from depth_lora.text import plural
 from depth_lora.text import size_hw as format_size_hw
 from depth_lora.training.config import TrainConfig, describe_recipe
-from depth_lora.training.losses import build_loss
+from depth_lora.training.losses import CompletionLoss, build_loss
 from depth_lora.training.optim import describe_groups
 from depth_lora.training.setup import (
     CLI_OPTIONS,
@@ -62,7 +65,13 @@ from depth_lora.training.setup import (
     prepare_output_dir,
     resolve_head,
 )
-from depth_lora.training.trainer import DepthTrainer, default_eval_steps, make_compute_metrics, use_log_lines
+from depth_lora.training.trainer import (
+    DepthTrainer,
+    default_eval_steps,
+    make_completion_metrics,
+    make_compute_metrics,
+    use_log_lines,
+)
 
 # PEFT's save_pretrained updates a model card and huggingface_hub warns "Repo card metadata block was
 # not found" for ours: not something a user can act on.
@@ -77,6 +86,7 @@ class TrainResult:
     log_history: list[dict]  # the Trainer's logs of the training loop (loss, eval_* each epoch)
     test_report: EvaluationReport | None = None  # what `depth-lora evaluate --split test` prints
     val_report: EvaluationReport | None = None  # the same for the validation split
+    hole_reports: dict | None = None  # a completion run's: "test" / "val" -> evaluation.holes.HoleReport
 
 
 @dataclass
@@ -127,22 +137,32 @@ def run_training(cfg: TrainConfig, progress: bool = True, names: OptionNames = C
     """
     output, main = Path(cfg.output), is_main_process()
     check_run_request(cfg, output, names)
-    precision, loss_fn = resolve_precision(cfg.precision), build_loss(cfg.loss)
+    precision = resolve_precision(cfg.precision)
+    loss_fn = CompletionLoss() if cfg.task == "complete" else build_loss(cfg.loss)
     set_seed(cfg.seed)
     data = load_run_data(cfg, output, progress)
-    model, model_info = build_model(cfg.model, seed=cfg.seed)
-    calibration = calibrate_zero_shot(model, data, precision, progress) if main else None
-    head = resolve_head(cfg, model)  # after the calibration: zero-shot is the checkpoint as published
-    labels = LabelScheme(cfg.labels, *depth_range_mm(data.prepared["train"], cfg.label_percentiles))
-    record = make_record(cfg, data, model_info, head, labels, calibration, precision)
+    if cfg.task == "complete":  # no labels and no zero-shot calibration: the prompt is the baseline
+        model, model_info = build_completer(cfg.model, seed=cfg.seed)
+        calibration, labels, completion = None, None, completion_settings(cfg, model_info)
+        head = {"type": "relative", "max_depth": model.config.max_depth, "converted": False}
+    else:
+        model, model_info = build_model(cfg.model, seed=cfg.seed)
+        calibration = calibrate_zero_shot(model, data, precision, progress) if main else None
+        head = resolve_head(cfg, model)  # after the calibration: zero-shot is the checkpoint as published
+        labels = LabelScheme(cfg.labels, *depth_range_mm(data.prepared["train"], cfg.label_percentiles))
+        completion = None
+    record = make_record(cfg, data, model_info, head, labels, calibration, precision, completion)
     if main:  # the config is final: the first write into the output folder
         start_output_dir(output, cfg, data, names, model if record.base_model_dir else None)
+    if completion and completion["output"] == "residual":  # after the base is saved as it was built
+        start_residual_head(model)
     model = attach_adapters(model, cfg)
     trainable = trainable_parameters_line(model)
     print(trainable)
     if main and progress:
         print(record.recipe_line)
-    trainer = build_trainer(model, cfg, data, labels, precision, loss_fn, progress, record.warning)
+    trainer = build_trainer(model, cfg, data, labels, precision, loss_fn, progress, record.warning,
+                            completion)
     with quiet_weights_io():  # checkpoints of a full fine-tune would each draw a "Writing" bar
         trainer.train(resume_from_checkpoint=True if cfg.resume else None)
     if cfg.finetune == "full":
@@ -150,18 +170,22 @@ def run_training(cfg: TrainConfig, progress: bool = True, names: OptionNames = C
     log_history = list(trainer.state.log_history)  # before the final evaluations add to it
     metrics = {"val": kept_validation(trainer, log_history, data.size_hw)}
     save_adapter(trainer, output)
-    reports = {}
+    reports, holes = {}, None
     if main:
         record = record.derived(best_checkpoint=trainer.state.best_model_checkpoint,
                                 global_step=trainer.state.global_step,
                                 optimizer_groups=describe_groups(trainer.optimizer))
         write_record(output, record)
-        reports = evaluate_held_out(cfg, output, precision, data, evaluation_dir)
-        metrics |= held_out_metrics(reports)
+        if record.is_completer:
+            holes = evaluate_holes_held_out(cfg, output, precision, data, evaluation_dir)
+            metrics |= hole_metrics(holes)
+        else:
+            reports = evaluate_held_out(cfg, output, precision, data, evaluation_dir)
+            metrics |= held_out_metrics(reports)
         write_metrics(output, metrics)
         write_model_card(output, record, metrics, data.split)
     return TrainResult(output, metrics, trainable, trainer.model, log_history, reports.get("test"),
-                       reports.get("val"))
+                       reports.get("val"), holes)
 
 
 def check_run_request(cfg: TrainConfig, output: Path, names: OptionNames) -> None:
@@ -246,11 +270,23 @@ def calibrate_zero_shot(model, data: RunData, precision: str, progress: bool) ->
     return fit_zero_shot_calibration(model, data.prepared["train"], data.prepared["val"], precision).to_dict()
 
 
-def make_record(cfg: TrainConfig, data: RunData, model_info: dict, head: dict, labels: LabelScheme,
-                calibration: dict | None, precision: str) -> RunRecord:
+def completion_settings(cfg: TrainConfig, model_info: dict) -> dict:
+    """What a completion run's record says about its completer: how its output becomes depth (a
+    residual over the prompt for a model started here from Depth Anything V2, Prompt Depth
+    Anything's own output for a published prompt checkpoint), the prompt's size, the training holes."""
+    converted = model_info.get("converted_from")
+    return {"output": "residual" if converted else "direct", "converted_from": converted,
+            "prompt_scale": PROMPT_SCALE, "hole_kinds": list(cfg.hole_kinds),
+            "hidden_weight": cfg.hidden_weight}
+
+
+def make_record(cfg: TrainConfig, data: RunData, model_info: dict, head: dict, labels: LabelScheme | None,
+                calibration: dict | None, precision: str, completion: dict | None = None) -> RunRecord:
     """The run's record (depth_lora.json), before training: what the run is and what it started from."""
     pretrained = bool(model_info.get("pretrained", False))
     return RunRecord(
+        task=cfg.task,
+        completion=completion,
         warning=DEMO_MODEL_WARNING if cfg.model in BUNDLED_MODELS else None,
         recipe=cfg.recipe,
         recipe_line=describe_recipe(cfg, data.size_hw),
@@ -260,8 +296,8 @@ def make_record(cfg: TrainConfig, data: RunData, model_info: dict, head: dict, l
         pretrained=pretrained,
         image_size_hw=data.size_hw,
         head=head,
-        labels=labels.to_dict(),
-        label_percentiles=list(cfg.label_percentiles),
+        labels=labels.to_dict() if labels else {},
+        label_percentiles=list(cfg.label_percentiles) if cfg.label_percentiles else None,
         zero_shot_calibration=calibration,
         split_leaky=data.leaky,
         train_depth_mean_mm=data.train_mean_mm,
@@ -302,27 +338,39 @@ def attach_adapters(model, cfg: TrainConfig):
     return model
 
 
-def build_trainer(model, cfg: TrainConfig, data: RunData, labels: LabelScheme, precision: str, loss_fn,
-                  progress: bool, warning: str | None = None) -> DepthTrainer:
-    """The Trainer subclass with its datasets, batch transforms, metrics and evaluation cadence."""
+def build_trainer(model, cfg: TrainConfig, data: RunData, labels: LabelScheme | None, precision: str, loss_fn,
+                  progress: bool, warning: str | None = None, completion: dict | None = None) -> DepthTrainer:
+    """The Trainer subclass with its datasets, batch transforms, metrics and evaluation cadence.
+    `completion` (a completion run's settings): examples with hidden holes and a prompt
+    (data.completion), scored on the hidden pixels of fixed validation holes."""
     # Batches per optimiser step: one per process (torchrun), or one per GPU when a single process
     # drives several (the Trainer's DataParallel); one on CPU.
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     replicas = world_size if world_size > 1 else max(1, torch.cuda.device_count())
     train, val = data.prepared["train"], data.prepared["val"]
     every = default_eval_steps(len(train), cfg.batch_size, cfg.epochs, cfg.max_steps, replicas)
+    if completion:
+        holes = {"kinds": completion["hole_kinds"], "prompt_scale": completion["prompt_scale"],
+                 "hidden_weight": completion["hidden_weight"]}
+        datasets = (CompletionDataset(train, **holes),
+                    CompletionDataset(val, fixed=True, seed=cfg.seed, **holes))
+        metrics, more = make_completion_metrics(), {"completion_output": completion["output"]}
+    else:
+        datasets = (DepthDataset(train, labels), DepthDataset(val, labels))
+        metrics = make_compute_metrics(labels, relative=cfg.loss in SCALE_INVARIANT_LOSSES)
+        more = {"panel_capture": val[0]}  # a completion run draws no panel (it needs a prompt)
     trainer = DepthTrainer(
         model=model,
         args=build_training_arguments(cfg, precision, every),
-        train_dataset=DepthDataset(train, labels),
-        eval_dataset=DepthDataset(val, labels),
+        train_dataset=datasets[0],
+        eval_dataset=datasets[1],
         transform=BatchTransform(flip=cfg.flip, jitter_strength=JITTER_STRENGTH if cfg.color_jitter else 0.0),
-        compute_metrics=make_compute_metrics(labels, relative=cfg.loss in SCALE_INVARIANT_LOSSES),
+        compute_metrics=metrics,
         loss_fn=loss_fn,
         label_scheme=labels,
-        panel_capture=val[0],
         panel_warning=warning,
         part_rates=cfg.part_rates(),
+        **more,
     )
     use_log_lines(trainer, progress)
     return trainer
@@ -366,6 +414,32 @@ def evaluate_held_out(cfg: TrainConfig, output: Path, precision: str, data: RunD
     if plots_dir is not None and "test" in reports:
         write_report(reports["test"], Path(plots_dir) / "report.json", Path(plots_dir) / "captures.csv")
     return reports
+
+
+def evaluate_holes_held_out(cfg: TrainConfig, output: Path, precision: str, data: RunData,
+                            plots_dir=None) -> dict:
+    """A completion run's held-out scores: `depth-lora evaluate --holes` on the test and the
+    validation split (hidden pixels of held-out captures). With `plots_dir`, the test split's hole
+    figures and holes.json there."""
+    from depth_lora.evaluation.holes import run_hole_evaluation
+
+    splits = [split for split in ("test", "val") if data.prepared[split]]
+    bundle = load_bundle(output, precision=precision) if splits else None
+    reports = {split: run_hole_evaluation(cfg.data, output, split, progress=False, bundle=bundle,
+                                          plots_dir=plots_dir if split == "test" else None)
+               for split in splits}
+    if plots_dir is not None and "test" in reports:
+        (Path(plots_dir) / "holes.json").write_text(json.dumps(reports["test"].to_dict(), indent=2) + "\n")
+    return reports
+
+
+def hole_metrics(reports: dict) -> dict:
+    """A completion run's metrics.json entries: each held-out split's hole rows (over all kinds, and
+    `by_kind`) and the verdict both splits give together."""
+    metrics = {name: {**reports[split].to_dict(), "resolution": "full resolution, hidden pixels only"}
+               for split, name in (("test", "test"), ("val", "val_full")) if split in reports}
+    verdict, text = completion_verdict(reports.get("test"), reports.get("val"))
+    return {**metrics, "verdict": {"verdict": verdict, "text": text}}
 
 
 def held_out_metrics(reports: dict[str, EvaluationReport]) -> dict:

@@ -188,7 +188,8 @@ def build_training_arguments(
         logging_first_step=True,
         report_to=["tensorboard"],
         remove_unused_columns=False,  # our batches carry labels and valid_mask, not model kwargs
-        label_names=["labels", "valid_mask"],
+        # A completion run's metrics score the hidden pixels too (trainer.make_completion_metrics).
+        label_names=["labels", "valid_mask"] + (["hidden_mask"] if cfg.task == "complete" else []),
         dataloader_num_workers=workers,
         dataloader_persistent_workers=workers > 0,  # not re-spawned for every evaluation
         dataloader_pin_memory=cuda,
