@@ -170,3 +170,69 @@ def test_bad_completion_inputs_get_one_line_errors(completion_run, tmp_path):
 
         check_resume_config(out, TrainConfig(data=str(data), output=str(out), model="tiny", max_steps=6,
                                              image_size=[56, 84], batch_size=2, learning_rate=1e-3))
+
+
+def test_complete_with_a_prompt_checkpoint_and_no_adapter(tmp_path, capsys):
+    """`complete --model FOLDER` with a Prompt Depth Anything checkpoint (as `prompt-small` is) runs
+    it as published: the capture's depth is its prompt, the measured pixels come back exactly."""
+    from depth_lora.model.checkpoints import build_model
+    from depth_lora.model.prompt import to_prompt_model
+    from depth_lora.synthetic.demo import generate_demo_captures
+
+    to_prompt_model(build_model("tiny")[0]).save_pretrained(tmp_path / "prompt_model")
+    generate_demo_captures(tmp_path / "data", 2, seed=5, size_hw=(120, 194), workers=1)
+    assert main(["complete", str(tmp_path / "data"), "--model", str(tmp_path / "prompt_model"), "--out",
+                 str(tmp_path / "done"), "--format", "npy", "--image-size", "56", "84"]) == 0
+    files = find_captures(tmp_path / "data")
+    completed = np.load(tmp_path / "done" / f"{files[0].key}_completed_mm.npy")
+    original = load_capture(files[0]).depth_mm
+    measured = np.isfinite(original)
+    np.testing.assert_array_equal(completed[measured], original[measured])
+    assert np.isfinite(completed).all()
+    assert "global fit" not in capsys.readouterr().out  # a completion model needs no fit
+
+
+def test_the_validity_channel_starts_at_nothing_and_reads_back_as_the_measured_share():
+    """A second prompt channel (where the camera measured) added with zero weights leaves the
+    model's output as it was; normalised as Prompt Depth Anything normalises a prompt, that
+    channel is exactly the measured share of each prompt pixel."""
+    import copy
+
+    import torch
+
+    from depth_lora.data.completion import build_prompt
+    from depth_lora.model.checkpoints import build_model
+    from depth_lora.model.prompt import add_validity_channel, to_prompt_model
+    from depth_lora.numeric.resize import masked_area_resize
+
+    rng = np.random.default_rng(1)
+    depth = rng.uniform(400, 2400, (56, 84)).astype(np.float32)
+    visible = rng.random((56, 84)) > 0.4
+    one, two = build_prompt(depth, visible, (28, 42), 1), build_prompt(depth, visible, (28, 42), 2)
+    np.testing.assert_array_equal(one[0], two[0])
+    lo, hi = two.min(), two.max()
+    _, coverage = masked_area_resize(depth, visible, (28, 42))
+    np.testing.assert_allclose((two[1] - lo) / (hi - lo), coverage, atol=1e-5)
+    model = to_prompt_model(build_model("tiny")[0])
+    with_validity = copy.deepcopy(model)
+    add_validity_channel(with_validity)
+    pixels = torch.randn(1, 3, 56, 84)
+    with torch.no_grad():
+        before = model(pixel_values=pixels, prompt_depth=torch.from_numpy(one)[None]).predicted_depth
+        after = with_validity(pixel_values=pixels, prompt_depth=torch.from_numpy(two)[None]).predicted_depth
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-3)
+
+
+def test_a_completer_with_the_validity_channel_trains_and_reloads(completion_run, tmp_path):
+    data, _, _ = completion_run
+    cfg = TrainConfig(task="complete", prompt_validity=True, data=str(data), output=str(tmp_path / "out"),
+                      model="tiny", max_steps=3, batch_size=2, image_size=[56, 84], precision="fp32",
+                      learning_rate=1e-3)
+    result = run_training(cfg, progress=False)
+    assert read_record(tmp_path / "out").completion["prompt_channels"] == 2
+    bundle = load_bundle(tmp_path / "out", device="cpu", precision="fp32")
+    capture = load_capture(find_captures(data)[1])
+    reloaded = bundle.predict_completion(capture.rgb, capture.depth_mm)
+    bundle.model = result.model.to("cpu").eval()
+    np.testing.assert_allclose(reloaded, bundle.predict_completion(capture.rgb, capture.depth_mm),
+                               rtol=1e-4, atol=1e-2)

@@ -36,6 +36,7 @@ PROMPT_SCALE = 0.5  # prompt size / model input size: the neck's finest fusion m
 BLOB_SHARES = (0.03, 0.2)  # share of the measured pixels a training example hides in blobs
 EDGE_BAND_SCALES = (0.5, 2.0)  # training edge bands: the scored width times a factor in this range
 MIN_VISIBLE_SHARE = 0.2  # keep at least this share of the measured pixels visible
+PROMPT_CHANNELS = (1, 2)  # the prompt's depth, and optionally the share of it that was measured
 
 
 def check_hole_kinds(kinds) -> tuple[str, ...]:
@@ -93,12 +94,33 @@ def _keep_visible(hidden: np.ndarray, measured: np.ndarray, rng: np.random.Gener
 def prompt_depth_mm(depth_mm: np.ndarray, visible: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     """(h, w) float32 prompt in mm: the visible depth area-averaged to `size_hw` over visible pixels
     only, its holes filled harmonically (a hole no visible pixel reaches takes the visible median)."""
-    coarse, _ = masked_area_resize(depth_mm, visible, size_hw)
+    return _prompt_and_coverage(depth_mm, visible, size_hw)[0]
+
+
+def build_prompt(depth_mm: np.ndarray, visible: np.ndarray, size_hw: tuple[int, int],
+                 channels: int = 1) -> np.ndarray:
+    """(channels, h, w) float32: `prompt_depth_mm`, and with 2 channels the share of each prompt
+    pixel that was measured (1 measured, 0 a filled hole), written into the prompt's own range
+    (min + share x (max - min)): Prompt Depth Anything normalises the whole prompt by its min and
+    max, which turns that channel back into the share exactly and leaves the depth channel as it was
+    (model.prompt.add_validity_channel)."""
+    if channels not in PROMPT_CHANNELS:
+        raise ConfigError(f"a prompt has 1 or 2 channels, got {channels}")
+    filled, coverage = _prompt_and_coverage(depth_mm, visible, size_hw)
+    if channels == 1:
+        return filled[None]
+    lo, hi = float(filled.min()), float(filled.max())
+    return np.stack([filled, lo + coverage * (hi - lo)]).astype(np.float32)
+
+
+def _prompt_and_coverage(depth_mm: np.ndarray, visible: np.ndarray, size_hw: tuple[int, int]):
+    coarse, coverage = masked_area_resize(depth_mm, visible, size_hw)
     known = np.isfinite(coarse)
     if not known.any():
         raise ValueError("a prompt needs at least one visible measured pixel")
     filled = harmonic_fill(coarse, known)
-    return np.where(np.isfinite(filled), filled, float(np.median(coarse[known]))).astype(np.float32)
+    filled = np.where(np.isfinite(filled), filled, float(np.median(coarse[known]))).astype(np.float32)
+    return filled, coverage
 
 
 class CompletionDataset(torch.utils.data.Dataset):
@@ -108,7 +130,7 @@ class CompletionDataset(torch.utils.data.Dataset):
     measured nothing); valid_mask (h, w) bool, the measured pixels; hidden_mask (h, w) bool, the
     measured pixels hidden from the prompt (what the validation RMSE scores); loss_weight (h, w)
     float32 (HIDDEN_WEIGHT on hidden pixels, 1 on visible measured ones, 0 elsewhere); prompt_depth
-    (1, h', w') float32 mm.
+    (prompt_channels, h', w') float32 (`build_prompt`: mm, and the measured share).
 
     fixed: every item always draws the same hole (seeded by `seed` and its index): a validation set.
     Otherwise each draw is seeded from torch's RNG, which the Trainer seeds: a run is reproducible.
@@ -117,11 +139,13 @@ class CompletionDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, captures: list[PreparedCapture], kinds=TRAINING_HOLE_KINDS, fixed: bool = False,
-                 seed: int = 0, prompt_scale: float = PROMPT_SCALE, hidden_weight: float = HIDDEN_WEIGHT):
+                 seed: int = 0, prompt_scale: float = PROMPT_SCALE, hidden_weight: float = HIDDEN_WEIGHT,
+                 prompt_channels: int = 1):
         if not captures:
             raise ConfigError("a completion dataset needs at least one capture")
         self.captures, self.kinds = captures, check_hole_kinds(kinds)
         self.fixed, self.seed, self.hidden_weight = fixed, seed, hidden_weight
+        self.prompt_channels = prompt_channels
         self.prompt_hw = prompt_size_hw(captures[0].depth_mm.shape, prompt_scale)
         self._holes = [~np.isfinite(c.depth_mm) for c in captures]
 
@@ -148,7 +172,7 @@ class CompletionDataset(torch.utils.data.Dataset):
         weight = np.where(hidden, self.hidden_weight, visible.astype(np.float32)).astype(np.float32)
         return {"labels": np.where(measured, depth, 0.0).astype(np.float32), "valid_mask": measured,
                 "hidden_mask": hidden, "loss_weight": weight,
-                "prompt_depth": prompt_depth_mm(depth, visible, self.prompt_hw)[None]}
+                "prompt_depth": build_prompt(depth, visible, self.prompt_hw, self.prompt_channels)}
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         item = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.example(i).items()}

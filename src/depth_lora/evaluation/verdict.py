@@ -120,10 +120,10 @@ def plain_reading(test: EvaluationReport | None, val: EvaluationReport | None,
     return "\n".join(lines)
 
 
-def completion_reading(report, split: str) -> SplitReading | None:
+def completion_reading(report, split: str, baseline: str = "harmonic") -> SplitReading | None:
     """A completion run's paired comparison on one split's hole report (evaluation.holes.HoleReport):
-    the completer's RMSE on hidden pixels minus harmonic's, averaged over each capture's hole kinds,
-    with a bootstrap interval over captures. None without both rows."""
+    the completer's RMSE on hidden pixels minus `baseline`'s, averaged over each capture's hole
+    kinds, with a bootstrap interval over captures. None without both rows."""
     from depth_lora.numeric.metrics import bootstrap_ci95
 
     if report is None:
@@ -131,8 +131,8 @@ def completion_reading(report, split: str) -> SplitReading | None:
     rows = {(r["capture"], r["kind"], r["method"]): r["metrics"]["rmse_mm"] for r in report.captures}
     per_capture: dict[str, list[tuple[float, float]]] = {}
     for (capture, kind, method), rmse in rows.items():
-        if method == "completer" and (capture, kind, "harmonic") in rows:
-            per_capture.setdefault(capture, []).append((rmse, rows[capture, kind, "harmonic"]))
+        if method == "completer" and (capture, kind, baseline) in rows:
+            per_capture.setdefault(capture, []).append((rmse, rows[capture, kind, baseline]))
     if not per_capture:
         return None
     ours = [sum(a for a, _ in pairs) / len(pairs) for pairs in per_capture.values()]
@@ -157,6 +157,13 @@ def completion_verdict(test, val) -> tuple[str, str]:
         lines.append(f"  {r.name:<10} {plural(r.captures, 'capture')}: completer {r.fine_tuned_mm:.1f} mm vs "
                      f"harmonic {r.zero_shot_mm:.1f} mm, difference {r.diff_mm:+.1f} [{lo:+.1f}, {hi:+.1f}]: "
                      f"{words[r.reading]}")
+    for split, report in (("val", val), ("test", test)):  # what training itself changed
+        start = completion_reading(report, split, baseline="completer_start")
+        if start is not None:
+            lo, hi = start.ci95
+            lines.append(f"  {start.name:<10} against the completer before fine-tuning "
+                         f"({start.zero_shot_mm:.1f} mm): {start.diff_mm:+.1f} [{lo:+.1f}, {hi:+.1f}] "
+                         "from training")
     said = {r.reading for r in readings}
     if len(readings) < 2:
         verdict = "withheld"

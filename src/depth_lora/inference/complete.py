@@ -339,17 +339,26 @@ def zero_shot_bundle(
     model_name: str, image_size_hw: tuple[int, int], device=None, precision: str = "auto"
 ) -> ModelBundle:
     """A base model (hub id, folder, `demo-pretrained`, ...) for completion without an adapter:
-    its output is fitted to each capture (see `base_labels`)."""
+    its output is fitted to each capture (see `base_labels`). A Prompt Depth Anything checkpoint
+    (`prompt-small`, or a folder holding one) completes as published: its output, given the
+    capture's measured depth as the prompt, is depth in mm."""
     import torch
 
+    from depth_lora.data.completion import PROMPT_SCALE
     from depth_lora.model.checkpoints import build_model
     from depth_lora.model.precision import resolve_precision
+    from depth_lora.model.prompt import PROMPT_MODEL_ALIASES, is_prompt_model
 
-    model, info = build_model(model_name)
+    model, info = build_model(PROMPT_MODEL_ALIASES.get(model_name, model_name), allow_prompt=True)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     to_channels_last(model.to(device)).eval()
     record = RunRecord(model_name, image_size_hw=image_size_hw, zero_shot=True,
                        model_info={"source": info.get("source")})
+    if is_prompt_model(model):
+        completion = {"output": "direct", "prompt_scale": PROMPT_SCALE}
+        record = record.derived(task="complete", completion=completion)
+        return ModelBundle(model, None, tuple(image_size_hw), record, Path(model_name),
+                           resolve_precision(precision, device.type))
     return ModelBundle(model, base_labels(model), tuple(image_size_hw), record, Path(model_name),
                        resolve_precision(precision, device.type))
 

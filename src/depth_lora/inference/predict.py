@@ -107,11 +107,13 @@ def load_base_model(folder: Path, record: RunRecord, as_published: bool = False)
 
     base_dir = record.base_model_dir
     if record.is_completer:  # a completion model, its residual head started as in training
-        from depth_lora.model.prompt import build_completer, start_residual_head
+        from depth_lora.model.prompt import add_validity_channel, build_completer, start_residual_head
 
         model = build_completer(str(folder / base_dir) if base_dir else record.base_model)[0]
         if (record.completion or {}).get("output") == "residual" and not as_published:
             start_residual_head(model)
+        if (record.completion or {}).get("prompt_channels", 1) == 2:
+            add_validity_channel(model)
         return model
     model = build_model(str(folder / base_dir) if base_dir else record.base_model)[0]
     if record.head_type == "metric" and not as_published:
@@ -149,10 +151,11 @@ def predict_completion(model: torch.nn.Module, rgb: np.ndarray, depth_mm: np.nda
     """A completion model's depth in mm for one capture, upsampled (bilinear) to the image's (H, W).
 
     The prompt is the measured depth area-averaged to the run's prompt size with its holes filled
-    harmonically (data.completion.prompt_depth_mm, as in training); `completion`: the run record's
+    harmonically, with the measured share as a second channel if the run has one
+    (data.completion.build_prompt, as in training); `completion`: the run record's
     completion settings (its output rule and prompt scale). Raises DataError when nothing is measured.
     """
-    from depth_lora.data.completion import prompt_depth_mm, prompt_size_hw
+    from depth_lora.data.completion import build_prompt, prompt_size_hw
     from depth_lora.model.prompt import completed_depth
 
     with np.errstate(invalid="ignore"):
@@ -160,8 +163,9 @@ def predict_completion(model: torch.nn.Module, rgb: np.ndarray, depth_mm: np.nda
     if not measured.any():
         raise DataError("depth", "no measured pixel: a completion model needs some measured depth")
     device = next(model.parameters()).device
-    prompt = prompt_depth_mm(depth_mm, measured, prompt_size_hw(size_hw, completion["prompt_scale"]))
-    prompt_t = torch.from_numpy(prompt)[None, None].to(device)
+    prompt = build_prompt(depth_mm, measured, prompt_size_hw(size_hw, completion["prompt_scale"]),
+                          completion.get("prompt_channels", 1))
+    prompt_t = torch.from_numpy(prompt)[None].to(device)
     pixel_values = rgb_to_pixel_values(resize_rgb(rgb, size_hw)[None]).to(device)
     with autocast(device, precision):
         pred = model(pixel_values=pixel_values.contiguous(memory_format=torch.channels_last),

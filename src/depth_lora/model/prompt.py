@@ -83,6 +83,22 @@ def start_residual_head(model: PromptDepthAnythingForDepthEstimation) -> None:
                 module.conv3.bias.fill_(RESIDUAL_HEAD_START)
 
 
+def add_validity_channel(model: PromptDepthAnythingForDepthEstimation) -> None:
+    """Let every prompt branch read a second prompt channel, the share of each prompt pixel that was
+    measured (data.completion.build_prompt): a filled hole and a measured surface look alike in the
+    depth channel alone. The new input's weights start at zero, so the model computes exactly what
+    it computed before until training moves them; in place, before PEFT wraps the model."""
+    for module in model.modules():
+        if isinstance(module, PromptDepthAnythingLayer) and module.convolution1.in_channels == 1:
+            old = module.convolution1
+            new = nn.Conv2d(2, old.out_channels, old.kernel_size, old.stride, old.padding, bias=True)
+            with torch.no_grad():
+                new.weight.zero_()
+                new.weight[:, :1] = old.weight
+                new.bias.copy_(old.bias)
+            module.convolution1 = new.to(old.weight.device, old.weight.dtype)
+
+
 def completed_depth(pred: torch.Tensor, prompt_depth: torch.Tensor, output: str = "residual") -> torch.Tensor:
     """A completion model's depth in mm from its output `pred` (B, H, W) and its prompt (B, 1, h, w).
 
@@ -95,7 +111,7 @@ def completed_depth(pred: torch.Tensor, prompt_depth: torch.Tensor, output: str 
         return pred
     if output != "residual":
         raise ConfigError(f"completion output must be one of {', '.join(COMPLETION_OUTPUTS)}, got {output!r}")
-    prompt = prompt_depth.to(pred.dtype)
+    prompt = prompt_depth[:, :1].to(pred.dtype)  # the depth channel (a second one is validity)
     up = F.interpolate(prompt, size=pred.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
     flat = prompt.flatten(1)
     middle = (flat.amax(dim=1) + flat.amin(dim=1)) / 2

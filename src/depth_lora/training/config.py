@@ -87,6 +87,12 @@ class TrainConfig:
                        "other_capture (another capture's holes), blobs (object-sized), edge_bands (beside "
                        "depth edges, like projector shadows) (default: all three)"),
     )
+    prompt_validity: bool | None = field(
+        default=None,
+        metadata=_help("--task complete: also give the completer, as a second prompt channel, where the "
+                       "camera measured (else a filled hole and a measured surface look alike to it) "
+                       "(default: no)"),
+    )
     hidden_weight: float | None = field(
         default=None,
         metadata=_help("--task complete: loss weight of a hidden measured pixel against 1 for a visible "
@@ -291,7 +297,8 @@ class TrainConfig:
     def _check_task(self) -> None:
         """Refuse options that do not apply to the task (before the recipe fills anything in)."""
         if self.task == "depth":
-            given = [name for name in ("hole_kinds", "hidden_weight") if getattr(self, name) is not None]
+            given = [name for name in ("hole_kinds", "hidden_weight", "prompt_validity")
+                     if getattr(self, name) is not None]
             if given:
                 raise ConfigError(f"--{given[0].replace('_', '-')} is an option of a completion run: add "
                                   "--task complete")
@@ -306,6 +313,7 @@ class TrainConfig:
                               "(mm), with its own loss")
         self.hole_kinds = list(check_hole_kinds(self.hole_kinds or TRAINING_HOLE_KINDS))
         self.hidden_weight = HIDDEN_WEIGHT if self.hidden_weight is None else float(self.hidden_weight)
+        self.prompt_validity = bool(self.prompt_validity)
         if self.hidden_weight <= 0:
             raise ConfigError(f"--hidden-weight must be > 0, got {self.hidden_weight}")
 
@@ -375,8 +383,8 @@ def coerce_field(name: str, value):
 
 # Changing these on --resume would continue a checkpoint with a different model or labels.
 RESUME_MUST_MATCH = (
-    "task", "data", "model", "image_size", "lora_rank", "lora_alpha", "lora_bias", "lora_targets",
-    "use_rslora", "use_dora",
+    "task", "prompt_validity", "data", "model", "image_size", "lora_rank", "lora_alpha", "lora_bias",
+    "lora_targets", "use_rslora", "use_dora",
     "train_head", "finetune", "labels", "label_percentiles", "val_fraction", "test_fraction",
     "group_by", "split", "seed", "depth_unit",
 )

@@ -164,7 +164,7 @@ class CompletionLoss(nn.Module):
         prompt_depth (B, 1, h, w) mm. Returns a scalar tensor."""
         with torch.autocast(device_type=pred.device.type, enabled=False):
             pred, target, valid = _prepare(pred, target, valid_mask)
-            flat = prompt_depth.detach().float().flatten(1)
+            flat = prompt_depth[:, :1].detach().float().flatten(1)  # the depth channel
             scale = (flat.amax(dim=1) - flat.amin(dim=1)).clamp(min=1e-3).view(-1, 1, 1)
             weight = torch.where(valid, loss_weight.detach().float(), torch.zeros_like(pred))
             return (weight * ((pred - target) / scale) ** 2).sum() / weight.sum().clamp(min=1e-6)

@@ -36,7 +36,7 @@ from depth_lora.model.checkpoints import build_model, quiet_weights_io
 from depth_lora.model.choices import BUNDLED_MODELS, DEMO_MODEL_WARNING
 from depth_lora.model.lora import apply_lora, enable_activation_checkpointing, trainable_parameters_line
 from depth_lora.model.precision import resolve_precision
-from depth_lora.model.prompt import build_completer, start_residual_head
+from depth_lora.model.prompt import add_validity_channel, build_completer, start_residual_head
 from depth_lora.runs.folder import (
     BASE_MODEL_DIR,
     CARD_FILE,
@@ -156,6 +156,8 @@ def run_training(cfg: TrainConfig, progress: bool = True, names: OptionNames = C
         start_output_dir(output, cfg, data, names, model if record.base_model_dir else None)
     if completion and completion["output"] == "residual":  # after the base is saved as it was built
         start_residual_head(model)
+    if completion and completion["prompt_channels"] == 2:
+        add_validity_channel(model)
     model = attach_adapters(model, cfg)
     trainable = trainable_parameters_line(model)
     print(trainable)
@@ -276,8 +278,8 @@ def completion_settings(cfg: TrainConfig, model_info: dict) -> dict:
     Anything's own output for a published prompt checkpoint), the prompt's size, the training holes."""
     converted = model_info.get("converted_from")
     return {"output": "residual" if converted else "direct", "converted_from": converted,
-            "prompt_scale": PROMPT_SCALE, "hole_kinds": list(cfg.hole_kinds),
-            "hidden_weight": cfg.hidden_weight}
+            "prompt_scale": PROMPT_SCALE, "prompt_channels": 2 if cfg.prompt_validity else 1,
+            "hole_kinds": list(cfg.hole_kinds), "hidden_weight": cfg.hidden_weight}
 
 
 def make_record(cfg: TrainConfig, data: RunData, model_info: dict, head: dict, labels: LabelScheme | None,
@@ -351,7 +353,8 @@ def build_trainer(model, cfg: TrainConfig, data: RunData, labels: LabelScheme | 
     every = default_eval_steps(len(train), cfg.batch_size, cfg.epochs, cfg.max_steps, replicas)
     if completion:
         holes = {"kinds": completion["hole_kinds"], "prompt_scale": completion["prompt_scale"],
-                 "hidden_weight": completion["hidden_weight"]}
+                 "hidden_weight": completion["hidden_weight"],
+                 "prompt_channels": completion["prompt_channels"]}
         datasets = (CompletionDataset(train, **holes),
                     CompletionDataset(val, fixed=True, seed=cfg.seed, **holes))
         metrics, more = make_completion_metrics(), {"completion_output": completion["output"]}
