@@ -14,6 +14,9 @@ from transformers import AutoModelForDepthEstimation
 # Research code lives outside the package (experiments/), run from a source checkout.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "domain_adaptation"))
 
+from completion import SETTINGS as COMPLETION_SETTINGS
+from completion import run_completion_arm
+from completion import targets as completion_targets
 from experiment import (
     CURVE_METHODS,
     METHODS,
@@ -228,3 +231,35 @@ def test_quick_experiment_selects_on_validation_scores_test_once_and_plots(tmp_p
         assert meta["labels"]["kind"] == "metric"
         assert json.loads((out / row["run"] / "split.json").read_text())["test"] == []
     assert (out / "heads.json").is_file()
+
+    # The completion arm reuses it too: completers chosen on validation, scored on the test captures.
+    arm = run_completion_arm(out)
+    assert arm["chosen"] in COMPLETION_SETTINGS
+    finals = [r for r in arm["rows"] if r.get("stage") == "final"]
+    assert sorted(r["seed"] for r in finals) == sorted(QUICK.seeds)
+    for row in arm["rows"]:
+        assert json.loads((out / row["run"] / "split.json").read_text())["test"] == []
+    for row in finals:
+        assert {"completer", "completer_start", "harmonic", "local_fit"} <= set(row["test"])
+        assert "border" in row["test"]["completer"]  # a kind training never draws is scored
+    assert set(arm["targets"]) == {"blobs", "edge_bands", "other_capture"}
+    assert [r["train_captures"] for r in arm["curve"]] == sizes
+    assert (out / "completion_curve.png").stat().st_size > 10_000
+
+
+def test_completion_targets_compare_with_the_best_classical_fill():
+    summary = {m: {k: {"mean": v} for k, v in zip(("blobs", "edge_bands", "other_capture"), values,
+                                                  strict=True)}
+               for m, values in {"completer": (20.0, 40.0, 30.0), "harmonic": (30.0, 60.0, 29.0),
+                                 "nearest": (50.0, 70.0, 31.0), "telea": (45.0, 79.0, 35.0)}.items()}
+    out = completion_targets(summary)
+    assert out["blobs"]["ratio"] == pytest.approx(20 / 30) and not out["blobs"]["met"]
+    assert out["other_capture"]["best_classical_mm"] == 29.0 and not out["other_capture"]["met"]
+    summary["completer"]["edge_bands"]["mean"] = 29.0
+    assert completion_targets(summary)["edge_bands"]["met"]
+
+
+def test_the_follow_ups_refuse_a_folder_without_the_main_experiment(tmp_path):
+    for follow_up in (run_head_comparison, run_completion_arm):
+        with pytest.raises(DataError, match="no results.json"):
+            follow_up(tmp_path)

@@ -2,11 +2,12 @@
 classical fills? A validation-only check of `train --task complete` at the scale of the offline demo.
 
 `demo-pretrained` turned into a completion model, 40 generated captures in sessions (240x388, seed
-3), the recipe's LoRA placement, 300 steps at 126x196, a grouped split (val 20 %, test 25 %), seed
-0 only (a first look, not a choice). Each setting is ranked on the validation split's hidden pixels
-(every hole kind of `evaluate --holes`, anchored completer); the test rows are recorded, never used
-to choose.
-Usage: python experiments/completion_check/run.py OUT_DIR (about 6 minutes a run on 2 AVX2 cores;
+3), the recipe's LoRA placement, 300 steps at 126x196, a grouped split (val 20 %, test 25 %, the
+same for every run), seeds 0 and 1 (initialisation, data order, holes drawn). Learning rates with
+and without the validity channel (--prompt-validity). Each setting is ranked by its mean over the
+seeds on the validation split's hidden pixels (every hole kind of `evaluate --holes`, the anchored
+completer); the test rows are recorded, never used to choose.
+Usage: python experiments/completion_check/run.py OUT_DIR (about 2.5 minutes a run on 2 AVX2 cores;
 a run whose folder holds metrics.json is read back, not trained again). Writes
 OUT_DIR/completion_check.json and prints a markdown table.
 """
@@ -17,13 +18,19 @@ from pathlib import Path
 
 import numpy as np
 
+from depth_lora.data.captures import find_captures
+from depth_lora.data.split import group_captures, make_split, save_split
 from depth_lora.synthetic.demo import generate_demo_captures
 from depth_lora.training.config import TrainConfig
 from depth_lora.training.run import run_training
 
 SETTINGS = {"lr 2e-4": {"learning_rate": 2e-4},
-            "lr 1e-3": {"learning_rate": 1e-3}}
-SEEDS = (0,)
+            "lr 1e-3": {"learning_rate": 1e-3},
+            "lr 2e-3": {"learning_rate": 2e-3},
+            "lr 2e-4, validity": {"learning_rate": 2e-4, "prompt_validity": True},
+            "lr 1e-3, validity": {"learning_rate": 1e-3, "prompt_validity": True},
+            "lr 2e-3, validity": {"learning_rate": 2e-3, "prompt_validity": True}}
+SEEDS = (0, 1)
 ROWS = ("completer", "completer_unanchored", "completer_start", "zero_shot", "local_fit", "harmonic",
         "nearest", "telea")
 
@@ -37,13 +44,17 @@ def main(out: Path) -> None:
     data = out / "data"
     if not data.is_dir():
         generate_demo_captures(data, 40, seed=3, size_hw=(240, 388))
+    split_file = out / "split.json"  # one split for every run: the one seed 0 draws
+    if not split_file.is_file():
+        keys = [f.key for f in find_captures(data)]
+        save_split(make_split(keys, 0.2, 0.25, 0, group_captures(keys, "session")), split_file)
     rows = []
     for name, options in SETTINGS.items():
         for seed in SEEDS:
             folder = out / "runs" / f"{name.replace(' ', '').replace(',', '_')}_s{seed}"
             cfg = TrainConfig(task="complete", model="demo-pretrained", data=str(data), output=str(folder),
                               max_steps=300, batch_size=4, image_size=[126, 196], seed=seed,
-                              val_fraction=0.2, test_fraction=0.25, precision="fp32",
+                              split=str(split_file), precision="fp32",
                               **options)
             if (folder / "metrics.json").is_file():
                 metrics = json.loads((folder / "metrics.json").read_text())

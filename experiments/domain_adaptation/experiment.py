@@ -380,6 +380,17 @@ def budget_record(budget: Budget) -> dict:
     return json.loads(json.dumps(asdict(budget)))
 
 
+def finished_results(out_dir: Path) -> tuple[dict, Budget]:
+    """(results.json, its budget) of an experiment folder, for a follow-up that reuses it (heads,
+    completion); DataError when the main experiment has not run there."""
+    results_file = out_dir / "results.json"
+    if not results_file.is_file():
+        raise DataError(out_dir, "no results.json: run `python experiments/domain_adaptation/run.py "
+                        "--out DIR` first")
+    results = json.loads(results_file.read_text())
+    return results, FULL if results["budget"] == budget_record(FULL) else QUICK  # --quick: a smoke test
+
+
 def _data_stage(out_dir: Path, budget: Budget, done: bool):
     """Source scenes, target captures and the one session-grouped split (recomputed when resuming:
     it is seeded); returns (split, groups, each split's sessions, trainval split file)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from experiment import FULL, HEADLINE, METHODS, QUICK, VARIANTS, budget_record, say, score_on_test, train_run
+from experiment import HEADLINE, METHODS, VARIANTS, finished_results, say, score_on_test, train_run
 
 from depth_lora.errors import DataError
 
@@ -25,14 +25,9 @@ HEAD_RANGES_M = (3, 20)
 def run_head_comparison(out_dir: str | Path) -> dict:
     """Train and score the metric-head variants in an experiment folder; writes heads.json."""
     out_dir = Path(out_dir)
-    results_file = out_dir / "results.json"
-    if not results_file.is_file():
-        raise DataError(out_dir, "no results.json: run "
-                        "`python experiments/domain_adaptation/run.py --out DIR` first")
-    results = json.loads(results_file.read_text())
+    results, budget = finished_results(out_dir)
     if "recommended" not in results["chosen"]:
-        raise DataError(results_file, "has no 'recommended' method to compare with")
-    budget = FULL if results["budget"] == budget_record(FULL) else QUICK  # --quick: a smoke test of this too
+        raise DataError(out_dir / "results.json", "has no 'recommended' method to compare with")
     loss = VARIANTS[results["variant"]]["loss"]
     run_args = dict(target_dir=out_dir / "target", pretrained=out_dir / "pretrained", budget=budget,
                     split_file=out_dir / "trainval_split.json", method="recommended")

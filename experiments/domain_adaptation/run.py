@@ -2,6 +2,7 @@
 
     python experiments/domain_adaptation/run.py --out DIR            # 75 min on 2 AVX2 cores + pretraining
     python experiments/domain_adaptation/run.py --out DIR --heads    # after it: metric heads, ~20 minutes
+    python experiments/domain_adaptation/run.py --out DIR --completion  # after it: hole completion
     python experiments/domain_adaptation/run.py --out DIR --quick    # every step at toy size, ~11 minutes
     python experiments/domain_adaptation/run.py --out DIR --resume   # go on after an interruption
 
@@ -16,6 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from completion import format_completion, run_completion_arm
 from experiment import format_table, run_experiment
 from heads import run_head_comparison
 
@@ -35,8 +37,17 @@ def main(argv=None) -> int:
     parser.add_argument("--heads", action="store_true",
                         help="after a full run in OUT: add the pretrained model with a metric head (3 m and "
                         "20 m ranges) beside the relative recipe, chosen and scored the same way (~15 min)")
+    parser.add_argument("--completion", action="store_true",
+                        help="after a full run in OUT: the completion arm (a completion model trained on the "
+                        "training captures' hidden holes, chosen on validation, scored on the test captures' "
+                        "hidden pixels against classical fills)")
     args = parser.parse_args(argv)
     try:
+        if args.completion:
+            arm = run_completion_arm(args.out)
+            print(format_completion(arm))
+            print(f"written: {Path(args.out) / 'completion.json'}, {Path(args.out) / 'completion_curve.png'}")
+            return 0
         if args.heads:
             summary = run_head_comparison(args.out)["summary"]
             for head, row in summary.items():
