@@ -156,8 +156,8 @@ def write_curve_figure(out_dir: Path, curve: list[dict]) -> None:
     for method in ("completer", "completer_start", "harmonic"):
         lines[method] = [(r["train_captures"], r["test"][method]["all"], *r["test"][method]["all_ci95"])
                          for r in curve]
-    figure = plot_capture_curve(lines, "Hole filling: test RMSE on hidden pixels (all kinds), seed 0, "
-                                       "95 % over (capture, kind)")
+    figure = plot_capture_curve(lines, "Hole filling, 45 test captures: RMSE on hidden pixels\n"
+                                       "(all kinds, seed 0, 95 % over capture and kind)")
     save_figure(figure, out_dir / "completion_curve.png")
 
 
