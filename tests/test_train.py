@@ -98,7 +98,7 @@ def test_reloaded_output_folder_reproduces_the_trained_models_predictions(traine
     capture = load_capture(find_captures(demo12)[0])
     reloaded = load_bundle(trained.output_dir, device="cpu", precision="fp32")
     in_memory = ModelBundle(
-        trained.model.eval(), reloaded.labels, reloaded.image_size_hw, {}, trained.output_dir
+        trained.model.eval(), reloaded.labels, reloaded.image_size_hw, reloaded.record, trained.output_dir
     )
     a = predict_depth_mm(in_memory, capture.rgb)
     b = predict_depth_mm(reloaded, capture.rgb)

@@ -78,13 +78,15 @@ def runtime_bundles(model, merged, labels: LabelScheme, size_hw, precision: str,
     from depth_lora.deploy import onnx_export, openvino_export
     from depth_lora.deploy.onnx_runtime import OnnxBundle, session_options
     from depth_lora.deploy.openvino_runtime import OpenVinoBundle, compile_model, openvino_installed
+    from depth_lora.runs.folder import RunRecord
 
-    bundles = {"pytorch fp32": ModelBundle(model, labels, size_hw, {}, work, "fp32")}
+    record = RunRecord("bench", labels=labels.to_dict(), image_size_hw=size_hw)  # a monocular model's
+    bundles = {"pytorch fp32": ModelBundle(model, labels, size_hw, record, work, "fp32")}
     if precision != "fp32":
-        bundles[f"pytorch {precision} (auto)"] = ModelBundle(model, labels, size_hw, {}, work, precision)
+        bundles[f"pytorch {precision} (auto)"] = ModelBundle(model, labels, size_hw, record, work, precision)
     if next(model.parameters()).device.type != "cpu":
         return bundles  # the export runtimes below run on the CPU
-    args = (labels, size_hw, {}, work)
+    args = (labels, size_hw, record, work)
     onnx_file, ir, int8 = (work / f for f in (onnx_export.MODEL_FILE, openvino_export.MODEL_FILE,
                                                openvino_export.INT8_MODEL_FILE))
 
