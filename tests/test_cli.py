@@ -100,7 +100,8 @@ def test_bad_config_files_are_one_line(tmp_path, capsys, text, message):
 
 
 def test_yaml_numbers_written_like_5e_5_are_read_as_numbers(tmp_path):
-    from depth_lora.training.config import TrainConfig, read_config_file
+    from depth_lora.training.config import TrainConfig
+    from depth_lora.training.config_file import read_config_file
 
     config = tmp_path / "run.yaml"
     config.write_text("learning_rate: 5e-5\nepochs: 3\n")  # PyYAML reads 5e-5 as a string

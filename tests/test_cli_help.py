@@ -16,7 +16,8 @@ import pytest
 from depth_lora.cli.commands import main
 from depth_lora.cli.flags import add_dataclass_flags
 from depth_lora.cli.parser import build_parser, check_arguments
-from depth_lora.training.config import TrainConfig, field_names, read_config_file
+from depth_lora.training.config import TrainConfig, field_names
+from depth_lora.training.config_file import read_config_file
 
 
 def train_help(capsys) -> str:

@@ -17,8 +17,8 @@ from depth_lora.inference.complete import (
     complete_with_completer,
     depth_bounds,
     fit_prediction_mm,
-    local_fit_fill,
 )
+from depth_lora.inference.local_fit import local_fit_fill
 from depth_lora.inference.predict import load_bundle
 from depth_lora.numeric.hole_masks import HOLE_KINDS
 from depth_lora.runs.folder import META_FILE, check_task, read_record

@@ -51,7 +51,7 @@ _PUBLIC = {
     "TrainConfig": "depth_lora.training.config",
     "run_training": "depth_lora.training.run",
     "quickstart_config": "depth_lora.cli.quickstart",
-    "describe_recipe": "depth_lora.training.config",
+    "describe_recipe": "depth_lora.training.describe",
     "NOTEBOOK_OPTIONS": "depth_lora.training.setup",
     "DepthTrainer": "depth_lora.training.trainer",
     "build_loss": "depth_lora.training.losses",

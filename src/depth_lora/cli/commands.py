@@ -9,7 +9,8 @@ import warnings
 # Only light modules here: argument errors must not wait for torch/transformers (issue 15, item 10).
 from depth_lora.cli.parser import build_parser, check_arguments
 from depth_lora.errors import DepthLoraError
-from depth_lora.training.config import TrainConfig, field_names, read_config_file
+from depth_lora.training.config import TrainConfig, field_names
+from depth_lora.training.config_file import read_config_file
 
 __all__ = ["main"]
 

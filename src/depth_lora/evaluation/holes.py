@@ -22,8 +22,8 @@ from depth_lora.inference.complete import (
     border_safe_raw,
     complete_raw,
     completion_from_prediction,
-    local_fit_fill,
 )
+from depth_lora.inference.local_fit import local_fit_fill
 from depth_lora.inference.predict import load_base_model, load_bundle, predict_completion, predict_raw
 from depth_lora.numeric.fill import harmonic_fill, nearest_fill, telea_fill
 from depth_lora.numeric.hole_masks import HOLE_KINDS, hidden_masks

@@ -57,32 +57,7 @@ def model_card(record: RunRecord, metrics: dict | None, split: dict | None, fold
     lines = ["---", header, "---", CARD_MARKER, "", f"# {folder_name}", ""]
     if record.warning:
         lines += [f"> **WARNING:** {record.warning}.", ""]
-    if record.is_completer:
-        converted = (record.completion or {}).get("converted_from")
-        lines += [
-            "A completion model (Prompt Depth Anything"
-            f"{f', started from `{converted}`' if converted else ''}) "
-            "adapted to one camera's captures with depth-lora: an RGB image and the camera's measured depth "
-            "in, the depth with its holes filled in **millimetres** out.",
-            "", "## Training", "",
-            f"- Base model: `{record.base_model}`"
-            + (" (random init, saved in `base_model/`)" if record.base_model_dir else ""),
-            f"- Recipe: {record.recipe_line or record.recipe}",
-            f"- Model input {size[0]} x {size[1]} (H x W)",
-        ]
-    else:
-        lines += [
-            f"Depth Anything V2 (`{record.base_model}`) adapted to one camera's captures with "
-            f"depth-lora: single RGB image in, depth in **millimetres** out.",
-            "",
-            "## Training",
-            "",
-            f"- Base model: `{record.base_model}`"
-            + (" (random init, saved in `base_model/`)" if record.base_model_dir else ""),
-            f"- Recipe: {record.recipe_line or record.recipe}",
-            f"- Labels: {labels.get('kind')} over {labels.get('depth_min_mm', 0):.0f}-"
-            f"{labels.get('depth_max_mm', 0):.0f} mm; model input {size[0]} x {size[1]} (H x W)",
-        ]
+    lines += _intro_lines(record, labels, size)
     if split:
         lines.append(f"- Captures: {len(split['train'])} train, {len(split['val'])} validation, "
                      f"{len(split['test'])} test (split.json; sessions kept apart: "
@@ -140,6 +115,38 @@ def model_card(record: RunRecord, metrics: dict | None, split: dict | None, fold
     ]
     return "\n".join(lines)
 
+
+
+def _intro_lines(record: RunRecord, labels: dict, size) -> list[str]:
+    """What the model is and what it was trained from (a completion model or a monocular one)."""
+    lines = []
+    if record.is_completer:
+        converted = (record.completion or {}).get("converted_from")
+        lines += [
+            "A completion model (Prompt Depth Anything"
+            f"{f', started from `{converted}`' if converted else ''}) "
+            "adapted to one camera's captures with depth-lora: an RGB image and the camera's measured depth "
+            "in, the depth with its holes filled in **millimetres** out.",
+            "", "## Training", "",
+            f"- Base model: `{record.base_model}`"
+            + (" (random init, saved in `base_model/`)" if record.base_model_dir else ""),
+            f"- Recipe: {record.recipe_line or record.recipe}",
+            f"- Model input {size[0]} x {size[1]} (H x W)",
+        ]
+    else:
+        lines += [
+            f"Depth Anything V2 (`{record.base_model}`) adapted to one camera's captures with "
+            f"depth-lora: single RGB image in, depth in **millimetres** out.",
+            "",
+            "## Training",
+            "",
+            f"- Base model: `{record.base_model}`"
+            + (" (random init, saved in `base_model/`)" if record.base_model_dir else ""),
+            f"- Recipe: {record.recipe_line or record.recipe}",
+            f"- Labels: {labels.get('kind')} over {labels.get('depth_min_mm', 0):.0f}-"
+            f"{labels.get('depth_max_mm', 0):.0f} mm; model input {size[0]} x {size[1]} (H x W)",
+        ]
+    return lines
 
 def _decode_rule(labels: dict) -> str:
     lo, hi = labels.get("depth_min_mm", 0), labels.get("depth_max_mm", 0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -29,9 +28,7 @@ from depth_lora.data.split import group_captures, load_split, make_split, split_
 from depth_lora.data.transforms import JITTER_STRENGTH, BatchTransform
 from depth_lora.errors import ConfigError, DataError
 from depth_lora.evaluation.calibration import fit_zero_shot_calibration
-from depth_lora.evaluation.report import EvaluationReport, run_evaluation, write_report
-from depth_lora.evaluation.verdict import completion_verdict, held_out_verdict
-from depth_lora.inference.predict import load_bundle
+from depth_lora.evaluation.report import EvaluationReport
 from depth_lora.model.checkpoints import build_model, quiet_weights_io
 from depth_lora.model.choices import BUNDLED_MODELS, DEMO_MODEL_WARNING
 from depth_lora.model.lora import apply_lora, enable_activation_checkpointing, trainable_parameters_line
@@ -50,8 +47,15 @@ from depth_lora.runs.folder import (
 )
 from depth_lora.runs.model_card import write_model_card
 from depth_lora.text import plural
-from depth_lora.text import size_hw as format_size_hw
-from depth_lora.training.config import TrainConfig, describe_recipe
+from depth_lora.training.config import TrainConfig
+from depth_lora.training.describe import describe_recipe
+from depth_lora.training.held_out import (
+    evaluate_held_out,
+    evaluate_holes_held_out,
+    held_out_metrics,
+    hole_metrics,
+)
+from depth_lora.training.kept import kept_validation, reload_full_model
 from depth_lora.training.losses import CompletionLoss, build_loss
 from depth_lora.training.optim import describe_groups
 from depth_lora.training.setup import (
@@ -379,18 +383,6 @@ def build_trainer(model, cfg: TrainConfig, data: RunData, labels: LabelScheme | 
     return trainer
 
 
-def kept_validation(trainer: DepthTrainer, log_history: list[dict], size_hw) -> dict:
-    """The kept (best) checkpoint's validation metrics, from its own evaluation during training."""
-    val = best_validation(log_history, trainer.state.best_model_checkpoint)
-    if not val:
-        val = _strip(trainer.evaluate(metric_key_prefix="eval"), "eval_")
-    evaluations = [e for e in log_history if "eval_rmse_mm" in e]
-    if evaluations:  # how the kept one compares with the others: what the user saw scroll by
-        val |= {"evaluations": len(evaluations), "last_step": evaluations[-1]["step"],
-                "last_rmse_mm": evaluations[-1]["eval_rmse_mm"], "global_step": trainer.state.global_step}
-    return {**val, "resolution": f"model input, {format_size_hw(size_hw)}"}
-
-
 def save_adapter(trainer: DepthTrainer, output: Path) -> None:
     """The PEFT adapter (adapter_config.json + adapter_model.safetensors), or the whole model.
 
@@ -402,90 +394,3 @@ def save_adapter(trainer: DepthTrainer, output: Path) -> None:
         trainer.save_model(str(output))
     if is_main_process():
         readme.write_text(readme_before) if readme_before is not None else readme.unlink(missing_ok=True)
-
-
-def evaluate_held_out(cfg: TrainConfig, output: Path, precision: str, data: RunData,
-                      plots_dir=None) -> dict[str, EvaluationReport]:
-    """What `depth-lora evaluate` prints for the test and the validation split: every row, at full
-    resolution. With `plots_dir`, the test split's figures, report.json and captures.csv there."""
-    reports = {}
-    splits = [split for split in ("test", "val") if data.prepared[split]]
-    bundle = load_bundle(output, precision=precision) if splits else None  # one load for both
-    for split in splits:
-        reports[split] = run_evaluation(cfg.data, output, split=split, progress=False, bundle=bundle,
-                                        plots_dir=plots_dir if split == "test" else None)
-    if plots_dir is not None and "test" in reports:
-        write_report(reports["test"], Path(plots_dir) / "report.json", Path(plots_dir) / "captures.csv")
-    return reports
-
-
-def evaluate_holes_held_out(cfg: TrainConfig, output: Path, precision: str, data: RunData,
-                            plots_dir=None) -> dict:
-    """A completion run's held-out scores: `depth-lora evaluate --holes` on the test and the
-    validation split (hidden pixels of held-out captures). With `plots_dir`, the test split's hole
-    figures and holes.json there."""
-    from depth_lora.evaluation.holes import run_hole_evaluation
-
-    splits = [split for split in ("test", "val") if data.prepared[split]]
-    bundle = load_bundle(output, precision=precision) if splits else None
-    reports = {split: run_hole_evaluation(cfg.data, output, split, progress=False, bundle=bundle,
-                                          plots_dir=plots_dir if split == "test" else None)
-               for split in splits}
-    if plots_dir is not None and "test" in reports:
-        (Path(plots_dir) / "holes.json").write_text(json.dumps(reports["test"].to_dict(), indent=2) + "\n")
-    return reports
-
-
-def hole_metrics(reports: dict) -> dict:
-    """A completion run's metrics.json entries: each held-out split's hole rows (over all kinds, and
-    `by_kind`) and the verdict both splits give together."""
-    metrics = {name: {**reports[split].to_dict(), "resolution": "full resolution, hidden pixels only"}
-               for split, name in (("test", "test"), ("val", "val_full")) if split in reports}
-    verdict, text = completion_verdict(reports.get("test"), reports.get("val"))
-    return {**metrics, "verdict": {"verdict": verdict, "text": text}}
-
-
-def held_out_metrics(reports: dict[str, EvaluationReport]) -> dict:
-    """metrics.json's "test" and "val_full" entries (a split's rows at full resolution) and the
-    verdict both splits give together."""
-    metrics = {name: split_metrics(reports[split]) for split, name in (("test", "test"), ("val", "val_full"))
-               if split in reports}
-    verdict, text = held_out_verdict(reports.get("test"), reports.get("val"))
-    return {**metrics, "verdict": {"verdict": verdict, "text": text}}
-
-
-def split_metrics(report: EvaluationReport) -> dict:
-    """One split's rows, comparison and notes, as metrics.json keeps them."""
-    return {**{m: report.mean[m] for m in report.methods}, "comparison": report.comparison,
-            "resolution": "full resolution (each capture's own)", "precision": report.precision,
-            "notes": report.notes()}
-
-
-def reload_full_model(model: torch.nn.Module, checkpoint: str | None) -> None:
-    """Load a fully fine-tuned checkpoint's weights into `model`, every tensor of them.
-
-    transformers 5 saves the Dinov2 attention under its older names (attention.attention.query,
-    ...), and the Trainer's reload of the best checkpoint at the end skips keys it cannot match: the
-    attention weights kept their last-step values. from_pretrained translates the names.
-    """
-    if not checkpoint:
-        return
-    from transformers import AutoModelForDepthEstimation
-
-    with quiet_weights_io():
-        best = AutoModelForDepthEstimation.from_pretrained(checkpoint)
-    model.load_state_dict(best.state_dict())  # strict: a missing or unexpected key is an error
-
-
-def best_validation(log_history: list[dict], best_checkpoint: str | None) -> dict:
-    """The validation metrics (without the eval_ prefix) logged at the best checkpoint's step,
-    with that step and epoch; {} if they are not in the log."""
-    if not best_checkpoint:
-        return {}
-    step = int(Path(best_checkpoint).name.rsplit("-", 1)[-1])
-    entry = next((e for e in log_history if e.get("step") == step and "eval_rmse_mm" in e), None)
-    return {} if entry is None else {**_strip(entry, "eval_"), "step": step}
-
-
-def _strip(metrics: dict, prefix: str) -> dict:
-    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in metrics.items()}
