@@ -158,7 +158,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from depth_lora.deploy.backends import describe_bundle, open_bundle
     from depth_lora.inference.predict import list_images, predict_files
     from depth_lora.numeric.geometry import intrinsics_from_xyz
-    from depth_lora.runs.folder import check_task
+    from depth_lora.runs.folder import check_task, read_record
 
     intrinsics = tuple(args.intrinsics) if args.intrinsics else None
     if args.intrinsics_from:
@@ -169,8 +169,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         fx, fy, cx, cy = intrinsics
         print(f"intrinsics from {args.intrinsics_from}: fx {fx:.2f} fy {fy:.2f} cx {cx:.2f} cy {cy:.2f}")
     images = list_images(args.inputs)
+    # Refused before the model loads: a completion run needs depth too.
+    check_task(read_record(args.adapter), args.adapter, "depth", "predict depth from an image alone")
     bundle = open_bundle(args.adapter, args.backend, args.precision)
-    check_task(bundle.record, args.adapter, "depth", "predict depth from an image alone")
     print(describe_bundle(bundle))
     if bundle.record.warning:
         print(f"depth-lora predict: WARNING: {bundle.record.warning}", file=sys.stderr)
