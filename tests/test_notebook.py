@@ -43,14 +43,18 @@ def test_notebook_runs_headless_offline_with_the_demo_pretrained_model(tmp_path,
                      "Recipe 'recommended'", "adapted layers",
                      "generating 12 Zivid-like demo captures", "depth mean (mm)", "trainable params",
                      "def compute_loss", "fine_tuned_aligned", "zero_shot_calibrated", "zero_shot_aligned",
-                     "constant", "Kept: the checkpoint of step", "(test split)", ".ply"):
+                     "constant", "Kept: the checkpoint of step", "(test split)", ".ply", "completer_start",
+                     "against the completer before fine-tuning"):
         assert expected in text, expected
     figures = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(figures) >= 6  # histogram, gallery, model input, metrics, held-out comparison, new image
+    # histogram, gallery, model input, metrics, held-out comparison, two hole fills, new image
+    assert len(figures) >= 7
     for name in ("adapter_model.safetensors", "depth_lora.json", "split.json"):
         assert (out / name).is_file(), name
     meta = json.loads((out / "depth_lora.json").read_text())
     assert meta["base_model"] == "demo-pretrained" and meta["global_step"] == 400
+    completer = json.loads((out / "completer" / "depth_lora.json").read_text())
+    assert completer["task"] == "complete" and completer["global_step"] == 100
 
 
 def test_notebook_runs_after_quickstart_filled_the_default_output_folder(tmp_path, monkeypatch):
