@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from depth_lora.cli.commands import main
 from depth_lora.synthetic.demo import generate_demo_captures
 
@@ -56,3 +58,7 @@ def test_bench_inference_alone_at_several_sizes(tmp_path, capsys):
     assert sizes == {(70, 112), (56, 84)}  # 434 is above the trained short side: not a smaller size
     printed = capsys.readouterr().out
     assert "train_samples_per_s" not in printed and "56x84" in printed
+    completer = report["inference"]["completer"]  # a completion model of the same architecture, timed
+    for row in completer.values():
+        assert isinstance(row, str) or row["complete_s"] > 0 and np.isfinite(row["extra_s"])
+    assert "pytorch fp32" in completer and "completer, pytorch fp32" in printed

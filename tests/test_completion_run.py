@@ -138,8 +138,8 @@ def test_cli_complete_evaluate_and_the_refusals(completion_run, tmp_path, capsys
     assert main(["predict", str(one.image), "--adapter", str(out), "--out", str(tmp_path / "p")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "depth-lora complete" in err
-    assert main(["export", "--adapter", str(out), "--output", str(tmp_path / "x")]) == 2
-    assert "completion run" in capsys.readouterr().err
+    assert main(["export", "--adapter", str(out), "--output", str(tmp_path / "x"), "--quantize", "int8"]) == 2
+    assert "fp32 only" in capsys.readouterr().err and not (tmp_path / "x").exists()
     assert main(["evaluate", "--adapter", str(out), "--data", str(data), "--json", str(tmp_path / "e.json"),
                  "--plots", str(tmp_path / "plots")]) == 0
     report = json.loads((tmp_path / "e.json").read_text())
@@ -236,3 +236,37 @@ def test_a_completer_with_the_validity_channel_trains_and_reloads(completion_run
     bundle.model = result.model.to("cpu").eval()
     np.testing.assert_allclose(reloaded, bundle.predict_completion(capture.rgb, capture.depth_mm),
                                rtol=1e-4, atol=1e-2)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "openvino"])
+def test_a_completer_exports_with_two_inputs_and_completes_like_pytorch(completion_run, fmt, tmp_path,
+                                                                         capsys):
+    pytest.importorskip("onnxruntime" if fmt == "onnx" else "openvino")
+    from depth_lora.deploy.backends import open_bundle
+    from depth_lora.deploy.export import PARITY_TOLERANCE_MM, export_model
+
+    data, out, _ = completion_run
+    folder = tmp_path / fmt
+    report = export_model(out, folder, fmt, say=lambda *_: None)
+    assert 0 <= report.parity["max_abs_mm"] <= PARITY_TOLERANCE_MM and report.parity["images"] >= 1
+    record = read_record(folder)
+    assert record.is_completer and record.format == fmt and record.completion == read_record(out).completion
+    from depth_lora.data.completion import prompt_size_hw
+
+    prompt_hw = prompt_size_hw(record.image_size_hw, record.completion["prompt_scale"])
+    assert f"`prompt_depth` float32 (batch, 1, {prompt_hw[0]}, {prompt_hw[1]})" in (folder / "README.md").read_text()
+    split = json.loads((out / "split.json").read_text())
+    one = {f.key: f for f in find_captures(data)}[split["test"][0]]
+    capture = load_capture(one)
+    reference = load_bundle(out, device="cpu", precision="fp32")
+    pytorch = complete_capture(reference, capture.rgb, capture.depth_mm)
+    exported = complete_capture(open_bundle(folder), capture.rgb, capture.depth_mm)
+    measured = capture.valid_mask
+    np.testing.assert_array_equal(exported.depth_mm[measured], capture.depth_mm[measured])
+    assert np.abs(exported.depth_mm - pytorch.depth_mm).max() <= PARITY_TOLERANCE_MM
+    capsys.readouterr()
+    assert main(["complete", str(one.image.parent.parent), "--adapter", str(folder), "--out",
+                 str(tmp_path / "done"), "--format", "npy"]) == 0
+    assert (tmp_path / "done" / f"{one.key}_completed_mm.npy").is_file()
+    assert main(["predict", str(one.image), "--adapter", str(folder), "--out", str(tmp_path / "p")]) == 2
+    assert "depth-lora complete" in capsys.readouterr().err

@@ -136,7 +136,8 @@ def test_auto_runs_an_onnx_export_in_openvino_when_installed(tmp_path, monkeypat
 
 
 def test_int8_becomes_the_model_only_when_clearly_faster_and_the_readme_says_which(exported):
-    from depth_lora.deploy.export import export_readme, int8_choice
+    from depth_lora.deploy.export import int8_choice
+    from depth_lora.deploy.readme import export_readme
     from depth_lora.runs.folder import read_record
 
     assert int8_choice(2.0, 1.5, 5.0, 1000.0) == (True, "")

@@ -172,7 +172,9 @@ def phase_inference(data_dir, model_name, size_hw, batch_size, steps, precision,
                     short_sides=(434, 364)) -> dict:
     """One full-resolution PNG in -> depth in mm at full resolution out, end to end, in every runtime
     installed and at the trained size and smaller ones (bench/runtimes.py), then the capture
-    completed (`depth-lora complete`'s path)."""
+    completed (`depth-lora complete`'s path), by the monocular fill and by a completion model
+    (bench/completion.py)."""
+    from depth_lora.bench.completion import completion_timing
     from depth_lora.bench.runtimes import CALIBRATION_IMAGES, runtime_table
     from depth_lora.data.captures import find_captures, load_depth_mm, load_rgb
     from depth_lora.data.dataset import LabelScheme
@@ -189,10 +191,13 @@ def phase_inference(data_dir, model_name, size_hw, batch_size, steps, precision,
     trained = {r["runtime"]: r for r in table["rows"]
                if r["size_hw"] == list(size_hw) and "s_per_capture" in r}
     torch_name = [name for name in trained if name.startswith("pytorch")][-1]  # the auto precision
+    completer = completion_timing(model, labels, model_name, tuple(size_hw), image, depth_mm, precision,
+                                  max(steps, 2) - 1)
     result = {"size_hw": list(load_rgb(image).shape[:2]), "precision": precision, "runtimes": table,
               "s_per_capture_fp32": trained["pytorch fp32"]["s_per_capture"],
               "s_per_capture": trained[torch_name]["s_per_capture"],
-              "complete_s_per_capture": table["complete_s_per_capture"][torch_name]["s_per_capture"]}
+              "complete_s_per_capture": table["complete_s_per_capture"][torch_name]["s_per_capture"],
+              "completer": completer}
     return {**result, "peak_rss_mb": peak_rss_mb()}
 
 
@@ -284,6 +289,7 @@ def summary(report: dict) -> dict:
 
 def format_bench(report: dict) -> str:
     """The report as the lines `depth-lora bench` prints (the phases that ran)."""
+    from depth_lora.bench.completion import format_completion_timing
     from depth_lora.bench.runtimes import format_runtime_table
 
     m, r = report["machine"], report
@@ -318,6 +324,7 @@ def format_bench(report: dict) -> str:
             f"complete_s_per_capture   {r['complete_s_per_capture']:.3f} s (PNG + depth file -> holes "
             f"filled: {r['complete_s_per_capture'] - r['infer_s_per_capture']:+.3f} s over inference)",
             *format_runtime_table(inference["runtimes"], (h, w)),
+            *format_completion_timing(inference.get("completer", {})),
         ]
     memory = [f"{name} {r[phase]['peak_rss_mb']:.0f} MB" for name, phase in
               (("train", "ours"), ("inference phase (every runtime and export in one process)", "inference"),

@@ -180,9 +180,10 @@ def _add_export(sub) -> None:
         "export",
         help="export the adapted model to ONNX or OpenVINO (optionally int8), checked against PyTorch in mm",
         description="Merge the adapter and export image -> labels as an ONNX graph or an OpenVINO IR at the "
-        "trained input size (batch dynamic), with the label scheme beside it. A parity check against PyTorch "
-        "at full resolution runs after every export; the export fails if the fp32 model is off by more than "
-        "1 mm.",
+        "trained input size (batch dynamic), with the label scheme beside it; a completion run (--task "
+        "complete) as image + prompt depth -> depth in mm (fp32 only; `complete` runs it). A parity check "
+        "against PyTorch at full resolution runs after every export; the export fails if the fp32 model is "
+        "off by more than 1 mm.",
     )
     _add_adapter(p)
     p.add_argument("--output", required=True, help="new folder for the export")

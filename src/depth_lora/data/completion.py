@@ -113,6 +113,18 @@ def build_prompt(depth_mm: np.ndarray, visible: np.ndarray, size_hw: tuple[int, 
     return np.stack([filled, lo + coverage * (hi - lo)]).astype(np.float32)
 
 
+def capture_prompt(depth_mm: np.ndarray, size_hw: tuple[int, int], completion: dict) -> np.ndarray:
+    """The prompt a completion run reads for a capture's whole measured depth (`depth_mm`, NaN or
+    <= 0 where nothing was measured), at its prompt size for input size `size_hw`, as in training;
+    `completion`: the run record's completion settings. DataError when nothing is measured."""
+    with np.errstate(invalid="ignore"):
+        measured = np.isfinite(depth_mm) & (depth_mm > 0)
+    if not measured.any():
+        raise DataError("depth", "no measured pixel: a completion model needs some measured depth")
+    return build_prompt(depth_mm, measured, prompt_size_hw(size_hw, completion["prompt_scale"]),
+                        completion.get("prompt_channels", 1))
+
+
 def _prompt_and_coverage(depth_mm: np.ndarray, visible: np.ndarray, size_hw: tuple[int, int]):
     coarse, coverage = masked_area_resize(depth_mm, visible, size_hw)
     known = np.isfinite(coarse)

@@ -19,16 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from depth_lora.data.dataset import METRIC_HEAD_UNIT_MM, resize_rgb
+from depth_lora.data.completion import capture_prompt
+from depth_lora.data.dataset import resize_rgb
 from depth_lora.deploy import onnx_export, openvino_export
-from depth_lora.deploy.exported import INPUT_NAME, OUTPUT_NAME
 from depth_lora.deploy.graph import plain_model
 from depth_lora.errors import ConfigError, DataError, ModelError
 from depth_lora.model.precision import describe_cpu
 from depth_lora.runs.folder import (
     CARD_FILE,
     EXPORT_FORMAT_NAMES,
-    RunRecord,
     check_new_folder,
     copy_run_records,
     read_record,
@@ -110,14 +109,39 @@ def compare_mm(a: list[np.ndarray], b: list[np.ndarray]) -> dict:
     return {"max_abs_mm": float(diffs.max()), "mean_abs_mm": float(diffs.mean()), "images": len(a)}
 
 
-def timed_predictions(bundle, rgbs: list[np.ndarray]) -> tuple[list[np.ndarray], float]:
-    """Each image's depth in mm, one at a time, and the mean seconds per image after the first."""
+def timed_predictions(bundle, captures: list) -> tuple[list[np.ndarray], float]:
+    """Each capture's depth in mm (`predict_one`), one at a time, and the mean seconds per capture
+    after the first."""
     out, times = [], []
-    for rgb in rgbs:
+    for capture in captures:
         start = time.perf_counter()
-        out += bundle.predict_mm([rgb])
+        out.append(predict_one(bundle, capture))
         times.append(time.perf_counter() - start)
     return out, float(np.mean(times[1:] or times))
+
+
+def predict_one(bundle, capture: tuple) -> np.ndarray:
+    """A (key, rgb, depth or None) capture's depth in mm at full resolution: the image's for a depth
+    run, the completion model's output (before anchoring) for a completion run."""
+    _, rgb, depth = capture
+    if bundle.record.is_completer:
+        return bundle.predict_completion(rgb, depth)
+    return bundle.predict_mm([rgb])[0]
+
+
+def completion_settings(adapter_dir, quantize: str | None, images: list[Path] | None) -> dict | None:
+    """A completion run's settings (its record's), None for a depth run; a one-line ConfigError for
+    what a completion export cannot do: int8, and parity on images without depth."""
+    record = read_record(adapter_dir)
+    if not record.is_completer:
+        return None
+    if quantize:
+        raise ConfigError(f"{adapter_dir}: a completion run (--task complete) is exported in fp32 only; "
+                          "--quantize is for depth runs")
+    if images:
+        raise ConfigError(f"{adapter_dir}: a completion run is checked on captures with depth (the run's "
+                          "test captures, or generated ones); --check-images gives images alone")
+    return record.completion
 
 
 def mean_rmse_mm(preds: list[np.ndarray], targets: list[np.ndarray]) -> float:
@@ -138,6 +162,7 @@ def export_model(adapter_dir: str | Path, output_dir: str | Path, format: str = 
     Raises ModelError if the fp32 model differs from PyTorch by more than PARITY_TOLERANCE_MM, and
     ConfigError if the format's optional packages are missing (before anything is loaded).
     """
+    from depth_lora.deploy import readme
     from depth_lora.inference.predict import load_bundle
 
     if format not in FORMATS:
@@ -148,29 +173,26 @@ def export_model(adapter_dir: str | Path, output_dir: str | Path, format: str = 
     versions = writer.require()
     output_dir = Path(output_dir)
     check_new_folder(output_dir, "the export")
-    if read_record(adapter_dir).is_completer:  # a one-line refusal, before anything is loaded
-        raise ModelError(f"{adapter_dir}: a completion run (--task complete); its export (two inputs: the "
-                         "image and the prompt depth) is not built yet: run it with `depth-lora complete "
-                         f"--adapter {adapter_dir}` in PyTorch")
+    completion = completion_settings(adapter_dir, quantize, images)  # refusals come before loading
     bundle = load_bundle(adapter_dir, device="cpu", precision="fp32")
     # Parity needs a few captures; the int8 accuracy cost all held-out ones (up to a limit).
     limit = ACCURACY_CAPTURES if quantize else CHECK_CAPTURES
     captures, source = check_inputs(bundle, images, limit)  # a bad --check-images fails before exporting
     calibration = training_images(bundle, CALIBRATION_CAPTURES) if quantize and format == "openvino" else None
-    rgbs = [rgb for _, rgb, _ in captures]
     # The reference is the run as `predict` loads it, adapter unmerged: the check covers the merge too.
-    torch_mm, torch_s = timed_predictions(bundle, rgbs)
+    torch_mm, torch_s = timed_predictions(bundle, captures)
     say(f"exporting {adapter_dir} to {EXPORT_FORMAT_NAMES[format]} at {bundle.image_size_hw[0]} x "
         f"{bundle.image_size_hw[1]} ...")
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.partial-"))
     try:
-        fields = writer.write(plain_model(bundle.model), bundle.image_size_hw, work)
+        prompt_shape = completion and capture_prompt(captures[0][2], bundle.image_size_hw, completion).shape
+        fields = writer.write(plain_model(bundle.model), bundle.image_size_hw, work, completion, prompt_shape)
         record = bundle.record.derived(**fields, exported_from=str(adapter_dir), base_model_dir=None)
         write_record(work, record)
         report = ExportReport(output_dir, format, source, {}, {"pytorch": torch_s})
         for runtime, bundle in checked_runtimes(writer, work):  # every runtime `--backend auto` may pick
-            exported_mm, seconds = timed_predictions(bundle, rgbs[:CHECK_CAPTURES])
+            exported_mm, seconds = timed_predictions(bundle, captures[:CHECK_CAPTURES])
             report.seconds_per_image.setdefault(format, seconds)
             parity = compare_mm(exported_mm, torch_mm[:CHECK_CAPTURES])
             check_parity(parity, runtime, report.check_source, adapter_dir, say)
@@ -185,7 +207,7 @@ def export_model(adapter_dir: str | Path, output_dir: str | Path, format: str = 
                          "torch": torch.__version__, "timed_on": describe_cpu()}
         write_record(work, record)
         copy_run_records(adapter_dir, work, record)  # the split and metrics, for the record
-        (work / CARD_FILE).write_text(export_readme(record, output_dir.name))
+        (work / CARD_FILE).write_text(readme.export_readme(record, output_dir.name))
         if output_dir.exists():
             output_dir.rmdir()  # empty: checked above
         work.chmod(0o777 & ~current_umask())  # mkdtemp makes it private (0700); a folder is not
@@ -304,84 +326,3 @@ def int8_choice(fp32_s: float, int8_s: float, mean_shift_mm: float, span_mm: flo
         return False, (f"it moves the depth by {mean_shift_mm:.1f} mm on average, more than "
                        f"{INT8_MAX_MEAN_SHIFT:.0%} of the depth range ({span_mm:.0f} mm)")
     return True, ""
-
-
-def int8_line(int8: dict) -> str:
-    """What the int8 model costs, in one sentence."""
-    parity = int8["parity"]
-    text = (f"Against PyTorch fp32 its depth differs by {parity['mean_abs_mm']:.2f} mm on average (max "
-            f"{parity['max_abs_mm']:.1f} mm)")
-    if "rmse_mm" in int8:
-        rmse = int8["rmse_mm"]
-        text += (f"; RMSE on {int8['captures']} held-out capture(s) {rmse['pytorch']:.1f} mm (PyTorch fp32) "
-                 f"-> {rmse.get('int8', rmse.get('onnx_int8')):.1f} mm (int8)")
-    return text + "."
-
-
-def export_readme(record: RunRecord, folder_name: str) -> str:
-    """How to run the export with its runtime alone (numpy, Pillow, OpenCV; no torch, no depth-lora)."""
-    writer = FORMATS[record.format]
-    labels, (h, w) = record.labels, record.image_size_hw
-    lo, hi = labels["depth_min_mm"], labels["depth_max_mm"]
-    decode = {
-        "minmax": f"labels * ({hi!r} - {lo!r}) + {lo!r}",
-        "metric": f"labels * {METRIC_HEAD_UNIT_MM!r}  # the metric head predicts metres",
-        "inverse": f"{lo!r} / np.maximum(labels, {lo / (4 * hi)!r})",
-    }[labels["kind"]]
-    export, snippet = record.export, writer.readme_snippet(record)
-    parity, int8 = export["parity"], export.get("int8")
-    int8_lines = []
-    if int8:
-        kept = int8.get("kept", True)  # ONNX exports before the speed check always used int8
-        where = "where it was exported" + (f" ({export['timed_on']})" if export.get("timed_on") else "")
-        why_not = int8.get("why_not", f"not {INT8_MIN_GAIN:.0%} faster")
-        use = (f"`depth-lora predict` uses it (it was faster than fp32 {where}). " if kept
-               else f"not used by default: {why_not} {where}. ")
-        method = int8.get("method", "dynamic quantization")
-        int8_lines = [f"- `{writer.INT8_MODEL_FILE}`: the same model in int8 ({method}); {use}"
-                      + int8_line(int8)]
-    lines = [
-        f"# {folder_name}: a depth-lora model exported to {EXPORT_FORMAT_NAMES[record.format]}",
-        "",
-        f"Exported from `{record.exported_from}` (base model `{record.base_model}`) by "
-        "`depth-lora export`.",
-        "",
-        *([f"**Warning:** {record.warning}.", ""] if record.warning else []),
-        f"- {writer.README_FILES}: fp32, input `{INPUT_NAME}` uint8 (batch, {h}, {w}, 3) RGB at the trained "
-        f"input size (batch dynamic), output `{OUTPUT_NAME}` float32 (batch, {h}, {w}): the model's "
-        f"{labels['kind']} labels.{writer.README_NOTE}",
-        *int8_lines,
-        f"- Parity with PyTorch (fp32) on {export['check_source']}, full resolution"
-        + (f", checked in {' and '.join(export['parity_by_runtime'])} (the worst shown)"
-           if export.get("parity_by_runtime") else "")
-        + f": max |diff| {parity['max_abs_mm']:.4f} mm, mean {parity['mean_abs_mm']:.5f} mm "
-        f"(tolerance {export['tolerance_mm']:g} mm).",
-        "",
-        "## With depth-lora",
-        "",
-        "Wherever you run it from, with `THIS_FOLDER` the path of this folder:",
-        "",
-        "```bash",
-        "depth-lora predict IMAGES... --adapter THIS_FOLDER --out predictions",
-        "depth-lora complete CAPTURES... --adapter THIS_FOLDER --out completed",
-        "```",
-        "",
-        f"## Without depth-lora ({snippet['needs']})",
-        "",
-        "Resize like the training (bicubic), run, upsample the labels bilinearly, then decode to mm:",
-        "",
-        "```python",
-        *snippet["imports"],
-        "",
-        snippet["load"],
-        'rgb = np.asarray(Image.open("capture.png").convert("RGB"))  # (H, W, 3) uint8',
-        f"small = np.asarray(Image.fromarray(rgb).resize(({w}, {h}), Image.BICUBIC))",
-        snippet["run"],
-        "labels = cv2.resize(labels, (rgb.shape[1], rgb.shape[0]), interpolation=cv2.INTER_LINEAR)",
-        f"depth_mm = {decode}  # (H, W) float32 mm",
-        "```",
-        "",
-        "OpenCV's bilinear upsampling matches PyTorch's (`align_corners=False`) to about 1e-4 of the label "
-        "range; depth-lora itself upsamples with PyTorch.",
-    ]
-    return "\n".join(lines) + "\n"

@@ -1,4 +1,5 @@
-"""The module every export format writes: uint8 images at the model size in, the model's labels out."""
+"""The modules every export format writes: uint8 images at the model size in, the model's labels out;
+for a completion run, uint8 images and the prompt depth in, depth in mm out."""
 
 from __future__ import annotations
 
@@ -18,6 +19,42 @@ class ImageToLabels(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         return self.model(pixel_values=rgb_to_pixel_values(image)).predicted_depth.float()
+
+
+class ImageAndPromptToDepth(nn.Module):
+    """A completion model's graph: uint8 (B, h, w, 3) images at the model size and the prompt
+    (B, C, h', w') float32 (data.completion.build_prompt: mm, holes filled) -> depth in mm
+    (B, h, w) float32, the run's output rule applied (model.prompt.completed_depth)."""
+
+    def __init__(self, model: nn.Module, output: str):
+        super().__init__()
+        self.model, self.output = model, output
+
+    def forward(self, image: torch.Tensor, prompt_depth: torch.Tensor) -> torch.Tensor:
+        from depth_lora.model.prompt import completed_depth
+
+        pred = self.model(pixel_values=rgb_to_pixel_values(image), prompt_depth=prompt_depth).predicted_depth
+        return completed_depth(pred.float(), prompt_depth, self.output)
+
+
+def export_module(model: nn.Module, completion: dict | None) -> nn.Module:
+    """What an export writes for a run: `ImageToLabels`, or `ImageAndPromptToDepth` for a completion
+    run (`completion`: its record's completion settings)."""
+    if completion:
+        return ImageAndPromptToDepth(model, completion["output"]).eval()
+    return ImageToLabels(model).eval()
+
+
+def example_inputs(size_hw: tuple[int, int], prompt_shape: tuple[int, int, int] | None = None,
+                   batch: int = 2) -> tuple[torch.Tensor, ...]:
+    """The inputs to trace with: images, and a completion graph's prompt (`prompt_shape` (C, h', w'),
+    a smooth ramp: a constant prompt would make the min/max normalisation divide by zero)."""
+    images = example_images(size_hw, batch)
+    if prompt_shape is None:
+        return (images,)
+    c, h, w = prompt_shape
+    ramp = torch.linspace(500.0, 1500.0, h * w).view(1, 1, h, w).expand(batch, c, h, w).contiguous()
+    return images, ramp
 
 
 def plain_model(model: nn.Module) -> nn.Module:

@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from depth_lora.deploy.exported import INPUT_NAME, OUTPUT_NAME
-from depth_lora.deploy.graph import ImageToLabels, example_images
+from depth_lora.deploy.exported import DEPTH_NAME, INPUT_NAME, OUTPUT_NAME, PROMPT_NAME
+from depth_lora.deploy.graph import example_inputs, export_module
 from depth_lora.deploy.onnx_runtime import INT8_FILE, ONNX_FILE, load_onnx_bundle, require_export_extra
 from depth_lora.runs.folder import RunRecord
 
@@ -38,27 +38,37 @@ def quiet_exporter():
             logger.setLevel(logging.ERROR)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
+            # A completion graph's two inputs share one batch dimension, which the exporter remarks on.
+            warnings.filterwarnings("ignore", message="# The axis name", category=UserWarning)
             yield
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
 
 
-def write_onnx(model: nn.Module, size_hw: tuple[int, int], path: Path) -> None:
-    """Export `ImageToLabels(model)` to one .onnx file, the batch dimension dynamic."""
+def write_onnx(model: nn.Module, size_hw: tuple[int, int], path: Path, completion: dict | None = None,
+               prompt_shape: tuple[int, int, int] | None = None) -> None:
+    """Export `graph.export_module(model, completion)` to one .onnx file, the batch dimension
+    dynamic: images in, labels out; a completion run's graph also takes the prompt (`prompt_shape`
+    (C, h', w')) and returns depth in mm."""
     batch = torch.export.Dim("batch", min=1, max=256)
     require_export_extra()
+    inputs, outputs = [INPUT_NAME], [OUTPUT_NAME]
+    if completion:
+        inputs, outputs = [INPUT_NAME, PROMPT_NAME], [DEPTH_NAME]
     with quiet_exporter():
         program = torch.onnx.export(
-            ImageToLabels(model).eval(), (example_images(size_hw),), input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME], dynamic_shapes={"image": {0: batch}}, dynamo=True, verbose=False,
+            export_module(model, completion), example_inputs(size_hw, prompt_shape if completion else None),
+            input_names=inputs, output_names=outputs, dynamic_shapes={name: {0: batch} for name in inputs},
+            dynamo=True, verbose=False,
         )
     program.save(str(path), external_data=False)
 
 
-def write(model: nn.Module, size_hw: tuple[int, int], work: Path) -> dict:
-    """The fp32 graph in `work`; returns the record's fields for it."""
-    write_onnx(model, size_hw, work / MODEL_FILE)
+def write(model: nn.Module, size_hw: tuple[int, int], work: Path, completion: dict | None = None,
+          prompt_shape: tuple[int, int, int] | None = None) -> dict:
+    """The fp32 graph in `work` (see `write_onnx`); returns the record's fields for it."""
+    write_onnx(model, size_hw, work / MODEL_FILE, completion, prompt_shape)
     return {"format": FORMAT, "onnx_file": MODEL_FILE}
 
 

@@ -8,8 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-from depth_lora.data.dataset import LabelScheme
-from depth_lora.deploy.exported import INPUT_NAME, OUTPUT_NAME, ExportedBundle
+from depth_lora.deploy.exported import (
+    DEPTH_NAME,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    PROMPT_NAME,
+    ExportedBundle,
+    record_labels,
+)
 from depth_lora.errors import ConfigError, ModelError
 from depth_lora.runs.folder import read_record
 
@@ -54,6 +60,9 @@ class OnnxBundle(ExportedBundle):
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
 
+    def run_completion(self, batch: np.ndarray, prompt: np.ndarray) -> np.ndarray:
+        return self.session.run([DEPTH_NAME], {INPUT_NAME: batch, PROMPT_NAME: prompt})[0]
+
 
 def session_options(threads: int | None = None):
     ort = import_onnxruntime()
@@ -85,4 +94,4 @@ def load_onnx_bundle(folder: str | Path, onnx_file: str | None = None) -> OnnxBu
         session = ort.InferenceSession(str(path), session_options(), providers=providers)
     except Exception as exc:  # onnxruntime raises its own exception types
         raise ModelError(f"{path}: onnxruntime cannot load it ({exc.__class__.__name__}: {exc})") from None
-    return OnnxBundle(LabelScheme(**record.labels), record.image_size_hw, record, folder, path, session)
+    return OnnxBundle(record_labels(record), record.image_size_hw, record, folder, path, session)

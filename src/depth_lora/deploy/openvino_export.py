@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from depth_lora.deploy.exported import INPUT_NAME, OUTPUT_NAME
-from depth_lora.deploy.graph import ImageToLabels, example_images
+from depth_lora.deploy.exported import DEPTH_NAME, INPUT_NAME, OUTPUT_NAME, PROMPT_NAME
+from depth_lora.deploy.graph import example_inputs, export_module
 from depth_lora.deploy.openvino_runtime import (
     OPENVINO_EXTRA,
     OPENVINO_FILE,
@@ -34,16 +34,24 @@ def require() -> dict:
     return {"openvino": ov.__version__}
 
 
-def write(model: nn.Module, size_hw: tuple[int, int], work: Path) -> dict:
-    """The fp32 IR (model.xml + model.bin) in `work`, batch dynamic; returns the record's fields."""
+def write(model: nn.Module, size_hw: tuple[int, int], work: Path, completion: dict | None = None,
+          prompt_shape: tuple[int, int, int] | None = None) -> dict:
+    """The fp32 IR (model.xml + model.bin) in `work`, batch dynamic; returns the record's fields.
+    A completion run's IR also takes the prompt (`prompt_shape` (C, h', w')) and returns mm."""
     ov = import_openvino()
     h, w = size_hw
+    shapes = [ov.PartialShape([-1, h, w, 3])]
+    names = [INPUT_NAME], OUTPUT_NAME
+    if completion:
+        shapes.append(ov.PartialShape([-1, *prompt_shape]))
+        names = [INPUT_NAME, PROMPT_NAME], DEPTH_NAME
+    example = example_inputs(size_hw, prompt_shape if completion else None, batch=1)
     with warnings.catch_warnings():  # the tracer's notices about shapes taken as constants (they are)
         warnings.simplefilter("ignore")
-        converted = ov.convert_model(ImageToLabels(model).eval(), example_input=example_images(size_hw, 1),
-                                     input=[ov.PartialShape([-1, h, w, 3])])
-    converted.inputs[0].get_tensor().set_names({INPUT_NAME})
-    converted.outputs[0].get_tensor().set_names({OUTPUT_NAME})
+        converted = ov.convert_model(export_module(model, completion), example_input=example, input=shapes)
+    for port, name in zip(converted.inputs, names[0], strict=True):
+        port.get_tensor().set_names({name})
+    converted.outputs[0].get_tensor().set_names({names[1]})
     # save_model stores weights as fp16 by default: keep fp32, so the parity check holds to < 1 mm.
     ov.save_model(converted, str(work / MODEL_FILE), compress_to_fp16=False)
     return {"format": FORMAT, "openvino_file": MODEL_FILE}

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from depth_lora.data.dataset import LabelScheme
-from depth_lora.deploy.exported import ExportedBundle
+from depth_lora.deploy.exported import INPUT_NAME, PROMPT_NAME, ExportedBundle, record_labels
 from depth_lora.errors import ConfigError, ModelError
 from depth_lora.runs.folder import read_record
 
@@ -57,6 +56,10 @@ class OpenVinoBundle(ExportedBundle):
         self._request.infer({0: batch})
         return self._request.get_output_tensor(0).data.copy()  # the tensor's memory is reused
 
+    def run_completion(self, batch: np.ndarray, prompt: np.ndarray) -> np.ndarray:
+        self._request.infer({INPUT_NAME: batch, PROMPT_NAME: prompt})
+        return self._request.get_output_tensor(0).data.copy()
+
 
 def compile_model(path: Path):
     """The model file (.xml IR or .onnx) compiled for the CPU with the latency hint."""
@@ -81,5 +84,5 @@ def load_openvino_bundle(folder: str | Path, model_file: str | None = None) -> O
     path = folder / (model_file or record.model_file)
     if not path.is_file():
         raise ModelError(f"{path}: the exported model is missing")
-    return OpenVinoBundle(LabelScheme(**record.labels), record.image_size_hw, record, folder, path,
+    return OpenVinoBundle(record_labels(record), record.image_size_hw, record, folder, path,
                           compile_model(path))

@@ -155,16 +155,11 @@ def predict_completion(model: torch.nn.Module, rgb: np.ndarray, depth_mm: np.nda
     (data.completion.build_prompt, as in training); `completion`: the run record's
     completion settings (its output rule and prompt scale). Raises DataError when nothing is measured.
     """
-    from depth_lora.data.completion import build_prompt, prompt_size_hw
+    from depth_lora.data.completion import capture_prompt
     from depth_lora.model.prompt import completed_depth
 
-    with np.errstate(invalid="ignore"):
-        measured = np.isfinite(depth_mm) & (depth_mm > 0)
-    if not measured.any():
-        raise DataError("depth", "no measured pixel: a completion model needs some measured depth")
+    prompt = capture_prompt(depth_mm, size_hw, completion)
     device = next(model.parameters()).device
-    prompt = build_prompt(depth_mm, measured, prompt_size_hw(size_hw, completion["prompt_scale"]),
-                          completion.get("prompt_channels", 1))
     prompt_t = torch.from_numpy(prompt)[None].to(device)
     pixel_values = rgb_to_pixel_values(resize_rgb(rgb, size_hw)[None]).to(device)
     with autocast(device, precision):
