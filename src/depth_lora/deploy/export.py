@@ -2,9 +2,11 @@
 
 The exported graph (see graph.py, exported.py) takes uint8 images at the trained input size with a
 dynamic batch dimension and returns the model's labels; the label scheme, input size and this
-export's checks are written beside it in depth_lora.json, with a README that runs it without
-depth-lora. What differs between formats (writing, int8, the README's snippet) is in onnx_export.py
-and openvino_export.py; the checks, the folder and the record are here, the same for both.
+export's checks are written beside it in depth_lora.json, with a README (readme.py) that runs it
+without depth-lora. A completion run's graph also takes the prompt depth and returns mm; it is
+exported in fp32 and checked on captures with depth. What differs between formats (writing, int8,
+the README's snippet) is in onnx_export.py and openvino_export.py; the checks, the folder and the
+record are here, the same for both.
 """
 
 from __future__ import annotations
