@@ -1,5 +1,6 @@
 """The domain-adaptation experiment: its protocol (selection on validation, one test scoring, a
-learning curve) runs end to end in quick mode (slow: about 2 minutes), and its helpers."""
+learning curve, the completion arm) runs end to end in quick mode (slow: 11.5 minutes alone on 2
+AVX2 cores, fp32), and its helpers."""
 
 from __future__ import annotations
 
