@@ -163,6 +163,10 @@ def test_bad_completion_inputs_get_one_line_errors(completion_run, tmp_path):
         check_task(monocular, "mono_run", "complete", "complete a capture from the measured depth")
     with pytest.raises(ConfigError, match="--task complete"):
         TrainConfig(hole_kinds=["blobs"])
+    with pytest.raises(ConfigError, match="--task complete"):
+        TrainConfig(prompt_scale=0.25)
+    with pytest.raises(ConfigError, match="--prompt-scale"):
+        TrainConfig(task="complete", prompt_scale=2.0)
     with pytest.raises(ConfigError, match="does not apply"):
         TrainConfig(task="complete", loss="mse")
     with pytest.raises(ConfigError, match="task"):  # resuming a completion run as a monocular one
@@ -223,13 +227,15 @@ def test_the_validity_channel_starts_at_nothing_and_reads_back_as_the_measured_s
     torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-3)
 
 
-def test_a_completer_with_the_validity_channel_trains_and_reloads(completion_run, tmp_path):
+def test_a_completer_with_the_validity_channel_and_a_smaller_prompt_trains_and_reloads(completion_run,
+                                                                                       tmp_path):
     data, _, _ = completion_run
-    cfg = TrainConfig(task="complete", prompt_validity=True, data=str(data), output=str(tmp_path / "out"),
-                      model="tiny", max_steps=3, batch_size=2, image_size=[56, 84], precision="fp32",
-                      learning_rate=1e-3)
+    cfg = TrainConfig(task="complete", prompt_validity=True, prompt_scale=0.25, data=str(data),
+                      output=str(tmp_path / "out"), model="tiny", max_steps=3, batch_size=2,
+                      image_size=[56, 84], precision="fp32", learning_rate=1e-3)
     result = run_training(cfg, progress=False)
-    assert read_record(tmp_path / "out").completion["prompt_channels"] == 2
+    completion = read_record(tmp_path / "out").completion
+    assert completion["prompt_channels"] == 2 and completion["prompt_scale"] == 0.25
     bundle = load_bundle(tmp_path / "out", device="cpu", precision="fp32")
     capture = load_capture(find_captures(data)[1])
     reloaded = bundle.predict_completion(capture.rgb, capture.depth_mm)
@@ -254,7 +260,8 @@ def test_a_completer_exports_with_two_inputs_and_completes_like_pytorch(completi
     from depth_lora.data.completion import prompt_size_hw
 
     prompt_hw = prompt_size_hw(record.image_size_hw, record.completion["prompt_scale"])
-    assert f"`prompt_depth` float32 (batch, 1, {prompt_hw[0]}, {prompt_hw[1]})" in (folder / "README.md").read_text()
+    readme = (folder / "README.md").read_text()
+    assert f"`prompt_depth` float32 (batch, 1, {prompt_hw[0]}, {prompt_hw[1]})" in readme
     split = json.loads((out / "split.json").read_text())
     one = {f.key: f for f in find_captures(data)}[split["test"][0]]
     capture = load_capture(one)

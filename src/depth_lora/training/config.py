@@ -95,6 +95,11 @@ class TrainConfig:
         metadata=_help("--task complete: loss weight of a hidden measured pixel against 1 for a visible "
                        "one (default: 4)"),
     )
+    prompt_scale: float | None = field(
+        default=None,
+        metadata=_help("--task complete: the prompt depth's size against the model's input size (default: "
+                       "0.5; the neck's finest fusion map is 1/3.5 of the input)"),
+    )
     epochs: float | None = field(default=None, metadata=_help("training epochs (recipe: 10)"))
     max_steps: int = field(
         default=-1, metadata=_help("stop after this many optimiser steps (-1: use --epochs)")
@@ -294,13 +299,18 @@ class TrainConfig:
     def _check_task(self) -> None:
         """Refuse options that do not apply to the task (before the recipe fills anything in)."""
         if self.task == "depth":
-            given = [name for name in ("hole_kinds", "hidden_weight", "prompt_validity")
+            given = [name for name in ("hole_kinds", "hidden_weight", "prompt_validity", "prompt_scale")
                      if getattr(self, name) is not None]
             if given:
                 raise ConfigError(f"--{given[0].replace('_', '-')} is an option of a completion run: add "
                                   "--task complete")
             return
-        from depth_lora.data.completion import HIDDEN_WEIGHT, TRAINING_HOLE_KINDS, check_hole_kinds
+        from depth_lora.data.completion import (
+            HIDDEN_WEIGHT,
+            PROMPT_SCALE,
+            TRAINING_HOLE_KINDS,
+            check_hole_kinds,
+        )
 
         given = [name for name in ("loss", "labels", "label_percentiles", "max_depth") if getattr(self, name)
                  is not None] + (["head"] if self.head != "checkpoint" else [])
@@ -313,6 +323,9 @@ class TrainConfig:
         self.prompt_validity = bool(self.prompt_validity)
         if self.hidden_weight <= 0:
             raise ConfigError(f"--hidden-weight must be > 0, got {self.hidden_weight}")
+        self.prompt_scale = PROMPT_SCALE if self.prompt_scale is None else float(self.prompt_scale)
+        if not 0 < self.prompt_scale <= 1:
+            raise ConfigError(f"--prompt-scale must be in (0, 1], got {self.prompt_scale}")
 
     def recipe_values(self) -> dict:
         """The recipe's settings for this run's task (TASK_RECIPE_CHANGES)."""
@@ -380,8 +393,8 @@ def coerce_field(name: str, value):
 
 # Changing these on --resume would continue a checkpoint with a different model or labels.
 RESUME_MUST_MATCH = (
-    "task", "prompt_validity", "data", "model", "image_size", "lora_rank", "lora_alpha", "lora_bias",
-    "lora_targets", "use_rslora", "use_dora",
+    "task", "prompt_validity", "prompt_scale", "data", "model", "image_size", "lora_rank", "lora_alpha",
+    "lora_bias", "lora_targets", "use_rslora", "use_dora",
     "train_head", "finetune", "labels", "label_percentiles", "val_fraction", "test_fraction",
     "group_by", "split", "seed", "depth_unit",
 )

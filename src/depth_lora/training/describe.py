@@ -26,11 +26,9 @@ def describe_recipe(cfg: TrainConfig, size_hw=None) -> str:
     if cfg.loraplus_ratio is not None:
         more_rates += f" (LoRA+: B matrices x{cfg.loraplus_ratio:g})"
     if cfg.task == "complete":
-        from depth_lora.data.completion import PROMPT_SCALE
-
         what = (f"completion model (Prompt Depth Anything), {what}, the prompt branches trained; holes "
                 f"hidden in training captures: {', '.join(cfg.hole_kinds)}, hidden pixels weighted "
-                f"{cfg.hidden_weight:g}x; prompt depth at {PROMPT_SCALE:g}x the input size")
+                f"{cfg.hidden_weight:g}x; prompt depth at {cfg.prompt_scale:g}x the input size")
         task = "completion loss (squared error over the prompt's range)"
     else:
         lo, hi = cfg.label_percentiles

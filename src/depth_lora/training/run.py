@@ -14,7 +14,7 @@ from transformers import set_seed
 
 from depth_lora import __version__
 from depth_lora.data.captures import find_captures
-from depth_lora.data.completion import PROMPT_SCALE, CompletionDataset
+from depth_lora.data.completion import CompletionDataset
 from depth_lora.data.dataset import (
     DepthDataset,
     LabelScheme,
@@ -282,7 +282,7 @@ def completion_settings(cfg: TrainConfig, model_info: dict) -> dict:
     Anything's own output for a published prompt checkpoint), the prompt's size, the training holes."""
     converted = model_info.get("converted_from")
     return {"output": "residual" if converted else "direct", "converted_from": converted,
-            "prompt_scale": PROMPT_SCALE, "prompt_channels": 2 if cfg.prompt_validity else 1,
+            "prompt_scale": cfg.prompt_scale, "prompt_channels": 2 if cfg.prompt_validity else 1,
             "hole_kinds": list(cfg.hole_kinds), "hidden_weight": cfg.hidden_weight}
 
 
