@@ -4,7 +4,9 @@ classical fills? A validation-only check of `train --task complete` at the scale
 `demo-pretrained` turned into a completion model, 40 generated captures in sessions (240x388, seed
 3), the recipe's LoRA placement, 300 steps at 126x196, a grouped split (val 20 %, test 25 %, the
 same for every run), seeds 0 and 1 (initialisation, data order, holes drawn). Learning rates with
-and without the validity channel (--prompt-validity). Each setting is ranked by its mean over the
+and without the validity channel (--prompt-validity); then, at the default rate, the hidden pixels'
+weight (--hidden-weight), the prompt's size (--prompt-scale) and the mix of training holes
+(--hole-kinds). Each setting is ranked by its mean over the
 seeds on the validation split's hidden pixels (every hole kind of `evaluate --holes`, the anchored
 completer); the test rows are recorded, never used to choose.
 Usage: python experiments/completion_check/run.py OUT_DIR (about 2.5 minutes a run on 2 AVX2 cores;
@@ -29,7 +31,14 @@ SETTINGS = {"lr 2e-4": {"learning_rate": 2e-4},
             "lr 2e-3": {"learning_rate": 2e-3},
             "lr 2e-4, validity": {"learning_rate": 2e-4, "prompt_validity": True},
             "lr 1e-3, validity": {"learning_rate": 1e-3, "prompt_validity": True},
-            "lr 2e-3, validity": {"learning_rate": 2e-3, "prompt_validity": True}}
+            "lr 2e-3, validity": {"learning_rate": 2e-3, "prompt_validity": True},
+            # The task's other choices, at its default rate: hidden pixels' weight, prompt size, mask mix.
+            "lr 2e-4, hidden 1x": {"learning_rate": 2e-4, "hidden_weight": 1.0},
+            "lr 2e-4, hidden 16x": {"learning_rate": 2e-4, "hidden_weight": 16.0},
+            "lr 2e-4, prompt 0.25": {"learning_rate": 2e-4, "prompt_scale": 0.25},
+            "lr 2e-4, prompt 1": {"learning_rate": 2e-4, "prompt_scale": 1.0},
+            "lr 2e-4, borrowed holes only": {"learning_rate": 2e-4, "hole_kinds": ["other_capture"]},
+            "lr 2e-4, blobs + edge bands": {"learning_rate": 2e-4, "hole_kinds": ["blobs", "edge_bands"]}}
 SEEDS = (0, 1)
 ROWS = ("completer", "completer_unanchored", "completer_start", "zero_shot", "local_fit", "harmonic",
         "nearest", "telea")
@@ -51,7 +60,7 @@ def main(out: Path) -> None:
     rows = []
     for name, options in SETTINGS.items():
         for seed in SEEDS:
-            folder = out / "runs" / f"{name.replace(' ', '').replace(',', '_')}_s{seed}"
+            folder = out / "runs" / f"{name.replace(' ', '').replace(',', '_').replace('+', '_')}_s{seed}"
             cfg = TrainConfig(task="complete", model="demo-pretrained", data=str(data), output=str(folder),
                               max_steps=300, batch_size=4, image_size=[126, 196], seed=seed,
                               split=str(split_file), precision="fp32",
