@@ -69,7 +69,7 @@ def test_notebook_runs_after_quickstart_filled_the_default_output_folder(tmp_pat
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)
     generate_demo_captures(tmp_path / "DATASET_DEVOIR", 8, seed=2, size_hw=(120, 194), workers=1)
-    short = {"DEMO_SIZE": [120, 194], "MAX_STEPS": 4}
+    short = {"DEMO_SIZE": [120, 194], "MAX_STEPS": 4, "COMPLETER_STEPS": 4}
     monkeypatch.setitem(OFFLINE_DEMO, "max_steps", 4)  # quickstart's job, made short for the test
     assert main(["quickstart"]) == 0
     with pytest.raises(papermill.PapermillExecutionError, match="OVERWRITE = True"):
