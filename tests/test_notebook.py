@@ -31,6 +31,7 @@ def test_notebook_runs_headless_offline_with_the_demo_pretrained_model(tmp_path,
         str(tmp_path / "executed.ipynb"),
         parameters=dict(
             DATA=str(tmp_path / "data"), OUTPUT=str(out), DEMO=True, DEMO_COUNT=12, DEMO_SIZE=[240, 388],
+            COMPLETER_STEPS=20,
         ),  # MODEL None, offline: the notebook falls back to demo-pretrained and its recipe
         cwd=str(tmp_path),
         progress_bar=False,
@@ -54,7 +55,7 @@ def test_notebook_runs_headless_offline_with_the_demo_pretrained_model(tmp_path,
     meta = json.loads((out / "depth_lora.json").read_text())
     assert meta["base_model"] == "demo-pretrained" and meta["global_step"] == 400
     completer = json.loads((out / "completer" / "depth_lora.json").read_text())
-    assert completer["task"] == "complete" and completer["global_step"] == 100
+    assert completer["task"] == "complete" and completer["global_step"] == 20
 
 
 def test_notebook_runs_after_quickstart_filled_the_default_output_folder(tmp_path, monkeypatch):
