@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from depth_lora.bench.runtimes import measurable
 from depth_lora.data.captures import load_rgb
-from depth_lora.data.completion import PROMPT_SCALE, capture_prompt
+from depth_lora.data.completion import PROMPT_SCALE
 from depth_lora.data.dataset import LabelScheme
 from depth_lora.deploy.export import paired_seconds
 from depth_lora.deploy.graph import plain_model
@@ -53,15 +54,16 @@ def completion_timing(model, labels: LabelScheme, model_name: str, size_hw, imag
     pairs = {f"pytorch {precision}": (ModelBundle(model, labels, size_hw, record, image.parent, precision),
                                       ModelBundle(completer, None, size_hw, completer_record, image.parent,
                                                   precision))}
-    out, deployed = {}, "openvino fp32 (onnx graph)"
+    out = {}
     with tempfile.TemporaryDirectory(prefix="depth_lora_bench_completion_") as work:
-        if device.type == "cpu":
-            try:
-                pairs[deployed] = openvino_pair(model, completer, record, completer_record, depth_mm,
-                                                Path(work))
-            except Exception as exc:  # not installed, or the exporter failed: a row saying so
-                out[deployed] = f"not measured ({exc.__class__.__name__}: {str(exc)[:80]})"
-        for name, (monocular, completion) in pairs.items():
+        if device.type == "cpu":  # the pair, or a row saying why not (not installed, exporter failed)
+            measurable(pairs, "openvino fp32 (onnx graph)",
+                       lambda: openvino_pair(model, completer, record, completer_record, Path(work)))
+        for name, pair in pairs.items():
+            if isinstance(pair, str):
+                out[name] = pair
+                continue
+            monocular, completion = pair
             infer_s, complete_s, extra_s = paired_seconds(
                 lambda b=monocular: predict_depth_mm(b, load_rgb(image)),
                 lambda b=completion: complete_capture(b, load_rgb(image), depth_mm), repeats)
@@ -71,11 +73,11 @@ def completion_timing(model, labels: LabelScheme, model_name: str, size_hw, imag
     return out
 
 
-def openvino_pair(model, completer, record: RunRecord, completer_record: RunRecord, depth_mm: np.ndarray,
-                  work: Path) -> tuple:
+def openvino_pair(model, completer, record: RunRecord, completer_record: RunRecord, work: Path) -> tuple:
     """The monocular model and the completer exported to ONNX in `work` and opened in OpenVINO (what
     `predict`/`complete --backend auto` run for an ONNX export on a CPU)."""
     from depth_lora.deploy import onnx_export
+    from depth_lora.deploy.exported import record_labels
     from depth_lora.deploy.openvino_runtime import OpenVinoBundle, compile_model, import_openvino
 
     import_openvino()
@@ -84,12 +86,10 @@ def openvino_pair(model, completer, record: RunRecord, completer_record: RunReco
     for name, net, run_record in (("monocular", model, record), ("completer", completer, completer_record)):
         folder = work / name
         folder.mkdir()
-        completion = run_record.completion
-        prompt_shape = completion and capture_prompt(depth_mm, size_hw, completion).shape
-        onnx_export.write(plain_model(copy.deepcopy(net).cpu()), size_hw, folder, completion, prompt_shape)
+        onnx_export.write(plain_model(copy.deepcopy(net).cpu()), size_hw, folder, run_record.completion)
         path = folder / onnx_export.MODEL_FILE
-        labels = None if completion else LabelScheme(**run_record.labels)
-        bundles.append(OpenVinoBundle(labels, size_hw, run_record, folder, path, compile_model(path)))
+        bundles.append(OpenVinoBundle(record_labels(run_record), size_hw, run_record, folder, path,
+                                      compile_model(path)))
     return tuple(bundles)
 
 

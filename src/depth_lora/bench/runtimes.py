@@ -62,7 +62,7 @@ def timed(fn, repeats: int) -> float:
     return float(np.mean([_seconds(fn) for _ in range(repeats)]))
 
 
-def _measurable(bundles: dict, name: str, build) -> None:
+def measurable(bundles: dict, name: str, build) -> None:
     """bundles[name] = build(), or the reason it could not be built (a row saying so, not a crash)."""
     try:
         bundles[name] = build()
@@ -107,16 +107,16 @@ def runtime_bundles(model, merged, labels: LabelScheme, size_hw, precision: str,
         openvino_export.write(merged, size_hw, work)
         return OpenVinoBundle(*args, ir, compile_model(ir))
 
-    _measurable(bundles, "onnxruntime fp32", onnxruntime_bundle)
+    measurable(bundles, "onnxruntime fp32", onnxruntime_bundle)
     if not openvino_installed():
         bundles["openvino"] = "not measured (the [openvino] extra is not installed)"
         return bundles
     if onnx_file.is_file():  # what `predict --backend auto` runs for an ONNX export on a CPU
-        _measurable(bundles, "openvino fp32 (onnx graph)",
+        measurable(bundles, "openvino fp32 (onnx graph)",
                     lambda: OpenVinoBundle(*args, onnx_file, compile_model(onnx_file)))
-    _measurable(bundles, "openvino fp32", openvino_bundle)
+    measurable(bundles, "openvino fp32", openvino_bundle)
     if ir.is_file():
-        _measurable(bundles, "openvino int8", openvino_int8_bundle)
+        measurable(bundles, "openvino int8", openvino_int8_bundle)
     return bundles
 
 

@@ -53,6 +53,12 @@ def prompt_size_hw(size_hw: tuple[int, int], scale: float = PROMPT_SCALE) -> tup
     return max(2, int(round(size_hw[0] * scale))), max(2, int(round(size_hw[1] * scale)))
 
 
+def prompt_shape(size_hw: tuple[int, int], completion: dict) -> tuple[int, int, int]:
+    """(channels, h', w') of the prompt a completion run (its record's `completion` settings) reads
+    at input size `size_hw`."""
+    return (completion.get("prompt_channels", 1), *prompt_size_hw(size_hw, completion["prompt_scale"]))
+
+
 def hide_for_training(depth_mm: np.ndarray, kind: str, rng: np.random.Generator,
                       other_holes: np.ndarray | None = None) -> np.ndarray:
     """(H, W) bool: measured pixels of `depth_mm` to hide, of one kind, drawn at random.

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from depth_lora.data.completion import capture_prompt
 from depth_lora.data.dataset import resize_rgb
 from depth_lora.deploy import onnx_export, openvino_export
 from depth_lora.deploy.graph import plain_model
@@ -188,8 +187,7 @@ def export_model(adapter_dir: str | Path, output_dir: str | Path, format: str = 
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.partial-"))
     try:
-        prompt_shape = completion and capture_prompt(captures[0][2], bundle.image_size_hw, completion).shape
-        fields = writer.write(plain_model(bundle.model), bundle.image_size_hw, work, completion, prompt_shape)
+        fields = writer.write(plain_model(bundle.model), bundle.image_size_hw, work, completion)
         record = bundle.record.derived(**fields, exported_from=str(adapter_dir), base_model_dir=None)
         write_record(work, record)
         report = ExportReport(output_dir, format, source, {}, {"pytorch": torch_s})

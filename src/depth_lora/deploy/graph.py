@@ -45,14 +45,16 @@ def export_module(model: nn.Module, completion: dict | None) -> nn.Module:
     return ImageToLabels(model).eval()
 
 
-def example_inputs(size_hw: tuple[int, int], prompt_shape: tuple[int, int, int] | None = None,
+def example_inputs(size_hw: tuple[int, int], completion: dict | None = None,
                    batch: int = 2) -> tuple[torch.Tensor, ...]:
-    """The inputs to trace with: images, and a completion graph's prompt (`prompt_shape` (C, h', w'),
-    a smooth ramp: a constant prompt would make the min/max normalisation divide by zero)."""
+    """The inputs to trace with: images, and for a completion run (`completion`: its settings) the
+    prompt, a smooth ramp (a constant prompt would make the min/max normalisation divide by zero)."""
+    from depth_lora.data.completion import prompt_shape
+
     images = example_images(size_hw, batch)
-    if prompt_shape is None:
+    if not completion:
         return (images,)
-    c, h, w = prompt_shape
+    c, h, w = prompt_shape(size_hw, completion)
     ramp = torch.linspace(500.0, 1500.0, h * w).view(1, 1, h, w).expand(batch, c, h, w).contiguous()
     return images, ramp
 

@@ -46,11 +46,11 @@ def quiet_exporter():
             logger.setLevel(level)
 
 
-def write_onnx(model: nn.Module, size_hw: tuple[int, int], path: Path, completion: dict | None = None,
-               prompt_shape: tuple[int, int, int] | None = None) -> None:
+def write_onnx(model: nn.Module, size_hw: tuple[int, int], path: Path,
+               completion: dict | None = None) -> None:
     """Export `graph.export_module(model, completion)` to one .onnx file, the batch dimension
-    dynamic: images in, labels out; a completion run's graph also takes the prompt (`prompt_shape`
-    (C, h', w')) and returns depth in mm."""
+    dynamic: images in, labels out; a completion run's graph (`completion`: its settings) also takes
+    the prompt and returns depth in mm."""
     batch = torch.export.Dim("batch", min=1, max=256)
     require_export_extra()
     inputs, outputs = [INPUT_NAME], [OUTPUT_NAME]
@@ -58,17 +58,16 @@ def write_onnx(model: nn.Module, size_hw: tuple[int, int], path: Path, completio
         inputs, outputs = [INPUT_NAME, PROMPT_NAME], [DEPTH_NAME]
     with quiet_exporter():
         program = torch.onnx.export(
-            export_module(model, completion), example_inputs(size_hw, prompt_shape if completion else None),
+            export_module(model, completion), example_inputs(size_hw, completion),
             input_names=inputs, output_names=outputs, dynamic_shapes={name: {0: batch} for name in inputs},
             dynamo=True, verbose=False,
         )
     program.save(str(path), external_data=False)
 
 
-def write(model: nn.Module, size_hw: tuple[int, int], work: Path, completion: dict | None = None,
-          prompt_shape: tuple[int, int, int] | None = None) -> dict:
+def write(model: nn.Module, size_hw: tuple[int, int], work: Path, completion: dict | None = None) -> dict:
     """The fp32 graph in `work` (see `write_onnx`); returns the record's fields for it."""
-    write_onnx(model, size_hw, work / MODEL_FILE, completion, prompt_shape)
+    write_onnx(model, size_hw, work / MODEL_FILE, completion)
     return {"format": FORMAT, "onnx_file": MODEL_FILE}
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from depth_lora.data.completion import prompt_shape
 from depth_lora.deploy.exported import DEPTH_NAME, INPUT_NAME, OUTPUT_NAME, PROMPT_NAME
 from depth_lora.deploy.graph import example_inputs, export_module
 from depth_lora.deploy.openvino_runtime import (
@@ -34,18 +35,17 @@ def require() -> dict:
     return {"openvino": ov.__version__}
 
 
-def write(model: nn.Module, size_hw: tuple[int, int], work: Path, completion: dict | None = None,
-          prompt_shape: tuple[int, int, int] | None = None) -> dict:
+def write(model: nn.Module, size_hw: tuple[int, int], work: Path, completion: dict | None = None) -> dict:
     """The fp32 IR (model.xml + model.bin) in `work`, batch dynamic; returns the record's fields.
-    A completion run's IR also takes the prompt (`prompt_shape` (C, h', w')) and returns mm."""
+    A completion run's IR (`completion`: its settings) also takes the prompt and returns mm."""
     ov = import_openvino()
     h, w = size_hw
     shapes = [ov.PartialShape([-1, h, w, 3])]
     names = [INPUT_NAME], OUTPUT_NAME
     if completion:
-        shapes.append(ov.PartialShape([-1, *prompt_shape]))
+        shapes.append(ov.PartialShape([-1, *prompt_shape(size_hw, completion)]))
         names = [INPUT_NAME, PROMPT_NAME], DEPTH_NAME
-    example = example_inputs(size_hw, prompt_shape if completion else None, batch=1)
+    example = example_inputs(size_hw, completion, batch=1)
     with warnings.catch_warnings():  # the tracer's notices about shapes taken as constants (they are)
         warnings.simplefilter("ignore")
         converted = ov.convert_model(export_module(model, completion), example_input=example, input=shapes)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from depth_lora.data.completion import prompt_size_hw
+from depth_lora.data.completion import prompt_shape
 from depth_lora.data.dataset import METRIC_HEAD_UNIT_MM
 from depth_lora.deploy.export import FORMATS, INT8_MIN_GAIN
 from depth_lora.deploy.exported import DEPTH_NAME, INPUT_NAME, OUTPUT_NAME, PROMPT_NAME
@@ -105,8 +105,7 @@ def completion_readme(record: RunRecord, folder_name: str) -> str:
     who rebuilds the prompt."""
     writer = FORMATS[record.format]
     (h, w), completion = record.image_size_hw, record.completion
-    channels = completion.get("prompt_channels", 1)
-    ph, pw = prompt_size_hw((h, w), completion["prompt_scale"])
+    channels, ph, pw = prompt_shape((h, w), completion)
     return "\n".join([
         f"# {folder_name}: a depth-lora completion model exported to {EXPORT_FORMAT_NAMES[record.format]}",
         "",
