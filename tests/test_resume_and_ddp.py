@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from depth_lora.data.captures import find_captures, load_capture
+from depth_lora.data.dataset import prepare_captures
 from depth_lora.inference.predict import load_bundle, predict_depth_mm
 from depth_lora.synthetic.demo import generate_demo_captures
 
@@ -85,6 +86,18 @@ def test_two_processes_train_one_adapter_that_reloads(data, tmp_path):
     meta = json.loads((out / "depth_lora.json").read_text())
     train = len(json.loads((out / "split.json").read_text())["train"])
     assert meta["global_step"] == 2 * math.ceil(train / (2 * 2))  # 2 epochs of 2 processes x batch 2
+    # The zero-shot calibration ran after the process group started, each rank on its share of the
+    # captures, and the shares were gathered: rank 0 ran half of them, the fit saw every pixel.
+    split = json.loads((out / "split.json").read_text())
+    rank_0_share = -(-len(split["train"]) // 2) + -(-len(split["val"]) // 2)  # every 2nd, from the 1st
+    assert json.loads((out / "stages.json").read_text())["stages"]["calibration"]["forwards"] == rank_0_share
+    calibration = meta["zero_shot_calibration"]
+    assert calibration["train_captures"] == len(split["train"])
+    size = tuple(meta["image_size_hw"])
+    by_key = {f.key: f for f in find_captures(data)}
+    assert calibration["train_pixels"] == sum(
+        int(np.isfinite(prepare_captures([by_key[k]], size, progress=False)[0].depth_mm).sum())
+        for k in split["train"])
     capture = load_capture(find_captures(data)[0])
     depth = predict_depth_mm(load_bundle(out, "cpu"), capture.rgb)
     assert depth.shape == capture.depth_mm.shape and np.isfinite(depth).all()

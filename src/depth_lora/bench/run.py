@@ -17,6 +17,7 @@ import torch
 from transformers import TrainerCallback, TrainingArguments
 
 from depth_lora.errors import ConfigError, DataError
+from depth_lora.model.precision import resolve_device
 
 
 class StepTimer(TrainerCallback):
@@ -146,7 +147,7 @@ def phase_reference(data_dir, model_name, size_hw, batch_size, steps, precision,
 
 def phase_model_only(data_dir, model_name, size_hw, batch_size, steps, precision, out, gc=False) -> dict:
     """Forward + backward + AdamW step on one pre-loaded batch: the bare model's speed."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device()
     model = _lora_model(model_name, gc).to(device, memory_format=torch.channels_last).train()  # as ours
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-5)
     x = torch.randn(batch_size, 3, *size_hw, device=device)
@@ -179,7 +180,7 @@ def phase_inference(data_dir, model_name, size_hw, batch_size, steps, precision,
     from depth_lora.data.captures import find_captures, load_depth_mm, load_rgb
     from depth_lora.data.dataset import LabelScheme
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device()
     model = _lora_model(model_name).to(device, memory_format=torch.channels_last).eval()
     labels = LabelScheme("minmax", 250.0, 4000.0)
     files = find_captures(data_dir)

@@ -68,12 +68,29 @@ def raw_outputs(
     model: torch.nn.Module, captures: list[PreparedCapture], precision: str = "fp32"
 ) -> list[np.ndarray]:
     """The model's raw output for each prepared capture, at the capture's (input) size (an fp32
-    array; `precision`: the forward's autocast)."""
+    array; `precision`: the forward's autocast), run on the model's device.
+
+    Under several processes (a torch.distributed process group, as torchrun's Trainer starts) each
+    process runs its share of the captures (every world_size-th) and the shares are gathered, so
+    every process gets every output and none waits on another's whole split."""
+    rank, world = _process_share()
     was_training = model.training
     model.eval()
-    outputs = [predict_raw(model, c.rgb, c.rgb.shape[:2], precision).cpu().numpy() for c in captures]
+    mine = {i: predict_raw(model, captures[i].rgb, captures[i].rgb.shape[:2], precision).cpu().numpy()
+            for i in range(rank, len(captures), world)}
     model.train(was_training)
-    return outputs
+    if world > 1:
+        shares = [None] * world
+        torch.distributed.all_gather_object(shares, mine)
+        mine = {i: raw for share in shares for i, raw in share.items()}
+    return [mine[i] for i in range(len(captures))]
+
+
+def _process_share() -> tuple[int, int]:
+    """(rank, world size) of this process's process group; (0, 1) without one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
 
 
 def fit_calibration(

@@ -258,15 +258,14 @@ def zero_shot_bundle(
     its output is fitted to each capture (see `base_labels`). A Prompt Depth Anything checkpoint
     (`prompt-small`, or a folder holding one) completes as published: its output, given the
     capture's measured depth as the prompt, is depth in mm."""
-    import torch
 
     from depth_lora.data.completion import PROMPT_SCALE
     from depth_lora.model.checkpoints import build_model
-    from depth_lora.model.precision import resolve_precision
+    from depth_lora.model.precision import resolve_device, resolve_precision
     from depth_lora.model.prompt import PROMPT_MODEL_ALIASES, is_prompt_model
 
     model, info = build_model(PROMPT_MODEL_ALIASES.get(model_name, model_name), allow_prompt=True)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     to_channels_last(model.to(device)).eval()
     record = RunRecord(model_name, image_size_hw=image_size_hw, zero_shot=True,
                        model_info={"source": info.get("source")})

@@ -14,7 +14,7 @@ from depth_lora.data.dataset import LabelScheme, resize_rgb, rgb_to_pixel_values
 from depth_lora.errors import DataError, DepthLoraError, ModelError
 from depth_lora.inference.options import check_batch_size, check_formats
 from depth_lora.model.lora import to_channels_last
-from depth_lora.model.precision import resolve_precision
+from depth_lora.model.precision import resolve_device, resolve_precision
 from depth_lora.runs.folder import EXPORT_FORMAT_NAMES, RunRecord, check_task, read_record
 
 IMAGE_PATTERNS = ("*.png", "*.jpg", "*.jpeg", "*.tif", "*.tiff", "*.bmp")
@@ -90,7 +90,7 @@ def load_bundle(
             raise ModelError(f"{folder}: no adapter_config.json (the training run did not finish?)")
         with quiet_weights_io():
             model = PeftModel.from_pretrained(load_base_model(folder, record), folder)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     precision = resolve_precision(precision, device.type)
     # channels-last: the DPT neck's and head's convolutions run about 7 % faster on CPU (bench).
     to_channels_last(model.to(device)).eval()

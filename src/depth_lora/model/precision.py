@@ -1,7 +1,10 @@
-"""Which floating-point precision a forward pass runs in, on this machine (torch imported only
-when a precision is resolved, so the command line can name the choices cheaply)."""
+"""Where and in which floating-point precision a forward pass runs, on this machine: decided
+here once for every stage of a command (torch imported only when a device or a precision is
+resolved, so the command line can name the choices cheaply)."""
 
 from __future__ import annotations
+
+import os
 
 from depth_lora.errors import ConfigError
 
@@ -53,8 +56,23 @@ def cpu_supports_bf16() -> bool:
         return False
 
 
+def resolve_device(device=None):
+    """The device a command runs its model on, for every stage: `device` if given (a name or a
+    torch.device); else this process's CUDA GPU when torch sees one, the LOCAL_RANK-th under
+    torchrun or `accelerate launch` (the one the Trainer and accelerate give the process); else
+    the CPU. A training run takes the Trainer's own device (TrainingArguments.device), which this
+    rule agrees with."""
+    import torch
+
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
 def resolve_precision(precision: str = "auto", device_type: str | None = None) -> str:
-    """Pick fp32 / fp16 / bf16 for a device ("cuda" or "cpu"; default: CUDA if there is one).
+    """Pick fp32 / fp16 / bf16 for a device type ("cuda" or "cpu"; default: `resolve_device()`'s).
 
     auto: on CUDA, bf16 if the GPU supports it, else fp16; on CPU, bf16 autocast if the CPU has
     native bf16 (AVX-512 BF16 or AMX), else fp32. An explicit choice is kept, except fp16 on CPU,
@@ -62,7 +80,7 @@ def resolve_precision(precision: str = "auto", device_type: str | None = None) -
     """
     import torch
 
-    cuda = (device_type or ("cuda" if torch.cuda.is_available() else "cpu")) == "cuda"
+    cuda = (device_type or resolve_device().type) == "cuda"
     if precision == "auto":
         if cuda:
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"

@@ -32,6 +32,7 @@ SPLIT_FILE = "split.json"
 METRICS_FILE = "metrics.json"
 RUN_CONFIG_FILE = "train_config.json"
 CARD_FILE = "README.md"
+STAGES_FILE = "stages.json"  # where each stage ran its model (training.stages.StageLog)
 BASE_MODEL_DIR = "base_model"  # a random-init base model, saved beside the adapter
 CHECKPOINT_PREFIX = "checkpoint-"  # the Trainer's checkpoint folders
 
@@ -254,6 +255,16 @@ def read_metrics(folder: str | Path) -> dict | None:
 
 def write_metrics(folder: str | Path, metrics: dict) -> Path:
     return _write_json(Path(folder) / METRICS_FILE, metrics)
+
+
+def write_stages(folder: str | Path, stages: dict) -> Path:
+    return _write_json(Path(folder) / STAGES_FILE, stages)
+
+
+def read_stages(folder: str | Path) -> dict | None:
+    """The run's stages.json (None for a run of a version before it)."""
+    path = Path(folder) / STAGES_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def read_run_config(folder: str | Path) -> dict | None:

@@ -13,13 +13,14 @@ from depth_lora.inference.predict import load_bundle
 from depth_lora.training.config import TrainConfig
 
 
-def evaluate_held_out(cfg: TrainConfig, output: Path, precision: str, data,
+def evaluate_held_out(cfg: TrainConfig, output: Path, device, precision: str, data,
                       plots_dir=None) -> dict[str, EvaluationReport]:
     """What `depth-lora evaluate` prints for the test and the validation split: every row, at full
-    resolution. With `plots_dir`, the test split's figures, report.json and captures.csv there."""
+    resolution, on the run's `device`. With `plots_dir`, the test split's figures, report.json and
+    captures.csv there."""
     reports = {}
     splits = [split for split in ("test", "val") if data.prepared[split]]
-    bundle = load_bundle(output, precision=precision) if splits else None  # one load for both
+    bundle = load_bundle(output, device, precision) if splits else None  # one load for both
     for split in splits:
         reports[split] = run_evaluation(cfg.data, output, split=split, progress=False, bundle=bundle,
                                         plots_dir=plots_dir if split == "test" else None)
@@ -28,15 +29,15 @@ def evaluate_held_out(cfg: TrainConfig, output: Path, precision: str, data,
     return reports
 
 
-def evaluate_holes_held_out(cfg: TrainConfig, output: Path, precision: str, data,
+def evaluate_holes_held_out(cfg: TrainConfig, output: Path, device, precision: str, data,
                             plots_dir=None) -> dict:
     """A completion run's held-out scores: `depth-lora evaluate --holes` on the test and the
-    validation split (hidden pixels of held-out captures). With `plots_dir`, the test split's hole
-    figures and holes.json there."""
+    validation split (hidden pixels of held-out captures), on the run's `device`. With
+    `plots_dir`, the test split's hole figures and holes.json there."""
     from depth_lora.evaluation.holes import run_hole_evaluation
 
     splits = [split for split in ("test", "val") if data.prepared[split]]
-    bundle = load_bundle(output, precision=precision) if splits else None
+    bundle = load_bundle(output, device, precision) if splits else None
     reports = {split: run_hole_evaluation(cfg.data, output, split, progress=False, bundle=bundle,
                                           plots_dir=plots_dir if split == "test" else None)
                for split in splits}

@@ -24,26 +24,26 @@ from depth_lora.data.dataset import (
     open_cache,
     prepare_captures,
 )
-from depth_lora.data.split import group_captures, load_split, make_split, split_groups, straddling_groups
+from depth_lora.data.split import split_groups, straddling_groups
 from depth_lora.data.transforms import JITTER_STRENGTH, BatchTransform
-from depth_lora.errors import ConfigError, DataError
+from depth_lora.errors import ConfigError
 from depth_lora.evaluation.calibration import fit_zero_shot_calibration
 from depth_lora.evaluation.report import EvaluationReport
 from depth_lora.model.checkpoints import build_model, quiet_weights_io
 from depth_lora.model.choices import BUNDLED_MODELS, DEMO_MODEL_WARNING
 from depth_lora.model.lora import apply_lora, enable_activation_checkpointing, trainable_parameters_line
-from depth_lora.model.precision import resolve_precision
+from depth_lora.model.precision import resolve_device, resolve_precision
 from depth_lora.model.prompt import add_validity_channel, build_completer, start_residual_head
 from depth_lora.runs.folder import (
     BASE_MODEL_DIR,
     CARD_FILE,
     SCALE_INVARIANT_LOSSES,
-    SPLIT_FILE,
     RunRecord,
     write_metrics,
     write_record,
     write_run_config,
     write_split,
+    write_stages,
 )
 from depth_lora.runs.model_card import write_model_card
 from depth_lora.text import plural
@@ -58,6 +58,7 @@ from depth_lora.training.held_out import (
 from depth_lora.training.kept import kept_validation, reload_full_model
 from depth_lora.training.losses import CompletionLoss, build_loss
 from depth_lora.training.optim import describe_groups
+from depth_lora.training.run_split import choose_split
 from depth_lora.training.setup import (
     CLI_OPTIONS,
     OptionNames,
@@ -65,13 +66,14 @@ from depth_lora.training.setup import (
     camera_of,
     check_output_dir,
     check_resume_config,
+    evaluation_cadence,
     image_size_of,
     prepare_output_dir,
     resolve_head,
 )
+from depth_lora.training.stages import StageLog, StepTimesCallback
 from depth_lora.training.trainer import (
     DepthTrainer,
-    default_eval_steps,
     make_completion_metrics,
     make_compute_metrics,
     use_log_lines,
@@ -91,6 +93,7 @@ class TrainResult:
     test_report: EvaluationReport | None = None  # what `depth-lora evaluate --split test` prints
     val_report: EvaluationReport | None = None  # the same for the validation split
     hole_reports: dict | None = None  # a completion run's: "test" / "val" -> evaluation.holes.HoleReport
+    stages: dict | None = None  # where and how long each stage ran its model (training.stages.StageLog)
 
 
 @dataclass
@@ -141,17 +144,23 @@ def run_training(cfg: TrainConfig, progress: bool = True, names: OptionNames = C
     """
     output, main = Path(cfg.output), is_main_process()
     check_run_request(cfg, output, names)
-    precision = resolve_precision(cfg.precision)
+    precision = resolve_precision(cfg.precision, resolve_device().type)
     loss_fn = CompletionLoss() if cfg.task == "complete" else build_loss(cfg.loss)
     set_seed(cfg.seed)
     data = load_run_data(cfg, output, progress)
+    # The Trainer's arguments decide the device, once, for every stage: each process's own GPU under
+    # torchrun (the process group starts here, before any stage runs the model), else the one GPU
+    # or the CPU.
+    arguments = build_training_arguments(cfg, precision, evaluation_cadence(cfg, data))
+    stages = StageLog(arguments.device, precision)
     if cfg.task == "complete":  # no labels and no zero-shot calibration: the prompt is the baseline
         model, model_info = build_completer(cfg.model, seed=cfg.seed)
         calibration, labels, completion = None, None, completion_settings(cfg, model_info)
         head = {"type": "relative", "max_depth": model.config.max_depth, "converted": False}
     else:
         model, model_info = build_model(cfg.model, seed=cfg.seed)
-        calibration = calibrate_zero_shot(model, data, precision, progress) if main else None
+        with stages.stage("calibration"):  # every process its share of the captures, on its device
+            calibration = calibrate_zero_shot(model.to(stages.device), data, precision, progress and main)
         head = resolve_head(cfg, model)  # after the calibration: zero-shot is the checkpoint as published
         labels = LabelScheme(cfg.labels, *depth_range_mm(data.prepared["train"], cfg.label_percentiles))
         completion = None
@@ -167,9 +176,10 @@ def run_training(cfg: TrainConfig, progress: bool = True, names: OptionNames = C
     print(trainable)
     if main and progress:
         print(record.recipe_line)
-    trainer = build_trainer(model, cfg, data, labels, precision, loss_fn, progress, record.warning,
+    trainer = build_trainer(model, cfg, arguments, data, labels, loss_fn, progress, record.warning,
                             completion)
-    with quiet_weights_io():  # checkpoints of a full fine-tune would each draw a "Writing" bar
+    with stages.stage("training") as entry, quiet_weights_io():  # a full fine-tune's checkpoints draw bars
+        trainer.add_callback(StepTimesCallback(entry, stages.device))
         trainer.train(resume_from_checkpoint=True if cfg.resume else None)
     if cfg.finetune == "full":
         reload_full_model(trainer.model, trainer.state.best_model_checkpoint)
@@ -182,16 +192,20 @@ def run_training(cfg: TrainConfig, progress: bool = True, names: OptionNames = C
                                 global_step=trainer.state.global_step,
                                 optimizer_groups=describe_groups(trainer.optimizer))
         write_record(output, record)
-        if record.is_completer:
-            holes = evaluate_holes_held_out(cfg, output, precision, data, evaluation_dir)
-            metrics |= hole_metrics(holes)
-        else:
-            reports = evaluate_held_out(cfg, output, precision, data, evaluation_dir)
-            metrics |= held_out_metrics(reports)
+        with stages.stage("held_out"):
+            if record.is_completer:
+                holes = evaluate_holes_held_out(cfg, output, stages.device, precision, data, evaluation_dir)
+                metrics |= hole_metrics(holes)
+            else:
+                reports = evaluate_held_out(cfg, output, stages.device, precision, data, evaluation_dir)
+                metrics |= held_out_metrics(reports)
         write_metrics(output, metrics)
         write_model_card(output, record, metrics, data.split)
+        write_stages(output, stages.to_dict())
+        if progress:
+            print(stages.summary_line())
     return TrainResult(output, metrics, trainable, trainer.model, log_history, reports.get("test"),
-                       reports.get("val"), holes)
+                       reports.get("val"), holes, stages.to_dict())
 
 
 def check_run_request(cfg: TrainConfig, output: Path, names: OptionNames) -> None:
@@ -220,52 +234,6 @@ def load_run_data(cfg: TrainConfig, output: Path, progress: bool) -> RunData:
     }
     leaky = bool(straddling_groups(split, groups))
     return RunData(files, split, groups, leaky, size_hw, prepared, from_output)
-
-
-def choose_split(cfg: TrainConfig, output: Path, files: list, progress: bool):
-    """(split, groups, read from OUT) for a run; DataError when it cannot hold out val and test."""
-    keys = [f.key for f in files]
-    groups = group_captures(keys, cfg.group_by)
-    split_path = output / SPLIT_FILE
-    from_output = cfg.resume and split_path.is_file()
-    if from_output:
-        split = load_split(split_path)
-    elif cfg.split:
-        split = load_split(cfg.split)
-    else:
-        split = make_split(keys, cfg.val_fraction, cfg.test_fraction, cfg.seed, groups)
-        if not split["val"] and len(files) >= 3:
-            # Too few groups to hold any out: split single captures, and say so everywhere.
-            print(f"WARNING: {len(set(groups.values()))} group(s) of captures (--group-by {cfg.group_by}): "
-                  "too few to keep groups apart in train/val/test; splitting single captures instead. "
-                  "Held-out captures share sessions with training captures: held-out numbers will be "
-                  "optimistic. Capture more sessions, or choose --group-by.", flush=True)
-            split = make_split(keys, cfg.val_fraction, cfg.test_fraction, cfg.seed)
-    check_split(cfg, split, groups, files, split_path if from_output or not cfg.split else Path(cfg.split),
-                progress)
-    return split, groups, from_output
-
-
-def check_split(cfg: TrainConfig, split: dict, groups: dict, files: list, source: Path,
-                progress: bool) -> None:
-    """Warn about a leaky or lopsided split; refuse one that names missing captures or holds
-    nothing out."""
-    if straddling_groups(split, groups) and progress:
-        print(f"WARNING: the split puts captures of one session in more than one split (--group-by "
-              f"{cfg.group_by}): held-out numbers will be optimistic.", flush=True)
-    held_out = len(split["val"]) + len(split["test"])
-    if held_out > 2 * (cfg.val_fraction + cfg.test_fraction) * len(files) and progress:
-        print(f"WARNING: sessions of very unequal size: {held_out} of {len(files)} captures are held "
-              "out for validation and test, far more than --val-fraction and --test-fraction ask; "
-              "training gets fewer captures.", flush=True)
-    known = {f.key for f in files}
-    missing = [k for s in split.values() for k in s if k not in known]
-    if missing:
-        raise DataError(source, f"split names captures not in {cfg.data}: {', '.join(missing[:5])}")
-    if cfg.split and not (split["train"] and split["val"]):
-        raise DataError(cfg.split, "split has no train or no validation captures")
-    if not split["val"]:
-        raise DataError(cfg.data, f"{len(files)} capture(s): need at least 3 (train, val, test)")
 
 
 def calibrate_zero_shot(model, data: RunData, precision: str, progress: bool) -> dict:
@@ -344,17 +312,12 @@ def attach_adapters(model, cfg: TrainConfig):
     return model
 
 
-def build_trainer(model, cfg: TrainConfig, data: RunData, labels: LabelScheme | None, precision: str, loss_fn,
+def build_trainer(model, cfg: TrainConfig, arguments, data: RunData, labels: LabelScheme | None, loss_fn,
                   progress: bool, warning: str | None = None, completion: dict | None = None) -> DepthTrainer:
-    """The Trainer subclass with its datasets, batch transforms, metrics and evaluation cadence.
+    """The Trainer subclass with its arguments, datasets, batch transforms and metrics.
     `completion` (a completion run's settings): examples with hidden holes and a prompt
     (data.completion), scored on the hidden pixels of fixed validation holes."""
-    # Batches per optimiser step: one per process (torchrun), or one per GPU when a single process
-    # drives several (the Trainer's DataParallel); one on CPU.
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    replicas = world_size if world_size > 1 else max(1, torch.cuda.device_count())
     train, val = data.prepared["train"], data.prepared["val"]
-    every = default_eval_steps(len(train), cfg.batch_size, cfg.epochs, cfg.max_steps, replicas)
     if completion:
         holes = {"kinds": completion["hole_kinds"], "prompt_scale": completion["prompt_scale"],
                  "hidden_weight": completion["hidden_weight"],
@@ -368,7 +331,7 @@ def build_trainer(model, cfg: TrainConfig, data: RunData, labels: LabelScheme | 
         more = {"panel_capture": val[0]}  # a completion run draws no panel (it needs a prompt)
     trainer = DepthTrainer(
         model=model,
-        args=build_training_arguments(cfg, precision, every),
+        args=arguments,
         train_dataset=datasets[0],
         eval_dataset=datasets[1],
         transform=BatchTransform(flip=cfg.flip, jitter_strength=JITTER_STRENGTH if cfg.color_jitter else 0.0),

@@ -16,9 +16,10 @@ from transformers.trainer_utils import get_last_checkpoint
 from depth_lora.data.captures import load_xyz_mm
 from depth_lora.errors import ConfigError, DataError
 from depth_lora.model.heads import head_type, make_metric_head
+from depth_lora.model.precision import resolve_device
 from depth_lora.runs.folder import RUN_CONFIG_FILE, is_run_folder, read_run_config, trained_no_step
 from depth_lora.training.config import RESUME_MUST_MATCH, TrainConfig
-from depth_lora.training.trainer import HEADLINE_METRIC
+from depth_lora.training.trainer import HEADLINE_METRIC, default_eval_steps
 
 KEEP_IN_OUTPUT = {"README.md", ".gitkeep"}
 
@@ -156,12 +157,23 @@ def default_num_workers(cuda: bool) -> int:
     return min(4, max(1, (os.cpu_count() or 2) // 2)) if cuda else 0
 
 
+def evaluation_cadence(cfg: TrainConfig, data) -> int:
+    """Steps between evaluations of a run on `data` (training.run.RunData) when --eval-steps is
+    unset (trainer.default_eval_steps), counting the batches of an optimiser step: one per process
+    (torchrun), or one per GPU when a single process drives several (the Trainer's DataParallel);
+    one on the CPU."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    replicas = world_size if world_size > 1 else max(1, torch.cuda.device_count())
+    train = len(data.prepared["train"])
+    return default_eval_steps(train, cfg.batch_size, cfg.epochs, cfg.max_steps, replicas)
+
+
 def build_training_arguments(
     cfg: TrainConfig, precision: str, eval_steps: int | None = None
 ) -> TrainingArguments:
     """The Trainer's arguments for `cfg`; `eval_steps`: the cadence when cfg.eval_steps is unset
     (trainer.default_eval_steps), else every epoch."""
-    cuda = torch.cuda.is_available()
+    cuda = resolve_device().type == "cuda"
     every = cfg.eval_steps or eval_steps
     workers = cfg.num_workers if cfg.num_workers is not None else default_num_workers(cuda)
     return TrainingArguments(
