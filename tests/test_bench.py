@@ -62,3 +62,32 @@ def test_bench_inference_alone_at_several_sizes(tmp_path, capsys):
     for row in completer.values():
         assert isinstance(row, str) or row["complete_s"] > 0 and np.isfinite(row["extra_s"])
     assert "pytorch fp32" in completer and "completer, pytorch fp32" in printed
+
+
+def test_bench_of_a_completion_run_times_its_hole_bank_and_its_loader_against_its_steps(tmp_path, capsys):
+    data = tmp_path / "data"
+    generate_demo_captures(data, 4, seed=13, size_hw=(120, 194), workers=1)
+    out = tmp_path / "bench.json"
+    args = ["bench", "--data", data, "--model", "tiny", "--image-size", 70, 112, "--batch-size", 2,
+            "--steps", 4, "--precision", "fp32", "--phases", "ours", "--task", "complete", "--json", out]
+    assert main([str(a) for a in args]) == 0
+    report = json.loads(out.read_text())
+    assert report["task"] == "complete" and report["ours"]["hole_draws"] == 8
+    assert report["ours"]["hole_bank_s"] > 0 and report["ours"]["loader_s_per_batch"] > 0
+    assert report["loader_share"] == report["ours"]["loader_s_per_batch"] / report["ours"]["step_s"]
+    assert "a completion run" in capsys.readouterr().out
+    refused = main([str(a) for a in args[:-6]] + ["--task", "complete"])  # every phase: refused in one line
+    assert refused == 2 and "--phases ours" in capsys.readouterr().err
+
+
+def test_bench_compiles_the_bare_model_when_asked(tmp_path):
+    data = tmp_path / "data"
+    generate_demo_captures(data, 2, seed=14, size_hw=(120, 194), workers=1)
+    out = tmp_path / "bench.json"
+    args = ["bench", "--data", data, "--model", "tiny", "--image-size", 56, 84, "--batch-size", 2,
+            "--steps", 3, "--precision", "fp32", "--phases", "model_only", "--compile", "--json", out]
+    assert main([str(a) for a in args]) == 0
+    report = json.loads(out.read_text())
+    assert report["compile"] is True
+    # The first step compiled the model: far slower than the compiled steps after it.
+    assert report["model_only"]["first_step_s"] > 2 * 2 / report["model_only_samples_per_s"]

@@ -77,14 +77,21 @@ def test_items_weigh_hidden_pixels_up_and_never_supervise_the_cameras_own_holes(
 def test_validation_items_are_fixed_and_training_items_follow_the_seed(prepared):
     val = CompletionDataset(prepared, fixed=True, seed=5)
     np.testing.assert_array_equal(val.example(1)["hidden_mask"], val.example(1)["hidden_mask"])
-    train = CompletionDataset(prepared)
-    draws = []
+    train = CompletionDataset(prepared, draws=4, seed=5)
+    bank = [train.example(1, d)["hidden_mask"] for d in range(4)]
+    assert all((a != bank[0]).any() for a in bank[1:])  # each draw of the bank is its own hole
+    again = CompletionDataset(prepared, draws=4, seed=5, workers=2)  # made in worker processes
+    for d, hidden in enumerate(bank):
+        np.testing.assert_array_equal(again.example(1, d)["hidden_mask"], hidden)
+        same_prompt = again.example(1, d)["prompt_depth"]
+        np.testing.assert_array_equal(same_prompt, train.example(1, d)["prompt_depth"])
+    picks = []
     for _ in range(2):
         torch.manual_seed(0)
-        draws.append([train.example(1)["hidden_mask"] for _ in range(3)])
-    for a, b in zip(*draws, strict=True):
+        picks.append([train.example(1)["hidden_mask"] for _ in range(6)])
+    for a, b in zip(*picks, strict=True):  # torch's RNG (the Trainer seeds it) picks the draw
         np.testing.assert_array_equal(a, b)
-    assert any((a != draws[0][0]).any() for a in draws[0][1:])  # a fresh hole on each draw
+    assert any((a != picks[0][0]).any() for a in picks[0][1:])
 
 
 def test_unknown_hole_kind_or_a_capture_with_nothing_measured_is_one_line(prepared):
@@ -94,7 +101,7 @@ def test_unknown_hole_kind_or_a_capture_with_nothing_measured_is_one_line(prepar
     nothing = np.full_like(prepared[0].depth_mm, np.nan)
     empty = PreparedCapture("demo-empty", prepared[0].rgb, nothing, (240, 388))
     with pytest.raises(DataError, match="demo-empty: no measured depth pixel"):
-        CompletionDataset([*prepared[:2], empty]).example(2)
+        CompletionDataset([*prepared[:2], empty])
 
 
 def test_a_flip_mirrors_prompt_masks_and_weights_with_the_image(prepared):

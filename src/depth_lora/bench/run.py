@@ -55,13 +55,15 @@ def machine() -> dict:
     return info
 
 
-def _args(out: str, batch_size: int, steps: int, precision: str) -> TrainingArguments:
-    cuda = torch.cuda.is_available()
+def _args(out: str, batch_size: int, steps: int, precision: str, compile_model: bool = False,
+          **more) -> TrainingArguments:
+    cuda = resolve_device().type == "cuda"
     return TrainingArguments(
         output_dir=out, max_steps=steps, per_device_train_batch_size=batch_size, learning_rate=5e-5,
         bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not cuda, report_to=[],
         save_strategy="no", eval_strategy="no", logging_strategy="no", disable_tqdm=True,
-        remove_unused_columns=False, dataloader_pin_memory=cuda, seed=0,
+        remove_unused_columns=False, dataloader_pin_memory=cuda, seed=0, torch_compile=compile_model,
+        **more,
     )
 
 
@@ -73,16 +75,63 @@ def _lora_model(model_name: str, gradient_checkpointing: bool = False):
 
 
 def _summary(timer: StepTimer, batch_size: int) -> dict:
-    steady = timer.steps[1:] or timer.steps  # the first step pays for warm-up
+    """Samples/s of the steady steps: the median step (the first pays for warm-up and compilation,
+    and a compiled model recompiles once for a last, smaller batch) plus the median wait for data."""
+    import statistics
+
+    steady = timer.steps[1:] or timer.steps
     waits = timer.waits[1:] or timer.waits
-    step_s = sum(steady) / len(steady)
-    wait_s = sum(waits) / len(waits) if waits else 0.0
-    return {"samples_per_s": batch_size / (step_s + wait_s), "step_s": step_s, "data_wait_s": wait_s}
+    step_s = statistics.median(steady)
+    wait_s = statistics.median(waits) if waits else 0.0
+    return {"samples_per_s": batch_size / (step_s + wait_s), "step_s": step_s, "data_wait_s": wait_s,
+            "first_step_s": timer.steps[0]}
 
 
-def phase_ours(data_dir, model_name, size_hw, batch_size, steps, precision, out, gc=False) -> dict:
+def _loader_s_per_batch(trainer, batches: int) -> float:
+    """Seconds per batch of the Trainer's training DataLoader alone (items made, collated, pinned),
+    over `batches` batches after the first: what a step would wait for without overlap."""
+    loader = iter(trainer.get_train_dataloader())
+    next(loader)
+    start, count = time.perf_counter(), 0
+    for _ in range(batches):
+        try:
+            next(loader)
+        except StopIteration:
+            loader = iter(trainer.get_train_dataloader())
+            next(loader)
+        count += 1
+    return (time.perf_counter() - start) / count
+
+
+def _completion_trainer(prepared, model_name, args, gc):
+    """A completion run's Trainer as `train --task complete` builds it (its hole bank made here,
+    timed), on a completer of `model_name`'s architecture."""
+    from depth_lora.data.completion import CompletionDataset
+    from depth_lora.data.transforms import JITTER_STRENGTH, BatchTransform
+    from depth_lora.model.lora import apply_lora
+    from depth_lora.model.prompt import build_completer, start_residual_head
+    from depth_lora.training.losses import CompletionLoss
+    from depth_lora.training.trainer import DepthTrainer
+
+    start = time.perf_counter()
+    dataset = CompletionDataset(prepared, workers=args.dataloader_num_workers)
+    holes_s = time.perf_counter() - start
+    completer = build_completer(model_name)[0]
+    start_residual_head(completer)
+    trainer = DepthTrainer(
+        model=apply_lora(completer, train_head=True, gradient_checkpointing=gc), args=args,
+        train_dataset=dataset, transform=BatchTransform(flip=True, jitter_strength=JITTER_STRENGTH),
+        loss_fn=CompletionLoss(), label_scheme=None,
+    )
+    return trainer, {"hole_bank_s": holes_s, "hole_draws": dataset.draws}
+
+
+def phase_ours(data_dir, model_name, size_hw, batch_size, steps, precision, out, gc=False,
+               compile_model=False, task="depth") -> dict:
     """Our pipeline: captures prepared once at the model size (timed cold, then warm from the
-    on-disk cache), uint8 batches transformed on the device, labels with their masks, DepthTrainer."""
+    on-disk cache), uint8 batches transformed on the device, labels with their masks, DepthTrainer
+    (with its DataLoader workers as `train` sets them). task "complete": a completion run's examples
+    (the hole bank, timed) on a completer of the same architecture. Also the DataLoader alone."""
     import shutil
 
     from depth_lora.data.cache import ArrayCache
@@ -90,6 +139,7 @@ def phase_ours(data_dir, model_name, size_hw, batch_size, steps, precision, out,
     from depth_lora.data.dataset import DepthDataset, LabelScheme, depth_range_mm, prepare_captures
     from depth_lora.data.transforms import JITTER_STRENGTH, BatchTransform
     from depth_lora.training.losses import build_loss
+    from depth_lora.training.setup import default_num_workers
     from depth_lora.training.trainer import DepthTrainer
 
     files = find_captures(data_dir)
@@ -102,18 +152,25 @@ def phase_ours(data_dir, model_name, size_hw, batch_size, steps, precision, out,
     prepared = prepare_captures(files, size_hw, progress=False, cache=ArrayCache(cache_dir))
     warm_s = time.perf_counter() - start
     shutil.rmtree(cache_dir, ignore_errors=True)
-    labels = LabelScheme("minmax", *depth_range_mm(prepared))
     timer = StepTimer()
-    trainer = DepthTrainer(
-        model=_lora_model(model_name, gc), args=_args(out, batch_size, steps, precision),
-        train_dataset=DepthDataset(prepared, labels),
-        transform=BatchTransform(flip=True, jitter_strength=JITTER_STRENGTH),
-        loss_fn=build_loss("mse"), label_scheme=labels, callbacks=[timer],
-    )
+    workers = {"dataloader_num_workers": default_num_workers(resolve_device().type == "cuda")}
+    args = _args(out, batch_size, steps, precision, compile_model, **workers)
+    if task == "complete":
+        trainer, extra = _completion_trainer(prepared, model_name, args, gc)
+    else:
+        labels = LabelScheme("minmax", *depth_range_mm(prepared))
+        trainer, extra = DepthTrainer(
+            model=_lora_model(model_name, gc), args=args, train_dataset=DepthDataset(prepared, labels),
+            transform=BatchTransform(flip=True, jitter_strength=JITTER_STRENGTH),
+            loss_fn=build_loss("mse"), label_scheme=labels,
+        ), {}
+    trainer.add_callback(timer)
     trainer.train()
     summary = _summary(timer, batch_size)
-    return {**summary, "data_fraction": _data_fraction(timer), "peak_rss_mb": peak_rss_mb(),
-            "prepare_cold_s": cold_s, "prepare_warm_s": warm_s}
+    loader_s = _loader_s_per_batch(trainer, max(2, steps - 1))
+    return {**summary, **extra, "data_fraction": _data_fraction(timer), "peak_rss_mb": peak_rss_mb(),
+            "prepare_cold_s": cold_s, "prepare_warm_s": warm_s, "loader_s_per_batch": loader_s,
+            "loader_share": loader_s / summary["step_s"]}
 
 
 def _data_fraction(timer: StepTimer) -> float:
@@ -145,10 +202,12 @@ def phase_reference(data_dir, model_name, size_hw, batch_size, steps, precision,
     return {**_summary(timer, batch_size), "precision": ref_precision, "peak_rss_mb": peak_rss_mb()}
 
 
-def phase_model_only(data_dir, model_name, size_hw, batch_size, steps, precision, out, gc=False) -> dict:
+def phase_model_only(data_dir, model_name, size_hw, batch_size, steps, precision, out, gc=False,
+                     compile_model=False) -> dict:
     """Forward + backward + AdamW step on one pre-loaded batch: the bare model's speed."""
     device = resolve_device()
     model = _lora_model(model_name, gc).to(device, memory_format=torch.channels_last).train()  # as ours
+    forward = torch.compile(model) if compile_model else model
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-5)
     x = torch.randn(batch_size, 3, *size_hw, device=device)
     y = torch.rand(batch_size, *size_hw, device=device)
@@ -157,7 +216,7 @@ def phase_model_only(data_dir, model_name, size_hw, batch_size, steps, precision
     for _ in range(steps):
         start = time.perf_counter()
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            pred = model(pixel_values=x).predicted_depth
+            pred = forward(pixel_values=x).predicted_depth
         loss = torch.nn.functional.mse_loss(pred.float(), y)
         loss.backward()
         optimizer.step()
@@ -165,8 +224,9 @@ def phase_model_only(data_dir, model_name, size_hw, batch_size, steps, precision
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    steady = times[1:] or times
-    return {"samples_per_s": batch_size * len(steady) / sum(steady), "peak_rss_mb": peak_rss_mb()}
+    steady = sorted(times[1:] or times)
+    return {"samples_per_s": batch_size / steady[len(steady) // 2], "first_step_s": times[0],
+            "peak_rss_mb": peak_rss_mb()}
 
 
 def phase_inference(data_dir, model_name, size_hw, batch_size, steps, precision, out, gc=False,
@@ -238,8 +298,10 @@ def run_phase(name: str, *args, **kwargs) -> dict:
 
 def run_bench(data_dir, model_name="small-random", size_hw=(518, 840), batch_size=4, steps=6,
               precision="auto", out_dir="/tmp/depth_lora_bench", gradient_checkpointing=False,
-              phases=tuple(PHASES), short_sides=(434, 364)) -> dict:
-    """The phases asked for (all by default) on the same captures, model and size; the report dict."""
+              phases=tuple(PHASES), short_sides=(434, 364), compile_model=False, task="depth") -> dict:
+    """The phases asked for (all by default) on the same captures, model and size; the report dict.
+    compile_model: the training phases (ours, model_only) with torch.compile. task "complete": a
+    completion run's training (ours) only: its examples, its loader against its steps."""
     from depth_lora.data.captures import find_captures
     from depth_lora.model.precision import resolve_precision
 
@@ -248,18 +310,24 @@ def run_bench(data_dir, model_name="small-random", size_hw=(518, 840), batch_siz
     unknown = sorted(set(phases) - set(PHASES))
     if unknown:
         raise ConfigError(f"--phases: unknown {', '.join(unknown)}; choose from {', '.join(PHASES)}")
+    if task == "complete" and set(phases) != {"ours"}:
+        raise ConfigError("bench --task complete measures a completion run's training only: add --phases "
+                          "ours (inference times the completer already: --phases inference without --task)")
     files = find_captures(data_dir)
     if len(files) < batch_size and set(phases) - {"inference"}:
         raise DataError(data_dir, f"only {len(files)} captures, fewer than --batch-size {batch_size}")
     precision = resolve_precision(precision)
     args = (str(data_dir), model_name, tuple(size_hw), batch_size, steps, precision, str(out_dir),
             gradient_checkpointing)
-    report = {"machine": machine(), "model": model_name, "image_size_hw": list(size_hw),
+    report = {"machine": machine(), "model": model_name, "image_size_hw": list(size_hw), "task": task,
+              "compile": compile_model,
               "gradient_checkpointing": gradient_checkpointing, "phases": [p for p in PHASES if p in phases],
               "batch_size": batch_size, "steps": steps, "precision": precision, "captures": len(files)}
     for name in report["phases"]:
         print(f"bench: {name} ...", flush=True)
-        extra = {"short_sides": tuple(short_sides)} if name == "inference" else {}
+        extra = {"inference": {"short_sides": tuple(short_sides)},
+                 "model_only": {"compile_model": compile_model},
+                 "ours": {"compile_model": compile_model, "task": task}}.get(name, {})
         report[name] = run_phase(name, *args, **extra)
     report.update(summary(report))
     return report
@@ -271,6 +339,7 @@ def summary(report: dict) -> dict:
     ours, ref, bare, inference = (report.get(p) for p in ("ours", "reference", "model_only", "inference"))
     if ours:
         out.update(train_samples_per_s=ours["samples_per_s"], data_fraction=ours["data_fraction"],
+                   loader_share=ours["loader_share"], first_step_s=ours["first_step_s"],
                    prepare_cold_s=ours["prepare_cold_s"], prepare_warm_s=ours["prepare_warm_s"],
                    train_peak_rss_mb=ours["peak_rss_mb"])
     if ref:
@@ -299,13 +368,21 @@ def format_bench(report: dict) -> str:
         f"machine: {m['device']} | torch {m['torch']} | precision {r['precision']}"
         + (f" (reference: {reference['precision']})" if reference else ""),
         f"model {r['model']}, {r['image_size_hw'][0]}x{r['image_size_hw'][1]}, batch {r['batch_size']}, "
-        f"{r['steps']} steps (first excluded), gradient checkpointing "
-        f"{'on' if r['gradient_checkpointing'] else 'off'} (ours, bare model)",
+        f"{r['steps']} steps (first excluded, median), gradient checkpointing "
+        f"{'on' if r['gradient_checkpointing'] else 'off'}, torch.compile "
+        f"{'on' if r.get('compile') else 'off'} (ours, bare model)"
+        + (", a completion run" if r.get("task") == "complete" else ""),
     ]
     if "ours" in r:
         lines += [
             f"train_samples_per_s      {r['train_samples_per_s']:.3f}",
+            f"first step               {r['first_step_s']:.2f} s (warm-up"
+            + (", compilation)" if r.get("compile") else ")"),
             f"data_fraction            {100 * r['data_fraction']:.1f} % of a step waiting for data",
+            f"loader                   {r['ours']['loader_s_per_batch']:.3f} s a batch alone, "
+            f"{100 * r['loader_share']:.1f} % of a step's time"
+            + (f" (hole bank: {r['ours']['hole_draws']} draws a capture made once in "
+               f"{r['ours']['hole_bank_s']:.1f} s)" if "hole_bank_s" in r["ours"] else ""),
             f"prepare captures         cold {r['prepare_cold_s']:.2f} s, warm {r['prepare_warm_s']:.2f} s "
             f"({r['captures']} captures decoded and resized, then read back from the on-disk cache)",
         ]

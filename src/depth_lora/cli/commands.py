@@ -238,6 +238,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     report = run_bench(
         args.data, args.model, tuple(args.image_size), args.batch_size, args.steps, args.precision,
         gradient_checkpointing=args.gradient_checkpointing, phases=args.phases, short_sides=args.short_sides,
+        compile_model=args.compile, task=args.task,
     )
     print(format_bench(report))
     if args.json:

@@ -232,6 +232,11 @@ def _add_bench(sub) -> None:
     p.add_argument("--short-sides", type=int, nargs="*", default=[434, 364], metavar="PX",
                    help="inference is also timed at these smaller short sides (same aspect ratio, multiples "
                    "of 14) beside the trained size (default: 434 364)")
+    p.add_argument("--compile", action="store_true",
+                   help="the training phases (ours, model_only) with torch.compile, as train --compile")
+    p.add_argument("--task", choices=("depth", "complete"), default="depth",
+                   help="complete: a completion run's training (with --phases ours): its loader against its "
+                   "steps")
     p.add_argument("--json", help="write the report as JSON")
 
 

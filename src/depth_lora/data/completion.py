@@ -37,6 +37,7 @@ BLOB_SHARES = (0.03, 0.2)  # share of the measured pixels a training example hid
 EDGE_BAND_SCALES = (0.5, 2.0)  # training edge bands: the scored width times a factor in this range
 MIN_VISIBLE_SHARE = 0.2  # keep at least this share of the measured pixels visible
 PROMPT_CHANNELS = (1, 2)  # the prompt's depth, and optionally the share of it that was measured
+HOLE_DRAWS = 8  # hole draws (and prompts) made per training capture, once, before training
 
 
 def check_hole_kinds(kinds) -> tuple[str, ...]:
@@ -142,7 +143,7 @@ def _prompt_and_coverage(depth_mm: np.ndarray, visible: np.ndarray, size_hw: tup
 
 
 class CompletionDataset(torch.utils.data.Dataset):
-    """Prepared captures -> completion examples, a fresh hole drawn for each item.
+    """Prepared captures -> completion examples, each with a hole drawn from a bank made once.
 
     Items: pixel_values (3, h, w) uint8; labels (h, w) float32 depth in mm (0 where the camera
     measured nothing); valid_mask (h, w) bool, the measured pixels; hidden_mask (h, w) bool, the
@@ -150,49 +151,88 @@ class CompletionDataset(torch.utils.data.Dataset):
     float32 (HIDDEN_WEIGHT on hidden pixels, 1 on visible measured ones, 0 elsewhere); prompt_depth
     (prompt_channels, h', w') float32 (`build_prompt`: mm, and the measured share).
 
-    fixed: every item always draws the same hole (seeded by `seed` and its index): a validation set.
-    Otherwise each draw is seeded from torch's RNG, which the Trainer seeds: a run is reproducible.
+    A prompt costs a sparse solve (its harmonic pre-fill: tens of ms at 518x840), too slow to make
+    per item on a GPU's schedule. So `draws` holes per capture and their prompts are made once, at
+    construction (in `workers` DataLoader worker processes when > 0), each seeded by `seed`, the
+    capture and the draw: an item is one of its capture's draws, picked with torch's RNG, which the
+    Trainer seeds (a run is reproducible; flips double the variety on top).
+    fixed: one draw per capture, always the same (seeded by `seed` and the capture): a validation set.
     Another capture's holes are borrowed from the other captures of this dataset (its own,
     mirrored, when it has one capture).
     """
 
     def __init__(self, captures: list[PreparedCapture], kinds=TRAINING_HOLE_KINDS, fixed: bool = False,
                  seed: int = 0, prompt_scale: float = PROMPT_SCALE, hidden_weight: float = HIDDEN_WEIGHT,
-                 prompt_channels: int = 1):
+                 prompt_channels: int = 1, draws: int = HOLE_DRAWS, workers: int = 0):
         if not captures:
             raise ConfigError("a completion dataset needs at least one capture")
+        if draws < 1:
+            raise ConfigError(f"a completion dataset needs at least one hole draw per capture, got {draws}")
         self.captures, self.kinds = captures, check_hole_kinds(kinds)
         self.fixed, self.seed, self.hidden_weight = fixed, seed, hidden_weight
-        self.prompt_channels = prompt_channels
+        self.prompt_channels, self.draws = prompt_channels, 1 if fixed else draws
         self.prompt_hw = prompt_size_hw(captures[0].depth_mm.shape, prompt_scale)
         self._holes = [~np.isfinite(c.depth_mm) for c in captures]
+        for capture, holes in zip(captures, self._holes, strict=True):
+            if holes.all():
+                raise DataError(capture.key, "no measured depth pixel at the model's input size: "
+                                "nothing to hide or to prompt with")
+        self._bank = self._draw_bank(workers)
 
     def __len__(self) -> int:
         return len(self.captures)
 
-    def _rng(self, i: int) -> np.random.Generator:
-        if self.fixed:
-            return np.random.default_rng([self.seed, i])
-        return np.random.default_rng(int(torch.randint(0, 2**62, ())))
-
-    def example(self, i: int) -> dict[str, np.ndarray]:
-        """Item `i` as numpy arrays (see the class docstring)."""
-        rng, depth = self._rng(i), self.captures[i].depth_mm
-        measured = np.isfinite(depth)
-        if not measured.any():
-            raise DataError(self.captures[i].key, "no measured depth pixel at the model's input size: "
-                            "nothing to hide or to prompt with")
+    def draw(self, i: int, d: int) -> tuple[np.ndarray, np.ndarray]:
+        """Hole draw `d` of capture `i`, made afresh: (packed hidden mask, prompt)."""
+        rng = np.random.default_rng([self.seed, i] if self.fixed else [self.seed, i, d, 1])
+        depth = self.captures[i].depth_mm
         kind = self.kinds[rng.integers(len(self.kinds))]
         others = [j for j in range(len(self.captures)) if j != i]
         other = self._holes[others[rng.integers(len(others))]] if others else None
         hidden = hide_for_training(depth, kind, rng, other)
-        visible = measured & ~hidden
-        weight = np.where(hidden, self.hidden_weight, visible.astype(np.float32)).astype(np.float32)
+        prompt = build_prompt(depth, np.isfinite(depth) & ~hidden, self.prompt_hw, self.prompt_channels)
+        return np.packbits(hidden), prompt
+
+    def _draw_bank(self, workers: int) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+        jobs = [(i, d) for i in range(len(self.captures)) for d in range(self.draws)]
+        loader = torch.utils.data.DataLoader(_Draws(self, jobs), batch_size=None, num_workers=workers,
+                                             collate_fn=_as_is)
+        bank = [[] for _ in self.captures]
+        for (i, _), made in zip(jobs, loader, strict=True):
+            bank[i].append(made)
+        return bank
+
+    def example(self, i: int, d: int | None = None) -> dict[str, np.ndarray]:
+        """Item `i` as numpy arrays (see the class docstring), with its capture's hole draw `d`
+        (default: one picked with torch's RNG)."""
+        if d is None:
+            d = int(torch.randint(self.draws, ())) if self.draws > 1 else 0
+        packed, prompt = self._bank[i][d]
+        depth = self.captures[i].depth_mm
+        measured = np.isfinite(depth)
+        hidden = np.unpackbits(packed, count=depth.size).reshape(depth.shape).astype(bool)
+        weight = np.where(hidden, self.hidden_weight, (measured & ~hidden).astype(np.float32))
         return {"labels": np.where(measured, depth, 0.0).astype(np.float32), "valid_mask": measured,
-                "hidden_mask": hidden, "loss_weight": weight,
-                "prompt_depth": build_prompt(depth, visible, self.prompt_hw, self.prompt_channels)}
+                "hidden_mask": hidden, "loss_weight": weight.astype(np.float32), "prompt_depth": prompt}
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         item = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.example(i).items()}
         item["pixel_values"] = torch.from_numpy(self.captures[i].rgb).permute(2, 0, 1)
         return item
+
+
+class _Draws(torch.utils.data.Dataset):
+    """The (capture, draw) pairs of a bank, for a DataLoader to make in worker processes."""
+
+    def __init__(self, dataset: CompletionDataset, jobs: list[tuple[int, int]]):
+        self.dataset, self.jobs = dataset, jobs
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, k: int):
+        return self.dataset.draw(*self.jobs[k])
+
+
+def _as_is(made):
+    return made

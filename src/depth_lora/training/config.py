@@ -238,6 +238,12 @@ class TrainConfig:
         metadata=_help("recompute backbone activations in backward: less memory (measured on the Small "
                        "model, batch 4, 518x840, CPU: peak 2.6 GB instead of 4.3 GB), about 1.4x slower"),
     )
+    compile: bool = field(
+        default=False,
+        metadata=_help("torch.compile the model (the Trainer's torch_compile): the first step compiles "
+                       "it (a minute or more), the later ones may run faster, mostly on a CUDA GPU; "
+                       "`depth-lora bench --compile` measures it on your machine"),
+    )
     resume: bool = field(default=False, metadata=_help("continue from the last checkpoint in --output"))
     overwrite: bool = field(default=False, metadata=_help("replace an earlier run in --output"))
 

@@ -14,7 +14,7 @@ from transformers import set_seed
 
 from depth_lora import __version__
 from depth_lora.data.captures import find_captures
-from depth_lora.data.completion import CompletionDataset
+from depth_lora.data.completion import HOLE_DRAWS, CompletionDataset
 from depth_lora.data.dataset import (
     DepthDataset,
     LabelScheme,
@@ -251,7 +251,7 @@ def completion_settings(cfg: TrainConfig, model_info: dict) -> dict:
     converted = model_info.get("converted_from")
     return {"output": "residual" if converted else "direct", "converted_from": converted,
             "prompt_scale": cfg.prompt_scale, "prompt_channels": 2 if cfg.prompt_validity else 1,
-            "hole_kinds": list(cfg.hole_kinds), "hidden_weight": cfg.hidden_weight}
+            "hole_kinds": list(cfg.hole_kinds), "hidden_weight": cfg.hidden_weight, "hole_draws": HOLE_DRAWS}
 
 
 def make_record(cfg: TrainConfig, data: RunData, model_info: dict, head: dict, labels: LabelScheme | None,
@@ -320,10 +320,14 @@ def build_trainer(model, cfg: TrainConfig, arguments, data: RunData, labels: Lab
     train, val = data.prepared["train"], data.prepared["val"]
     if completion:
         holes = {"kinds": completion["hole_kinds"], "prompt_scale": completion["prompt_scale"],
-                 "hidden_weight": completion["hidden_weight"],
+                 "hidden_weight": completion["hidden_weight"], "seed": cfg.seed,
                  "prompt_channels": completion["prompt_channels"]}
-        datasets = (CompletionDataset(train, **holes),
-                    CompletionDataset(val, fixed=True, seed=cfg.seed, **holes))
+        if progress:
+            print(f"Drawing {completion['hole_draws']} holes and their prompts for each of "
+                  f"{plural(len(train), 'training capture')}, once", flush=True)
+        datasets = (CompletionDataset(train, draws=completion["hole_draws"],
+                                      workers=arguments.dataloader_num_workers, **holes),
+                    CompletionDataset(val, fixed=True, **holes))
         metrics, more = make_completion_metrics(), {"completion_output": completion["output"]}
     else:
         datasets = (DepthDataset(train, labels), DepthDataset(val, labels))

@@ -206,6 +206,7 @@ def build_training_arguments(
         dataloader_persistent_workers=workers > 0,  # not re-spawned for every evaluation
         dataloader_pin_memory=cuda,
         seed=cfg.seed,
+        torch_compile=cfg.compile,
         # DDP: with LoRA (no trainable bias) every trainable parameter is used in forward; a full
         # fine-tune or trainable biases include parameters that get no gradient (mask token, ...).
         ddp_find_unused_parameters=cfg.finetune == "full" or cfg.lora_bias != "none",

@@ -45,15 +45,19 @@ class StageLog:
         calls = {"depth": 0, "forwards": 0}  # a model's forward runs its backbone's inside: count the outer
 
         def enter(module, args):
-            if isinstance(module, PreTrainedModel):
+            if torch.compiler.is_compiling():  # traced by torch.compile: observed by its eager call
+                return
+            model = getattr(module, "_orig_mod", module)  # torch.compile's wrapper runs eagerly
+            if isinstance(model, PreTrainedModel) or model is not module:
                 calls["forwards"] += calls["depth"] == 0
                 calls["depth"] += 1
-                weight = next(module.parameters(), None)
+                weight = next(model.parameters(), None)
                 if weight is not None:
                     seen.add((str(weight.device), autocast_precision(weight.device.type)))
 
         def leave(module, args, output):
-            if isinstance(module, PreTrainedModel):
+            if not torch.compiler.is_compiling() and (
+                    isinstance(module, PreTrainedModel) or hasattr(module, "_orig_mod")):
                 calls["depth"] -= 1
 
         hooks = (torch.nn.modules.module.register_module_forward_pre_hook(enter),
