@@ -1,24 +1,29 @@
 #!/usr/bin/env bash
-# The GPU check: what matters on a lent CUDA GPU, in under 4 minutes, with the card's name, written to
+# The GPU check: what matters on a lent CUDA GPU, in about 4 minutes, with the card's name, written to
 # OUT (default: $OUT, the device tool's folder, else /tmp/gpu_check).
 #
 #     bash benchmarks/gpu_check.sh [--cpu] [OUT]
 #
 # On the device machine (its python3 already has torch, transformers, peft, OpenCV, SciPy and
 # TensorBoard; nothing is installed: the package runs from src/), from the repository root, with the
-# device tool's `run` and timeout_s 300:
+# device tool's `run` and timeout_s 400. In order of what matters, each step written as it ends:
 # 1. the card, the driver and the library versions (gpu.txt);
-# 2. `depth-lora bench` on the real Small architecture (random init: the same cost) at 518x840,
-#    batch 8, bf16 (what `auto` picks on a bf16 GPU) and fp16 with the gradient scaler (the original
-#    project's setting): training samples/s ours and the original pipeline's, peak GPU memory,
-#    inference per 1944x1200 capture in PyTorch (bench_*.txt, bench_*.json);
-# 3. the CUDA paths end to end on a tiny run, fp16: train -> evaluate -> predict -> complete -> export
-#    (e2e.txt); catches device bugs (a tensor left on the CPU, a dtype the GPU kernels refuse).
-# --cpu runs only step 3, on the CPU in fp32 (the test suite runs it: tests/test_gpu_check.py).
-# Record what it prints, with the card's name, in benchmarks/RESULTS.md.
+# 2. stages: a real run of the Small architecture (random init: the same cost) at 518x840 on 58
+#    Zivid-size demo captures, auto precision: the device, precision and wall time of each stage
+#    (zero-shot calibration, first step, steady steps, evaluations, held-out scoring) from its
+#    stages.json (stages.txt); THE CHECK FAILS (exit 1, at the end) if a stage ran its model on
+#    the CPU;
+# 3. training samples/s of our pipeline at 518x840, batch 8, in bf16 and in fp16 with the gradient
+#    scaler (the steps it skipped), peak GPU memory, the loader's share of a step (bench_*.txt/json);
+# 4. inference ms per 518x840 image at batch 1, 4, 16, 32 (infer.txt);
+# 5. the CUDA paths end to end on a tiny run, fp16: train -> evaluate -> predict -> complete -> export
+#    (e2e.txt); catches device bugs (a tensor left on the CPU, a dtype the GPU kernels refuse);
+# 6. the training of step 3 again with torch.compile, bf16 and fp16, if time is left (bench_compile_*).
+# --cpu runs steps 2, 4 and 5 on the CPU, small and in fp32 (the test suite runs it:
+# tests/test_gpu_check.py). Record what it prints, with the card's name, in benchmarks/RESULTS.md.
 set -euo pipefail
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
 cpu=0
 out=""
 for arg in "$@"; do
@@ -44,6 +49,7 @@ dl=("$python" -m depth_lora)  # an array, not a function: `timeout` runs command
 limited() { local seconds=$1; shift; if [ "$cpu" = 1 ]; then "$@"; else timeout "$seconds" "$@"; fi; }
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
+started=$SECONDS
 
 if [ "$cpu" = 0 ]; then
   {
@@ -54,17 +60,49 @@ transformers.__version__, '| peft', peft.__version__, '| CUDA:', torch.cuda.get_
       2>/dev/null || echo "onnxruntime: not installed (inference timed in PyTorch only)"
     nproc
   } 2>&1 | tee "$out/gpu.txt"
-  "${dl[@]}" demo-data "$work/bench" --count 8
+  stage_run=(--model small-random --image-size 518 840 --max-steps 40 --eval-steps 20 --batch-size 8
+             --precision auto)
+  "${dl[@]}" demo-data "$work/zivid" --count 58 > /dev/null  # 1944x1200, as many as the original project
+  expect=cuda
+else
+  stage_run=(--model demo-pretrained --image-size 70 112 --max-steps 4 --batch-size 2 --precision fp32)
+  "${dl[@]}" demo-data "$work/zivid" --count 10 --size 120 194 > /dev/null
+  expect=cpu
+fi
+
+# 2. Where each stage of a real run ran its model; the failure rule.
+{
+  limited 150 "${dl[@]}" train --data "$work/zivid" --output "$work/stages" "${stage_run[@]}" \
+    | grep -v "^step .* loss " || echo "stages: the run failed or timed out"
+  "$python" "$here/benchmarks/stage_report.py" "$work/stages" --expect "$expect" || true
+} 2>&1 | tee "$out/stages.txt"
+stages_ok=$(grep -c "^stages: every stage ran its model on" "$out/stages.txt" || true)
+
+# 3. Training speed, bf16 and fp16 with the gradient scaler (GPU only).
+if [ "$cpu" = 0 ]; then
+  "${dl[@]}" demo-data "$work/bench" --count 12 > /dev/null
   for precision in bf16 fp16; do
-    timeout 100 "${dl[@]}" bench --data "$work/bench" --steps 10 --batch-size 8 --precision "$precision" \
-      --short-sides --json "$out/bench_$precision.json" 2>&1 | grep -v "━" | tee "$out/bench_$precision.txt"
+    limited 100 "${dl[@]}" bench --data "$work/bench" --phases ours --steps 12 --batch-size 8 \
+      --precision "$precision" --json "$out/bench_$precision.json" 2>&1 | grep -v "━\|{'train" \
+      | tee "$out/bench_$precision.txt" || echo "bench $precision: failed or timed out" \
+      | tee -a "$out/bench_$precision.txt"
   done
-  precision=fp16 size=(126 196) steps=200 model=demo-pretrained
+fi
+
+# 4. Inference ms per image at the trained size.
+if [ "$cpu" = 0 ]; then
+  limited 60 "$python" "$here/benchmarks/infer_speed.py" 2>&1 | tee "$out/infer.txt" || true
+else
+  "$python" "$here/benchmarks/infer_speed.py" --model tiny --size 70 112 --batches 1 2 --repeats 2 \
+    --precision fp32 2>&1 | tee "$out/infer.txt"
+fi
+
+# 5. The CUDA paths end to end (on the CPU with --cpu): each verb once, on a tiny run.
+if [ "$cpu" = 0 ]; then
+  precision=fp16 size=(126 196) steps=60 model=demo-pretrained
 else
   precision=fp32 size=(70 112) steps=4 model=demo-pretrained
 fi
-
-# The CUDA paths end to end (on the CPU with --cpu): each verb once, on a tiny run.
 {
   "${dl[@]}" demo-data "$work/demo" --count 12 --size 120 194
   limited 120 "${dl[@]}" train --data "$work/demo" --output "$work/run" --model "$model" --image-size "${size[@]}" \
@@ -81,3 +119,25 @@ fi
   fi
   echo "gpu_check: end to end passed ($precision, $model, ${size[0]}x${size[1]}, $steps steps)"
 } 2>&1 | tee "$out/e2e.txt"
+
+# 6. torch.compile, with the time that is left (GPU only; the first step compiles for a minute or more).
+if [ "$cpu" = 0 ]; then
+  for precision in bf16 fp16; do
+    left=$((230 - (SECONDS - started)))
+    if [ "$left" -lt 60 ]; then
+      echo "bench --compile $precision: not run ($left s left of the check's 4 minutes)" \
+        | tee "$out/bench_compile_$precision.txt"
+      continue
+    fi
+    limited "$left" "${dl[@]}" bench --data "$work/bench" --phases ours --steps 12 --batch-size 8 --compile \
+      --precision "$precision" --json "$out/bench_compile_$precision.json" 2>&1 | grep -v "━\|{'train" \
+      | tee "$out/bench_compile_$precision.txt" || echo "bench --compile $precision: failed or timed out" \
+      | tee -a "$out/bench_compile_$precision.txt"
+  done
+fi
+
+echo "gpu_check: $((SECONDS - started)) s"
+if [ "$stages_ok" = 0 ]; then
+  echo "gpu_check: FAILED: a stage ran its model off the $expect (stages.txt)" >&2
+  exit 1
+fi

@@ -21,10 +21,12 @@ from depth_lora.model.precision import resolve_device
 
 
 class StepTimer(TrainerCallback):
-    """Wall time of each optimiser step, and the gap before it (waiting for the next batch)."""
+    """Wall time of each optimiser step, and the gap before it (waiting for the next batch); with
+    `accelerator` (the Trainer's), the steps its fp16 gradient scaler skipped (inf or NaN gradients)."""
 
-    def __init__(self):
+    def __init__(self, accelerator=None):
         self.steps, self.waits = [], []
+        self.accelerator, self.skipped = accelerator, 0
         self._begin = self._end = None
 
     def on_step_begin(self, args, state, control, **kwargs):
@@ -33,8 +35,12 @@ class StepTimer(TrainerCallback):
             self.waits.append(self._begin - self._end)
 
     def on_step_end(self, args, state, control, **kwargs):
+        if resolve_device().type == "cuda":  # the GPU's time, not the launch's
+            torch.cuda.synchronize()
         self._end = time.perf_counter()
         self.steps.append(self._end - self._begin)
+        if self.accelerator is not None and self.accelerator.optimizer_step_was_skipped:
+            self.skipped += 1
 
 
 def peak_rss_mb() -> float:
@@ -164,9 +170,10 @@ def phase_ours(data_dir, model_name, size_hw, batch_size, steps, precision, out,
             transform=BatchTransform(flip=True, jitter_strength=JITTER_STRENGTH),
             loss_fn=build_loss("mse"), label_scheme=labels,
         ), {}
+    timer.accelerator = trainer.accelerator
     trainer.add_callback(timer)
     trainer.train()
-    summary = _summary(timer, batch_size)
+    summary = {**_summary(timer, batch_size), "skipped_steps": timer.skipped}
     loader_s = _loader_s_per_batch(trainer, max(2, steps - 1))
     return {**summary, **extra, "data_fraction": _data_fraction(timer), "peak_rss_mb": peak_rss_mb(),
             "prepare_cold_s": cold_s, "prepare_warm_s": warm_s, "loader_s_per_batch": loader_s,
@@ -379,6 +386,7 @@ def format_bench(report: dict) -> str:
             f"first step               {r['first_step_s']:.2f} s (warm-up"
             + (", compilation)" if r.get("compile") else ")"),
             f"data_fraction            {100 * r['data_fraction']:.1f} % of a step waiting for data",
+            f"skipped steps            {r['ours']['skipped_steps']} (inf/NaN gradients: the fp16 scaler's)",
             f"loader                   {r['ours']['loader_s_per_batch']:.3f} s a batch alone, "
             f"{100 * r['loader_share']:.1f} % of a step's time"
             + (f" (hole bank: {r['ours']['hole_draws']} draws a capture made once in "

@@ -103,7 +103,7 @@ class StageLog:
 
 class StepTimesCallback(TrainerCallback):
     """The training stage's step times: the first step (allocation, warm-up, compilation), the
-    mean of the others, and the time spent in evaluations (each follows a step's end). On CUDA each
+    median of the others, and the time spent in evaluations (each follows a step's end). On CUDA each
     step's end waits for the GPU, so a time is the GPU's, not the launch's."""
 
     def __init__(self, entry: dict, device: torch.device):
@@ -124,8 +124,8 @@ class StepTimesCallback(TrainerCallback):
         self._end = self._now()
         if self._begin is not None:
             self.steps.append(self._end - self._begin)
-        steady = self.steps[1:] or self.steps
-        self.entry.update(first_step_s=round(self.steps[0], 4), step_s=round(sum(steady) / len(steady), 4),
+        steady = sorted(self.steps[1:] or self.steps)  # the median: a compiled model recompiles once
+        self.entry.update(first_step_s=round(self.steps[0], 4), step_s=round(steady[len(steady) // 2], 4),
                           steps=len(self.steps))
 
     def on_evaluate(self, args, state, control, **kwargs):
