@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -39,8 +40,10 @@ def exported(run, tmp_path_factory):
 
 def test_export_writes_a_checked_graph_and_a_readme(exported):
     folder, report, lines = exported
-    assert sorted(p.name for p in folder.iterdir()) == [
-        "README.md", "depth_lora.json", "metrics.json", "model.onnx", "split.json"]
+    # With OpenVINO installed, its IR beside the graph: what `predict --backend auto` runs on a CPU.
+    ir = ["model.bin", "model.xml"] if importlib.util.find_spec("openvino") else []
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["README.md", "depth_lora.json", "metrics.json", "model.onnx", "split.json", *ir])
     parity_line = next(line for line in lines if line.startswith("parity"))
     printed = float(re.search(r"max \|diff\| ([\d.]+) mm", parity_line).group(1))
     assert printed == pytest.approx(report.parity["max_abs_mm"], abs=1e-4)
@@ -200,3 +203,19 @@ def test_batched_prediction_equals_one_at_a_time(run, tmp_path):
     predict_files(bundle, images, tmp_path / "batch", formats=("npy",), progress=False, batch_size=4)
     for path in sorted((tmp_path / "one").glob("*.npy")):
         np.testing.assert_allclose(np.load(tmp_path / "batch" / path.name), np.load(path), atol=0.01)
+
+
+def test_on_a_cpu_auto_runs_the_openvino_ir_written_beside_the_graph(exported):
+    pytest.importorskip("openvino", reason="the IR is written when OpenVINO is installed")
+    from depth_lora.deploy.backends import describe_bundle, open_bundle
+    from depth_lora.runs.folder import read_record
+
+    folder, report, _ = exported
+    record = read_record(folder)
+    assert (record.format, record.onnx_file, record.openvino_file) == ("onnx", "model.onnx", "model.xml")
+    bundle = open_bundle(folder)  # --backend auto, no GPU here
+    assert bundle.runtime == "OpenVINO" and bundle.model_path.name == "model.xml"
+    assert "model.xml" in describe_bundle(bundle)
+    assert open_bundle(folder, "onnx").model_path.name == "model.onnx"  # ONNX Runtime keeps the graph
+    assert report.parity_by_runtime["OpenVINO"]["max_abs_mm"] < 0.05  # the IR was checked too
+    assert "`model.xml` + its `.bin`" in (folder / "README.md").read_text()

@@ -111,7 +111,7 @@ def runtime_bundles(model, merged, labels: LabelScheme, size_hw, precision: str,
     if not openvino_installed():
         bundles["openvino"] = "not measured (the [openvino] extra is not installed)"
         return bundles
-    if onnx_file.is_file():  # what `predict --backend auto` runs for an ONNX export on a CPU
+    if onnx_file.is_file():  # what `predict --backend auto` ran for an ONNX export before the IR beside it
         measurable(bundles, "openvino fp32 (onnx graph)",
                     lambda: OpenVinoBundle(*args, onnx_file, compile_model(onnx_file)))
     measurable(bundles, "openvino fp32", openvino_bundle)
@@ -120,7 +120,9 @@ def runtime_bundles(model, merged, labels: LabelScheme, size_hw, precision: str,
     return bundles
 
 
-DEPLOY_DEFAULT = ("openvino fp32 (onnx graph)", "onnxruntime fp32")  # what `export` + `predict` run
+# What `export` + `predict --backend auto` run on a CPU: the IR written beside the ONNX graph when
+# OpenVINO is installed (deploy.export.beside_ir), else the graph in ONNX Runtime.
+DEPLOY_DEFAULT = ("openvino fp32", "onnxruntime fp32")
 
 
 def runtime_table(model, labels: LabelScheme, trained_hw, short_sides, image: Path, depth_mm, rgbs,

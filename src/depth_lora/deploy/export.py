@@ -188,6 +188,7 @@ def export_model(adapter_dir: str | Path, output_dir: str | Path, format: str = 
     work = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.partial-"))
     try:
         fields = writer.write(plain_model(bundle.model), bundle.image_size_hw, work, completion)
+        fields |= beside_ir(writer, plain_model(bundle.model), bundle.image_size_hw, work, completion)
         record = bundle.record.derived(**fields, exported_from=str(adapter_dir), base_model_dir=None)
         write_record(work, record)
         report = ExportReport(output_dir, format, source, {}, {"pytorch": torch_s})
@@ -217,9 +218,22 @@ def export_model(adapter_dir: str | Path, output_dir: str | Path, format: str = 
     return report
 
 
+def beside_ir(writer, model, size_hw, work: Path, completion: dict | None) -> dict:
+    """An ONNX export's OpenVINO IR, written beside the graph when OpenVINO is installed: on a CPU
+    `--backend auto` runs it, the fastest fp32 path measured on CPUs (OpenVINO compiles the IR it
+    converts from the PyTorch module into a faster program than the one it reads from the ONNX graph:
+    benchmarks/RESULTS.md). Returns the record's field naming it (none without OpenVINO)."""
+    from depth_lora.deploy.openvino_runtime import openvino_installed
+
+    if writer.FORMAT != "onnx" or not openvino_installed():
+        return {}
+    return {"openvino_file": FORMATS["openvino"].write(model, size_hw, work, completion)["openvino_file"]}
+
+
 def checked_runtimes(writer, work: Path) -> list[tuple[str, object]]:
     """(runtime name, the fp32 export opened in it) for each runtime that may run the folder: ONNX
-    Runtime and, when installed, OpenVINO (which `--backend auto` prefers) for an ONNX export."""
+    Runtime and, when installed, OpenVINO (which `--backend auto` prefers) for an ONNX export, on
+    the IR written beside the graph."""
     from depth_lora.deploy.openvino_runtime import load_openvino_bundle, openvino_installed
 
     runtimes = [(RUNTIME_NAMES[writer.FORMAT], writer.open_bundle(work))]

@@ -71,9 +71,10 @@ def compile_model(path: Path):
 
 
 def load_openvino_bundle(folder: str | Path, model_file: str | None = None) -> OpenVinoBundle:
-    """Open an export folder with OpenVINO: an OpenVINO export's IR, or an ONNX export's graph.
+    """Open an export folder with OpenVINO: an OpenVINO export's IR, or an ONNX export's IR written
+    beside its graph (export.beside_ir), else its graph.
 
-    model_file: which model of the folder (default: the one depth_lora.json names).
+    model_file: which model of the folder (default: the one depth_lora.json names for OpenVINO).
     """
     folder = Path(folder)
     record = read_record(folder)
@@ -81,7 +82,7 @@ def load_openvino_bundle(folder: str | Path, model_file: str | None = None) -> O
         raise ModelError(f"{folder}: not an exported model (make one with `depth-lora export --adapter "
                          f"{folder} --format openvino --output DIR`)")
     import_openvino()
-    path = folder / (model_file or record.model_file)
+    path = folder / (model_file or record.openvino_file or record.model_file)
     if not path.is_file():
         raise ModelError(f"{path}: the exported model is missing")
     return OpenVinoBundle(record_labels(record), record.image_size_hw, record, folder, path,

@@ -21,6 +21,15 @@ def int8_line(int8: dict) -> str:
     return text + "."
 
 
+def ir_beside_lines(record: RunRecord) -> list[str]:
+    """An ONNX export's OpenVINO IR (export.beside_ir), in one README line; none without one."""
+    if record.format != "onnx" or not record.openvino_file:
+        return []
+    return [f"- `{record.openvino_file}` + its `.bin`: the same fp32 model as an OpenVINO IR, converted from "
+            "PyTorch; `depth-lora predict` runs it on a CPU when OpenVINO is installed (OpenVINO runs it "
+            "faster than the ONNX graph)."]
+
+
 def export_readme(record: RunRecord, folder_name: str) -> str:
     """How to run the export with its runtime alone (numpy, Pillow, OpenCV; no torch, no depth-lora)."""
     if record.is_completer:
@@ -56,6 +65,7 @@ def export_readme(record: RunRecord, folder_name: str) -> str:
         f"input size (batch dynamic), output `{OUTPUT_NAME}` float32 (batch, {h}, {w}): the model's "
         f"{labels['kind']} labels.{writer.README_NOTE}",
         *int8_lines,
+        *ir_beside_lines(record),
         parity_line(export),
         "",
         "## With depth-lora",

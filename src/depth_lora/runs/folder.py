@@ -92,7 +92,7 @@ class RunRecord:
     merged_from: str | None = None
     format: str | None = None  # one of EXPORT_FORMATS: an export folder
     onnx_file: str | None = None  # an ONNX export's graph (the int8 one when it was quantized)
-    openvino_file: str | None = None  # an OpenVINO export's IR (.xml, its .bin beside it)
+    openvino_file: str | None = None  # an OpenVINO export's IR, or the one beside an ONNX export's graph
     exported_from: str | None = None
     export: dict | None = None  # the export's parity report, opset and runtime versions
     zero_shot: bool = False  # an in-memory record of a published model used without an adapter
