@@ -1,0 +1,91 @@
+"""Timing a training loop for `depth-lora bench`: each step and the wait before it, the DataLoader
+alone, and a completion run's Trainer as `train --task complete` builds it."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from transformers import TrainerCallback
+
+from depth_lora.model.precision import resolve_device
+
+
+class StepTimer(TrainerCallback):
+    """Wall time of each optimiser step, and the gap before it (waiting for the next batch); with
+    `accelerator` (the Trainer's), the steps its fp16 gradient scaler skipped (inf or NaN gradients)."""
+
+    def __init__(self, accelerator=None):
+        self.steps, self.waits = [], []
+        self.accelerator, self.skipped = accelerator, 0
+        self._begin = self._end = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._begin = time.perf_counter()
+        if self._end is not None:
+            self.waits.append(self._begin - self._end)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if resolve_device().type == "cuda":  # the GPU's time, not the launch's
+            torch.cuda.synchronize()
+        self._end = time.perf_counter()
+        self.steps.append(self._end - self._begin)
+        if self.accelerator is not None and self.accelerator.optimizer_step_was_skipped:
+            self.skipped += 1
+
+
+def summarize_steps(timer: StepTimer, batch_size: int) -> dict:
+    """Samples/s of the steady steps: the median step (the first pays for warm-up and compilation,
+    and a compiled model recompiles once for a last, smaller batch) plus the median wait for data."""
+    import statistics
+
+    steady = timer.steps[1:] or timer.steps
+    waits = timer.waits[1:] or timer.waits
+    step_s = statistics.median(steady)
+    wait_s = statistics.median(waits) if waits else 0.0
+    return {"samples_per_s": batch_size / (step_s + wait_s), "step_s": step_s, "data_wait_s": wait_s,
+            "first_step_s": timer.steps[0]}
+
+
+def loader_s_per_batch(trainer, batches: int) -> float:
+    """Seconds per batch of the Trainer's training DataLoader alone (items made, collated, pinned),
+    over `batches` batches after the first: what a step would wait for without overlap."""
+    loader = iter(trainer.get_train_dataloader())
+    next(loader)
+    start, count = time.perf_counter(), 0
+    for _ in range(batches):
+        try:
+            next(loader)
+        except StopIteration:
+            loader = iter(trainer.get_train_dataloader())
+            next(loader)
+        count += 1
+    return (time.perf_counter() - start) / count
+
+
+def completion_trainer(prepared, model_name, args, gc):
+    """A completion run's Trainer as `train --task complete` builds it (its hole bank made here,
+    timed), on a completer of `model_name`'s architecture."""
+    from depth_lora.data.completion import CompletionDataset
+    from depth_lora.data.transforms import JITTER_STRENGTH, BatchTransform
+    from depth_lora.model.lora import apply_lora
+    from depth_lora.model.prompt import build_completer, start_residual_head
+    from depth_lora.training.losses import CompletionLoss
+    from depth_lora.training.trainer import DepthTrainer
+
+    start = time.perf_counter()
+    dataset = CompletionDataset(prepared, workers=args.dataloader_num_workers)
+    holes_s = time.perf_counter() - start
+    completer = build_completer(model_name)[0]
+    start_residual_head(completer)
+    trainer = DepthTrainer(
+        model=apply_lora(completer, train_head=True, gradient_checkpointing=gc), args=args,
+        train_dataset=dataset, transform=BatchTransform(flip=True, jitter_strength=JITTER_STRENGTH),
+        loss_fn=CompletionLoss(), label_scheme=None,
+    )
+    return trainer, {"hole_bank_s": holes_s, "hole_draws": dataset.draws}
+
+
+def data_fraction(timer: StepTimer) -> float:
+    steady, waits = timer.steps[1:], timer.waits[1:]
+    return sum(waits) / (sum(waits) + sum(steady)) if steady else 0.0
