@@ -104,7 +104,11 @@ def kept_checkpoint_line(val: dict) -> str:
         line += f", best of {plural(val['evaluations'], 'validation')}"
     if val.get("last_step") is not None and val["last_step"] != val["step"]:
         line += f"; the last, step {val['last_step']}, had {val['last_rmse_mm']:.1f} mm"
-    return line + ")."
+    line += ")."
+    if val.get("stopped_early"):
+        line += (f" Training stopped at step {total} of {val['max_steps']}: no better validation in "
+                 f"{plural(val['stopped_early'], 'evaluation')} (--early-stopping).")
+    return line
 
 
 def plain_reading(test: EvaluationReport | None, val: EvaluationReport | None,

@@ -22,17 +22,21 @@ DEFAULT_OUTPUT = "depth_anything_finetuned_lora_zivid"
 # head's own direction (inverse depth: near = large), a learning-rate warm-up, and a label range
 # from robust percentiles (one stray pixel must not set the scale). Its loss (SiLog) and rate
 # (2e-3) were chosen on validation captures only: experiments/recipe_check/RESULTS.md.
+# Evaluations in a row without a better validation RMSE after which the recommended recipe stops
+# (transformers' EarlyStoppingCallback); chosen on validation: experiments/early_stopping/RESULTS.md.
+EARLY_STOPPING = 3
 RECIPES: dict[str, dict] = {
     "original": {
         "epochs": 10.0, "batch_size": 4, "learning_rate": 5e-5, "warmup_steps": 0.0,
         "lora_rank": 16, "lora_alpha": 32.0, "lora_dropout": 0.05, "lora_targets": ["qkv"],
         "train_head": False, "loss": "mse", "labels": "minmax", "label_percentiles": [0.0, 100.0],
+        "early_stopping": 0,
     },
     "recommended": {
         "epochs": 10.0, "batch_size": 4, "learning_rate": 2e-3, "warmup_steps": 0.1,
         "lora_rank": 16, "lora_alpha": 32.0, "lora_dropout": 0.05,
         "lora_targets": ["qkv", "out", "mlp", "neck"], "train_head": True, "loss": "silog",
-        "labels": "inverse", "label_percentiles": [0.5, 99.5],
+        "labels": "inverse", "label_percentiles": [0.5, 99.5], "early_stopping": EARLY_STOPPING,
     },
 }
 DEFAULT_RECIPE = "recommended"
@@ -40,7 +44,6 @@ DEFAULT_RECIPE = "recommended"
 # error in mm over the prompt's range, training.losses.CompletionLoss) and it needs no label scheme;
 # its rate is 10x lower (a tiny completer from demo-pretrained at the recipe's 2e-3 left held-out
 # holes at 145 mm against 34 for its own harmonic prompt, at 2e-4 65 mm: benchmarks/RESULTS.md).
-TASKS = ("depth", "complete")
 TASK_RECIPE_CHANGES: dict[str, dict] = {
     "complete": {"learning_rate": 2e-4, "loss": None, "labels": None, "label_percentiles": None},
 }
@@ -219,6 +222,12 @@ class TrainConfig:
         metadata=_help("evaluate and save a checkpoint every N steps, and at the last step (default: "
                        "every epoch, or less often on long runs of short epochs: about 10 per run)"),
     )
+    early_stopping: int | None = field(
+        default=None,
+        metadata=_help("stop when the validation RMSE has not improved for N evaluations in a row; the "
+                       "best checkpoint is kept either way; 0: run every step (recipe: recommended "
+                       f"{EARLY_STOPPING}, original 0)"),
+    )
     save_total_limit: int = field(default=3, metadata=_help("checkpoints kept (the best one is always kept)"))
     num_workers: int | None = field(
         default=None,
@@ -238,12 +247,9 @@ class TrainConfig:
         metadata=_help("recompute backbone activations in backward: less memory (measured on the Small "
                        "model, batch 4, 518x840, CPU: peak 2.6 GB instead of 4.3 GB), about 1.4x slower"),
     )
-    compile: bool = field(
-        default=False,
-        metadata=_help("torch.compile the model (the Trainer's torch_compile): the first step compiles "
-                       "it (a minute or more), the later ones may run faster, mostly on a CUDA GPU; "
-                       "`depth-lora bench --compile` measures it on your machine"),
-    )
+    compile: bool = field(default=False, metadata=_help(
+        "torch.compile the model (the Trainer's torch_compile): the first step compiles it (a minute or "
+        "more), later ones may run faster, mostly on a CUDA GPU; `depth-lora bench --compile` measures it"))
     resume: bool = field(default=False, metadata=_help("continue from the last checkpoint in --output"))
     overwrite: bool = field(default=False, metadata=_help("replace an earlier run in --output"))
 
@@ -274,6 +280,8 @@ class TrainConfig:
             raise ConfigError(f"--num-workers must be >= 0, got {self.num_workers}")
         if self.eval_steps is not None and self.eval_steps < 1:
             raise ConfigError(f"--eval-steps must be >= 1, got {self.eval_steps}")
+        if self.early_stopping < 0:
+            raise ConfigError(f"--early-stopping must be >= 0 evaluations, got {self.early_stopping}")
         if self.learning_rate <= 0:
             raise ConfigError(f"--learning-rate must be > 0, got {self.learning_rate}")
         if self.head_learning_rate is not None and self.head_learning_rate <= 0:

@@ -21,6 +21,8 @@ def describe_recipe(cfg: TrainConfig, size_hw=None) -> str:
     warmup = (f"{cfg.warmup_steps:.0%} of the steps" if 0 < cfg.warmup_steps < 1
               else f"{int(cfg.warmup_steps)} steps")
     length = f"{cfg.max_steps} steps" if cfg.max_steps > 0 else f"{cfg.epochs:g} epochs"
+    if cfg.early_stopping:
+        length += f" (or fewer: stops after {cfg.early_stopping} evaluations without a better validation)"
     size = format_size_hw(size_hw) if size_hw else "like the checkpoint's processor (518 on the short side)"
     more_rates = "" if cfg.head_learning_rate is None else f" (head {cfg.head_learning_rate:g})"
     if cfg.loraplus_ratio is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from transformers import EarlyStoppingCallback
 
 from depth_lora.model.checkpoints import quiet_weights_io
 from depth_lora.text import size_hw as format_size_hw
@@ -20,7 +21,12 @@ def kept_validation(trainer: DepthTrainer, log_history: list[dict], size_hw) -> 
     evaluations = [e for e in log_history if "eval_rmse_mm" in e]
     if evaluations:  # how the kept one compares with the others: what the user saw scroll by
         val |= {"evaluations": len(evaluations), "last_step": evaluations[-1]["step"],
-                "last_rmse_mm": evaluations[-1]["eval_rmse_mm"], "global_step": trainer.state.global_step}
+                "last_rmse_mm": evaluations[-1]["eval_rmse_mm"], "global_step": trainer.state.global_step,
+                "max_steps": trainer.state.max_steps}
+    callbacks = trainer.callback_handler.callbacks
+    stopper = next((c for c in callbacks if isinstance(c, EarlyStoppingCallback)), None)
+    if stopper is not None and trainer.state.global_step < trainer.state.max_steps:
+        val["stopped_early"] = stopper.early_stopping_patience  # no better validation in this many
     return {**val, "resolution": f"model input, {format_size_hw(size_hw)}"}
 
 

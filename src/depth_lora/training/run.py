@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import set_seed
+from transformers import EarlyStoppingCallback, set_seed
 
 from depth_lora import __version__
 from depth_lora.data.captures import find_captures
@@ -346,6 +346,8 @@ def build_trainer(model, cfg: TrainConfig, arguments, data: RunData, labels: Lab
         part_rates=cfg.part_rates(),
         **more,
     )
+    if cfg.early_stopping:  # the Trainer's own callback: the kept checkpoint stays the best one
+        trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping))
     use_log_lines(trainer, progress)
     return trainer
 
