@@ -16,6 +16,8 @@ def test_notebook_is_committed_without_outputs_and_with_a_parameters_cell():
     assert all(not c["outputs"] and c["execution_count"] is None for c in code)
     assert sum("parameters" in c["metadata"].get("tags", []) for c in code) == 1
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    ids = [c.get("id") for c in nb["cells"]]  # nbformat 4.5: a cell without one is a future hard error
+    assert all(ids) and len(set(ids)) == len(ids)
     # The notebook tells the story; the package does the work.
     lines = [line for c in code for line in "".join(c["source"]).splitlines()]
     assert lines and not any(line.lstrip().startswith(("def ", "class ")) for line in lines)
