@@ -4,7 +4,9 @@ through OpenVINO, what `--backend auto` picks, and one-line errors without the [
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import sys
 
 import numpy as np
@@ -186,3 +188,14 @@ def test_openvino_refuses_a_training_folder(run):
 
     with pytest.raises(ModelError, match="not an exported model"):
         load_openvino_bundle(run[1])
+
+
+def test_the_export_command_prints_nothing_of_transformers_training_losses(run, tmp_path):
+    """A fresh process: transformers says it once per process, so an earlier test cannot hide it."""
+    pytest.importorskip("openvino", reason=EXTRA)
+    out = subprocess.run([sys.executable, "-m", "depth_lora", "export", "--adapter", str(run[1]), "--format",
+                          "openvino", "--output", str(tmp_path / "ov")], capture_output=True, text=True,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "OpenVINO export written" in out.stdout
+    assert "loss_type" not in out.stdout + out.stderr and "ForCausalLMLoss" not in out.stdout + out.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,21 @@ def require() -> dict:
     return {"openvino": ov.__version__}
 
 
+@contextmanager
+def quiet_transformers():
+    """transformers at error level: tracing reads every attribute of the model, and its
+    `loss_function` then logs "`loss_type=None` was set in the config but it is unrecognized", which
+    is about training language models, not about this export."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
 def write(model: nn.Module, size_hw: tuple[int, int], work: Path, completion: dict | None = None) -> dict:
     """The fp32 IR (model.xml + model.bin) in `work`, batch dynamic; returns the record's fields.
     A completion run's IR (`completion`: its settings) also takes the prompt and returns mm."""
@@ -46,7 +62,7 @@ def write(model: nn.Module, size_hw: tuple[int, int], work: Path, completion: di
         shapes.append(ov.PartialShape([-1, *prompt_shape(size_hw, completion)]))
         names = [INPUT_NAME, PROMPT_NAME], DEPTH_NAME
     example = example_inputs(size_hw, completion, batch=1)
-    with warnings.catch_warnings():  # the tracer's notices about shapes taken as constants (they are)
+    with warnings.catch_warnings(), quiet_transformers():  # the tracer's notices about constant shapes
         warnings.simplefilter("ignore")
         converted = ov.convert_model(export_module(model, completion), example_input=example, input=shapes)
     for port, name in zip(converted.inputs, names[0], strict=True):
