@@ -143,7 +143,8 @@ def test_quickstart_offline_falls_back_to_the_demo_model_loudly(tmp_path, capsys
     assert stdout.index("estimate: ") < stdout.index("step 40/40")
     assert "Kept: the checkpoint of step" in stdout and ("Verdict: " in stdout) != ("No verdict: " in stdout)
     for name in ("analysis/stats.json", "analysis/depth_histogram.png", "analysis/capture_gallery.png",
-                 "adapter_model.safetensors", "depth_lora.json", "metrics.json"):
+                 "adapter_model.safetensors", "depth_lora.json", "metrics.json",
+                 "evaluation/test/report.json", "evaluation/test/metrics.png"):  # as evaluate --plots
         assert (out / name).is_file(), name
     meta = json.loads((out / "depth_lora.json").read_text())
     assert meta["base_model"] == "demo-pretrained" and meta["base_model_dir"] is None

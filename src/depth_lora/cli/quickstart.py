@@ -131,7 +131,7 @@ def run_quickstart(
     print(f"\n== Fine-tuning -> {output_dir}")
     cfg = quickstart_config(data_dir, output_dir, model, overwrite, depth_unit=depth_unit)
     offline = model is None and cfg.model == OFFLINE_DEMO["model"]
-    eval_dir = output_dir / "evaluation"
+    eval_dir = output_dir / "evaluation" / "test"  # where `evaluate --plots` puts the test split's
     result = run_training(cfg, names=QUICKSTART_OPTIONS, evaluation_dir=eval_dir)
     # Written after training: the training run wants its output folder to itself when it starts.
     write_stats_json(stats, output_dir / "analysis" / "stats.json")

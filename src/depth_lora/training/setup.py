@@ -21,7 +21,9 @@ from depth_lora.runs.folder import RUN_CONFIG_FILE, is_run_folder, read_run_conf
 from depth_lora.training.config import RESUME_MUST_MATCH, TrainConfig
 from depth_lora.training.trainer import HEADLINE_METRIC, default_eval_steps
 
-KEEP_IN_OUTPUT = {"README.md", ".gitkeep"}
+# What a run folder may hold before a run, never counted as an earlier run nor removed by --overwrite:
+# a README, git's placeholder, and the dataset analysis (`depth-lora analyze --json OUT/analysis/...`).
+KEEP_IN_OUTPUT = {"README.md", ".gitkeep", "analysis"}
 
 
 @dataclass(frozen=True)
