@@ -86,26 +86,46 @@ def test_predictions_close_to_the_target_share_its_colour_range():
         assert "own" not in _panel(fig, name).get_title()
 
 
-def test_constant_prediction_is_one_colour_mid_bar_and_its_title_gives_the_value():
+def test_a_constant_prediction_has_no_colour_bar_and_its_title_gives_the_value():
     capture, pred = _reported_case()
-    constant = np.full((H, W), 812.0, np.float32)  # outside the target's 430-530 mm
-    for fig, name in _figures(capture, {"constant": constant}):
+    outside = np.full((H, W), 812.0, np.float32)  # outside the target's 430-530 mm: its own, centred
+    for fig, name in _figures(capture, {"constant": outside}):
         ax = _panel(fig, name)
         lo, hi = _range(ax)
         assert lo < 812.0 < hi and abs((812.0 - lo) / (hi - lo) - 0.5) < 0.01
-        assert "constant 812 mm" in ax.get_title() and "own colour scale" in ax.get_title()
-    fig = plot_depth_map(capture.rgb, constant)
-    lo, hi = fig.axes[1].images[0].norm.vmin, fig.axes[1].images[0].norm.vmax
-    assert lo < 812.0 < hi and "constant 812 mm" in fig.axes[1].get_title()
+        assert "constant 812 mm" in ax.get_title() and ax.images[0].colorbar is None
+    inside = np.full((H, W), 480.0, np.float32)  # inside: on the target's range, one colour
+    for fig, name in _figures(capture, {"constant": inside}):
+        ax = _panel(fig, name)
+        assert _range(ax) == _range(_panel(fig, "target")) and ax.images[0].colorbar is None
+        assert "constant 480 mm" in ax.get_title() and "own" not in ax.get_title()
+    fig = plot_depth_map(capture.rgb, outside)
+    assert "constant 812 mm" in fig.axes[1].get_title() and fig.axes[1].images[0].colorbar is None
 
 
-def test_every_depth_panel_has_a_mm_colour_bar_and_the_error_panel_its_own():
+def test_a_nearly_flat_prediction_is_drawn_on_the_targets_range_where_it_looks_flat():
+    """A calibrated zero-shot map of 1,700-1,950 mm on its own range looked structured; on the
+    target's it shows what it is."""
+    capture, _ = _reported_case()
+    v, u = np.mgrid[0:H, 0:W]
+    flat = (475.0 + 10.0 * u / (W - 1) + 2.0 * v / (H - 1)).astype(np.float32)  # 12 mm of the 100
+    for fig, name in _figures(capture, {"zero_shot_calibrated": flat}):
+        ax = _panel(fig, name)
+        assert _range(ax) == _range(_panel(fig, "target")) and "own" not in ax.get_title()
+
+
+def test_every_depth_panel_but_a_constant_has_a_mm_colour_bar_and_the_error_panel_its_own():
     capture, pred = _reported_case()
     preds = {"fine_tuned": pred, "zero_shot": capture.depth_mm + 3.0, "constant": np.full((H, W), 480.0)}
     for fig in (plot_evaluation_capture(capture, preds), plot_depth_grid(capture, preds)):
-        depth_images = [ax.images[0] for ax in _depth_panels(fig)]
-        assert len(depth_images) == 4  # target and three methods
-        assert all(im.colorbar is not None and im.colorbar.ax.get_ylabel() == "Z (mm)" for im in depth_images)
+        panels = _depth_panels(fig)
+        assert len(panels) == 4  # target and three methods
+        for ax in panels:
+            bar = ax.images[0].colorbar
+            if ax.get_title().startswith("constant"):
+                assert bar is None
+            else:
+                assert bar is not None and bar.ax.get_ylabel() == "Z (mm)"
     fig = plot_evaluation_capture(capture, preds)
     error = next(ax for ax in fig.axes if ax.get_title() == "fine_tuned: |error| (holes white)").images[0]
     assert error.colorbar.ax.get_ylabel() == "|error| (mm)" and error.norm.vmin == 0
@@ -146,3 +166,38 @@ def test_gallery_says_what_the_mask_colours_mean_and_gives_the_size_as_h_x_w():
     rgb_ax, _, mask_ax = plot_capture_gallery([capture]).axes[:3]
     assert f"RGB {H} x {W} (H x W)" in rgb_ax.get_title()
     assert "white = measured" in mask_ax.get_title() and "black = hole" in mask_ax.get_title()
+
+
+def test_the_mean_line_is_not_drawn_into_an_empty_gap_between_clusters():
+    counts = [0] * 1000
+    counts[40:60] = [5] * 20  # 400-600 mm
+    counts[200:220] = [5] * 20  # 2000-2200 mm: the mean, ~1300 mm, falls between them
+    stats = DatasetStats(count=2, resolutions=[[H, W]], depth_min_mm=400.0, depth_max_mm=2200.0,
+                         depth_mean_mm=1300.0, depth_std_mm=800.0, valid_fraction_mean=0.9,
+                         valid_pixels=200, histogram_counts=counts)
+    ax = plot_depth_histogram(stats).axes[0]
+    solid = [line for line in ax.get_lines() if line.get_linestyle() == "-" and len(line.get_xdata())]
+    assert solid == []
+    assert "mean 1300 mm (between clusters" in " ".join(t.get_text() for t in ax.get_legend().get_texts())
+    one_cluster = plot_depth_histogram(_stats(3)).axes[0]
+    solid = [line.get_label() for line in one_cluster.get_lines() if line.get_linestyle() == "-"]
+    assert solid == ["mean 480 mm"]
+
+
+def test_metrics_chart_says_why_a_constant_can_score_on_delta():
+    from depth_lora.viz import plot_metric_bars
+
+    rows = {"fine_tuned": {"rmse_mm": 300.0, "mae_mm": 200.0, "delta1": 0.27},
+            "constant": {"rmse_mm": 900.0, "mae_mm": 800.0, "delta1": 0.32}}
+    assert "the constant scores here" in plot_metric_bars(rows).axes[1].get_title()
+    rows["fine_tuned"]["delta1"] = 0.8
+    assert plot_metric_bars(rows).axes[1].get_title() == "delta < 1.25 (higher is better)"
+
+
+def test_the_gallery_draws_its_captures_across_sessions():
+    from depth_lora.data.analysis import gallery_keys
+
+    keys = [f"2026-01-0{day}_10-0{minute}-00_Zivid_acquisition" for day in (1, 2, 3) for minute in range(4)]
+    chosen = gallery_keys(keys, 4)
+    assert len(chosen) == 4 and len({key[:10] for key in chosen[:3]}) == 3  # one of each session first
+    assert gallery_keys(keys[:2], 4) == sorted(keys[:2])

@@ -22,13 +22,12 @@ ERROR_CMAP = ListedColormap(colormaps["magma"](np.linspace(0.0, 0.85, 256)), nam
 # The banner of every figure drawn from a run fine-tuned from the offline demo model.
 DEMO_BANNER = "OFFLINE DEMO MODEL, not Depth Anything: do not trust this depth on real captures"
 
-# Colour ranges of depth panels. Maps of one scene share a range (these percentiles of their pooled
-# valid pixels) unless sharing would hide one: a map keeps the shared range only if its own range
-# lies at least MIN_INSIDE_FRACTION inside it and spans at least MIN_SPAN_FRACTION of it (a
-# narrower map would be drawn in a few colours, a map outside it in one saturated colour).
+# Colour ranges of depth panels. Every map of a scene is drawn on the target's range (these
+# percentiles of its valid pixels) unless it cannot be read there: a map whose own range lies less
+# than MIN_INSIDE_FRACTION inside the target's would be one saturated colour, so it gets its own range
+# and says so. A narrow map stays on the target's range: nearly flat is what it is.
 SCALE_PERCENTILES = (2, 98)
 MIN_INSIDE_FRACTION = 0.5
-MIN_SPAN_FRACTION = 0.25
 # A constant map (all one value) is drawn on value +- this, so it shows as the bar's middle colour.
 CONSTANT_HALF_RANGE_MM = 10.0
 # Percentiles are taken on at most about this many pixels per map (a strided subsample): enough
@@ -67,23 +66,21 @@ def _percentile_range(values: np.ndarray) -> tuple[float, float]:
     return float(lo), float(max(hi, lo + 1.0))  # at least 1 mm wide
 
 
-def _shares_well(samples: list[np.ndarray]) -> bool:
-    """True if one range over all `samples` (non-empty, non-constant maps) hides none of them."""
-    lo, hi = _percentile_range(np.concatenate(samples))
-    for values in samples:
-        own_lo, own_hi = _percentile_range(values)
-        own_span, inside = own_hi - own_lo, max(0.0, min(hi, own_hi) - max(lo, own_lo))
-        if inside < MIN_INSIDE_FRACTION * own_span or own_span < MIN_SPAN_FRACTION * (hi - lo):
-            return False
-    return True
+def _readable_on(values: np.ndarray, lo: float, hi: float) -> bool:
+    """True if a map's own range (its valid `values`) lies mostly inside [lo, hi]."""
+    own_lo, own_hi = _percentile_range(values)
+    inside = max(0.0, min(hi, own_hi) - max(lo, own_lo))
+    return inside >= MIN_INSIDE_FRACTION * (own_hi - own_lo)
 
 
 def depth_scales_mm(depths_mm: list[np.ndarray]) -> list[DepthScale]:
     """Colour ranges for depth maps of one scene (mm, NaN = no depth), e.g. [target, *predictions].
 
-    The first non-constant map and every later map that fits share one range (robust percentiles
-    of their pooled valid pixels); a map the shared range would hide gets its own range, and a
-    constant map its own range centred on its value. See MIN_INSIDE_FRACTION, MIN_SPAN_FRACTION.
+    The first non-constant map (the target) sets the range (robust percentiles of its valid
+    pixels); every other map is drawn on it unless it cannot be read there (MIN_INSIDE_FRACTION):
+    then it gets its own range, said in its title. A constant map is drawn on the shared range when
+    its value is inside it, else on a range centred on its value; its title gives the value, and it
+    gets no colour bar (one colour has nothing to read off a bar).
 
     Returns one DepthScale per map, in order.
     """
@@ -93,25 +90,19 @@ def depth_scales_mm(depths_mm: list[np.ndarray]) -> list[DepthScale]:
         v.size > 0 and float(np.nanmax(d) - np.nanmin(d)) < 0.01
         for d, v in zip(depths_mm, samples, strict=True)
     ]
-    shared: list[int] = []  # indices of the maps on the shared range
-    for i, values in enumerate(samples):
-        if constant[i]:
-            continue
-        members = [samples[j] for j in [*shared, i] if samples[j].size]
-        if not shared or not values.size or _shares_well(members):
-            shared.append(i)
-    pooled = [samples[j] for j in shared if samples[j].size]
-    shared_lo, shared_hi = _percentile_range(np.concatenate(pooled)) if pooled else (0.0, 1.0)
+    reference = next((v for v, c in zip(samples, constant, strict=True) if v.size and not c), None)
+    lo, hi = _percentile_range(reference) if reference is not None else (0.0, 1.0)
     scales = []
-    for i, values in enumerate(samples):
-        if constant[i]:
+    for values, flat in zip(samples, constant, strict=True):
+        if flat:
             value = float(values[0])
-            scales.append(
-                DepthScale(value - CONSTANT_HALF_RANGE_MM, value + CONSTANT_HALF_RANGE_MM,
-                           own=len(samples) > 1, constant_mm=value)
-            )
-        elif i in shared:
-            scales.append(DepthScale(shared_lo, shared_hi))
+            if reference is not None and lo <= value <= hi:
+                scales.append(DepthScale(lo, hi, constant_mm=value))
+            else:
+                scales.append(DepthScale(value - CONSTANT_HALF_RANGE_MM, value + CONSTANT_HALF_RANGE_MM,
+                                         constant_mm=value))
+        elif not values.size or _readable_on(values, lo, hi):
+            scales.append(DepthScale(lo, hi))
         else:
             scales.append(DepthScale(*_percentile_range(values), own=True))
     return scales
@@ -120,7 +111,8 @@ def depth_scales_mm(depths_mm: list[np.ndarray]) -> list[DepthScale]:
 def _draw_depth(fig: Figure, ax, depth_mm: np.ndarray, scale: DepthScale, name: str, label="Z (mm)", **kw):
     """Draw one depth panel with its mm colour bar and a title that names its scale."""
     im = ax.imshow(np.ma.masked_invalid(depth_mm), cmap=DEPTH_CMAP, vmin=scale.vmin_mm, vmax=scale.vmax_mm)
-    fig.colorbar(im, ax=ax, label=label, **kw)
+    if scale.constant_mm is None:  # one colour: nothing to read off a bar
+        fig.colorbar(im, ax=ax, label=label, **kw)
     ax.set_title(scale.title(name), fontsize=9)
     return im
 
@@ -134,7 +126,11 @@ def plot_depth_histogram(stats: DatasetStats) -> Figure:
     fig = Figure(figsize=(8, 4), layout="constrained")
     ax = fig.add_subplot()
     ax.stairs(100 * counts[first:last] / max(counts.sum(), 1), edges[first : last + 1], fill=True)
-    ax.axvline(stats.depth_mean_mm, color="k", lw=1.5, label=f"mean {stats.depth_mean_mm:.0f} mm")
+    mean_bin = int(stats.depth_mean_mm // HIST_BIN_MM)
+    if counts[max(mean_bin - 2, 0):mean_bin + 3].any():
+        ax.axvline(stats.depth_mean_mm, color="k", lw=1.5, label=f"mean {stats.depth_mean_mm:.0f} mm")
+    else:  # the mean falls between clusters, where no pixel is: a line there would look like data
+        ax.plot([], [], " ", label=f"mean {stats.depth_mean_mm:.0f} mm (between clusters, no pixel there)")
     for sign, side in ((-1, "-"), (1, "+")):
         z_mm = stats.depth_mean_mm + sign * stats.depth_std_mm
         ax.axvline(z_mm, color="k", ls="--", lw=1, label=f"mean {side} 1 std {z_mm:.0f} mm")
@@ -173,7 +169,7 @@ def plot_prediction_panel(
 ) -> Figure:
     """RGB | target | prediction | |error| in mm, with colour bars; holes of the target in white.
 
-    Target and prediction share a colour range unless that would hide the prediction (see
+    The prediction is drawn on the target's colour range unless it cannot be read there (see
     depth_scales_mm); the |error| panel has its own.
     rgb (H, W, 3) uint8; target_mm, pred_mm (H, W) in mm at the same size.
     """
@@ -251,16 +247,22 @@ def plot_metric_bars(
     ax.set_xticks(x + width * (len(keys) - 1) / 2, methods, rotation=25, ha="right")
     ax.set(ylabel="mm (lower is better)", title=title)
     ax.legend()
-    bars = ax2.bar(x, [mean_metrics[m].get("delta1", np.nan) for m in methods], color="tab:green")
+    deltas = [mean_metrics[m].get("delta1", np.nan) for m in methods]
+    bars = ax2.bar(x, deltas, color="tab:green")
     ax2.bar_label(bars, fmt="%.2f", fontsize=8)
     ax2.set_xticks(x, methods, rotation=25, ha="right")
-    ax2.set(ylim=(0, 1), title="delta < 1.25 (higher is better)")
+    title = "delta < 1.25 (higher is better)"
+    if "constant" in methods and deltas[methods.index("constant")] >= deltas[0]:
+        title += ("\nthe constant scores here: this counts pixels within 25 % of the truth,\n"
+                  "which a map at the mean depth reaches; read the RMSE")
+    ax2.set(ylim=(0, 1), title=title)
     return mark_demo(fig, warning)
 
 
 def plot_depth_map(rgb: np.ndarray, depth_mm: np.ndarray, title: str = "",
                    warning: str | None = None) -> Figure:
-    """RGB beside its predicted depth in mm with a colour bar (a constant map: its value mid-bar)."""
+    """RGB beside its predicted depth in mm with a colour bar (a constant map: its value in the title,
+    no bar)."""
     fig = Figure(figsize=(12, 4), layout="constrained")
     ax_rgb, ax_depth = fig.subplots(1, 2)
     ax_rgb.imshow(rgb)
@@ -275,8 +277,8 @@ def plot_depth_map(rgb: np.ndarray, depth_mm: np.ndarray, title: str = "",
 
 def plot_depth_grid(capture: Capture, preds_mm: dict[str, np.ndarray], columns: int = 4) -> Figure:
     """RGB, the camera's depth, then one panel per prediction (mm, RMSE in titles), each with a
-    colour bar: one shared range, except a prediction it would hide or a constant one (own range,
-    said in the title)."""
+    colour bar on the target's range, except a prediction that cannot be read there (own range, said
+    in the title) or a constant one (its value in the title, no bar)."""
     depth_panels = [("target (camera)", capture.depth_mm), *preds_mm.items()]
     scales = depth_scales_mm([depth for _, depth in depth_panels])
     rows = -(-(len(depth_panels) + 1) // columns)

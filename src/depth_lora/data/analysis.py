@@ -79,6 +79,20 @@ class _RunningMoments:
         return (self.m2 / self.n) ** 0.5 if self.n else float("nan")
 
 
+def gallery_keys(keys: list[str], count: int) -> list[str]:
+    """`count` capture keys spread over the sessions (data.split.group_captures): the first capture
+    of each session in turn, then the second of each, ...; a gallery of one session shows one scene."""
+    from depth_lora.data.split import group_captures
+
+    groups = group_captures(keys)
+    sessions: dict[str, list[str]] = {}
+    for key in sorted(keys):
+        sessions.setdefault(groups[key], []).append(key)
+    rounds = max((len(members) for members in sessions.values()), default=0)
+    spread = [members[i] for i in range(rounds) for members in sessions.values() if i < len(members)]
+    return spread[:count]
+
+
 def analyze_dataset(
     data_dir: str | Path,
     depth_unit: str = "mm",
@@ -90,13 +104,15 @@ def analyze_dataset(
     Args:
         data_dir: folder with images/ and depth/.
         depth_unit: unit of the depth files ("mm" or "m").
-        keep: also return the first `keep` captures (e.g. for a gallery plot).
+        keep: also return `keep` captures for a gallery plot, drawn across sessions (the first
+            capture of each session, then the second of each, ...; `gallery_keys`).
         progress: show a tqdm progress bar.
 
     Returns:
         (stats, kept captures). Raises DataError on the first bad capture.
     """
     files = find_captures(data_dir)
+    chosen = gallery_keys([f.key for f in files], keep)
     moments = _RunningMoments()
     hist = np.zeros(int(HIST_MAX_MM / HIST_BIN_MM), dtype=np.int64)
     rows: list[CaptureStats] = []
@@ -122,7 +138,7 @@ def analyze_dataset(
                 depth_std_mm=float(z.std(dtype=np.float64)),
             )
         )
-        if len(kept) < keep:
+        if f.key in chosen:
             kept.append(capture)
     resolutions = sorted({(r.height, r.width) for r in rows})
     stats = DatasetStats(
