@@ -71,3 +71,29 @@ def test_the_plain_reading_names_the_kept_checkpoint_and_never_adds_its_own_verd
     text = plain_reading(report_of("test", *BETTER), report_of("val", *WORSE), kept)
     assert text.startswith(kept) and "No verdict" in text
     assert "paid off" not in text and "better here" not in text  # the one-split reading is left out
+
+
+def _hole_report(gain_over_start_mm: float, captures: int = 12):
+    """A completion run's hole rows: harmonic, the completer before fine-tuning 3 mm better, the
+    completer `gain_over_start_mm` better still (each capture a little different)."""
+    from types import SimpleNamespace
+
+    rows = []
+    for i in range(captures):
+        harmonic = 30.0 + i
+        start = harmonic - 3.0 + 0.1 * (i % 3)
+        values = {"harmonic": harmonic, "completer_start": start,
+                  "completer": start - gain_over_start_mm + 0.05 * (i % 2)}
+        rows += [{"capture": f"c{i}", "kind": "blobs", "method": m, "metrics": {"rmse_mm": v}}
+                 for m, v in values.items()]
+    return SimpleNamespace(captures=rows)
+
+
+def test_a_completer_verdict_says_when_its_gain_over_harmonic_is_its_start_not_training():
+    from depth_lora.evaluation.verdict import completion_verdict
+
+    verdict, text = completion_verdict(_hole_report(0.0), _hole_report(0.0))
+    assert verdict == "paid_off" and "The gain is its start" in text and "not training" in text
+    verdict, text = completion_verdict(_hole_report(2.0), _hole_report(2.0))
+    assert verdict == "paid_off" and "The gain is its start" not in text
+    assert text.count("from training") == 2
