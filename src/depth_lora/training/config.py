@@ -24,7 +24,7 @@ DEFAULT_OUTPUT = "depth_anything_finetuned_lora_zivid"
 # (2e-3) were chosen on validation captures only: experiments/recipe_check/RESULTS.md.
 # Evaluations in a row without a better validation RMSE after which the recommended recipe stops
 # (transformers' EarlyStoppingCallback); chosen on validation: experiments/early_stopping/RESULTS.md.
-EARLY_STOPPING = 3
+EARLY_STOPPING = 4
 RECIPES: dict[str, dict] = {
     "original": {
         "epochs": 10.0, "batch_size": 4, "learning_rate": 5e-5, "warmup_steps": 0.0,
