@@ -256,7 +256,7 @@ def test_default_cadence_evaluates_about_ten_times_per_run_and_at_the_last_step(
 
     # 2 steps per epoch: every epoch would be 13 evaluations and checkpoints in 25 steps.
     cfg = tiny_config(demo12, tmp_path / "out", max_steps=25, batch_size=4, image_size=[56, 84],
-                      logging_steps=50)
+                      logging_steps=50, early_stopping=0)  # the cadence alone: every step runs
     result = run_training(cfg, progress=True)
     train_size = len(json.loads((tmp_path / "out" / "split.json").read_text())["train"])
     steps_per_epoch = -(-train_size // 4)
