@@ -253,9 +253,9 @@ def plot_metric_bars(
     ax2.set_xticks(x, methods, rotation=25, ha="right")
     title = "delta < 1.25 (higher is better)"
     if "constant" in methods and deltas[methods.index("constant")] >= 0.9 * deltas[0]:  # about as well
-        title += ("\na constant scores as well here: this counts pixels within 25 % of\n"
-                  "the truth, which a map at the mean depth reaches; read the RMSE")
-    ax2.set(ylim=(0, 1), title=title)
+        title += "\na constant scores as well here: it counts pixels\nwithin 25 % of the truth; read the RMSE"
+    ax2.set(ylim=(0, 1))
+    ax2.set_title(title, fontsize=9)
     return mark_demo(fig, warning)
 
 
