@@ -178,7 +178,9 @@ def run_training(cfg: TrainConfig, progress: bool = True, names: OptionNames = C
         print(record.recipe_line)
     trainer = build_trainer(model, cfg, arguments, data, labels, loss_fn, progress, record.warning,
                             completion)
-    with stages.stage("training") as entry, quiet_weights_io():  # a full fine-tune's checkpoints draw bars
+    # The first forwards say where training runs (the Trainer places the model once); the hooks then
+    # come off. A full fine-tune's checkpoints would each draw a "Writing" bar: quiet_weights_io.
+    with stages.stage("training", observe=2) as entry, quiet_weights_io():
         trainer.add_callback(StepTimesCallback(entry, stages.device))
         trainer.train(resume_from_checkpoint=True if cfg.resume else None)
     if cfg.finetune == "full":

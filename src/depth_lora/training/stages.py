@@ -3,7 +3,8 @@
 A run has stages that run the model: the zero-shot calibration, training (with its periodic
 validation), and the held-out scoring at the end. Each is timed and *observed*: while a stage is
 open, every forward of a transformers model (the run's, the zero-shot base loaded for a baseline
-row, any other) records the device its weights are on and the autocast it runs under. So a stage
+row, any other; in training, the first two) records the device its weights are on and the
+autocast it runs under. So a stage
 left on the CPU of a GPU machine shows in the record whatever code path caused it
 (`benchmarks/gpu_check.sh` fails on one); the run writes the record as stages.json.
 """
@@ -29,6 +30,12 @@ def autocast_precision(device_type: str) -> str:
     return AUTOCAST_NAMES.get(torch.get_autocast_dtype(device_type), "fp32")
 
 
+def _observed(module) -> bool:
+    """A model whose forwards a stage records: a transformers model, or torch.compile's wrapper of
+    one (which runs eagerly while the model inside it is traced)."""
+    return isinstance(module, PreTrainedModel) or type(module).__name__ == "OptimizedModule"
+
+
 class StageLog:
     """The stages of one run, in order: name -> {"devices", "precisions", "forwards", "seconds"} (and the
     training stage's step times, `StepTimesCallback`). `device` / `precision`: the run's, what
@@ -39,26 +46,29 @@ class StageLog:
         self.stages: dict[str, dict] = {}
 
     @contextmanager
-    def stage(self, name: str):
-        """Time the block and record what each model forward in it ran on (see the module doc)."""
+    def stage(self, name: str, observe: int | None = None):
+        """Time the block and record what each model forward in it ran on (see the module doc);
+        with `observe`, only the first that many forwards: the hooks then come off, as they cost
+        about 1 ms a forward of the Small model (every module's call takes torch's slow path while
+        a global hook is registered), which a long training stage should not pay throughout."""
         seen: set[tuple[str, str]] = set()
         calls = {"depth": 0, "forwards": 0}  # a model's forward runs its backbone's inside: count the outer
 
-        def enter(module, args):
-            if torch.compiler.is_compiling():  # traced by torch.compile: observed by its eager call
+        def enter(module, args):  # runs for every module's forward: the cheap test first
+            if not _observed(module) or torch.compiler.is_compiling():  # traced: seen through its wrapper
                 return
-            model = getattr(module, "_orig_mod", module)  # torch.compile's wrapper runs eagerly
-            if isinstance(model, PreTrainedModel) or model is not module:
-                calls["forwards"] += calls["depth"] == 0
-                calls["depth"] += 1
-                weight = next(model.parameters(), None)
-                if weight is not None:
-                    seen.add((str(weight.device), autocast_precision(weight.device.type)))
+            calls["forwards"] += calls["depth"] == 0
+            calls["depth"] += 1
+            weight = next(getattr(module, "_orig_mod", module).parameters(), None)
+            if weight is not None:
+                seen.add((str(weight.device), autocast_precision(weight.device.type)))
 
         def leave(module, args, output):
-            if not torch.compiler.is_compiling() and (
-                    isinstance(module, PreTrainedModel) or hasattr(module, "_orig_mod")):
+            if _observed(module) and not torch.compiler.is_compiling():
                 calls["depth"] -= 1
+                if observe is not None and calls["depth"] == 0 and calls["forwards"] >= observe:
+                    for hook in hooks:  # safe here: torch iterates over a copy of the hooks
+                        hook.remove()
 
         hooks = (torch.nn.modules.module.register_module_forward_pre_hook(enter),
                  torch.nn.modules.module.register_module_forward_hook(leave, always_call=True))
