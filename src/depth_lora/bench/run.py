@@ -314,7 +314,7 @@ def format_bench(report: dict) -> str:
             + (", compilation)" if r.get("compile") else ")"),
             f"data_fraction            {100 * r['data_fraction']:.1f} % of a step waiting for data",
             f"skipped steps            {r['ours']['skipped_steps']} (inf/NaN gradients: the fp16 scaler's)",
-            f"loader                   {r['ours']['loader_s_per_batch']:.3f} s a batch alone, "
+            f"loader                   {r['ours']['loader_s_per_batch']:.3f} s to make a batch (one worker), "
             f"{100 * r['loader_share']:.1f} % of a step's time"
             + (f" (hole bank: {r['ours']['hole_draws']} draws a capture made once in "
                f"{r['ours']['hole_bank_s']:.1f} s)" if "hole_bank_s" in r["ours"] else ""),

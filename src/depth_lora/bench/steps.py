@@ -48,19 +48,17 @@ def summarize_steps(timer: StepTimer, batch_size: int) -> dict:
 
 
 def loader_s_per_batch(trainer, batches: int) -> float:
-    """Seconds per batch of the Trainer's training DataLoader alone (items made, collated, pinned),
-    over `batches` batches after the first: what a step would wait for without overlap."""
-    loader = iter(trainer.get_train_dataloader())
-    next(loader)
-    start, count = time.perf_counter(), 0
-    for _ in range(batches):
-        try:
-            next(loader)
-        except StopIteration:
-            loader = iter(trainer.get_train_dataloader())
-            next(loader)
-        count += 1
-    return (time.perf_counter() - start) / count
+    """Seconds to make one training batch (items from the Trainer's dataset, its collator), here in
+    this process, over `batches` batches after a first one: the work one DataLoader worker does per
+    batch (N workers share it), without the noise of starting worker processes."""
+    dataset, collate = trainer.train_dataset, trainer.data_collator
+    size = trainer.args.per_device_train_batch_size
+    order = [i % len(dataset) for i in range(size * (batches + 1))]
+    collate([dataset[i] for i in order[:size]])  # the first: allocations
+    start = time.perf_counter()
+    for k in range(1, batches + 1):
+        collate([dataset[i] for i in order[k * size:(k + 1) * size]])
+    return (time.perf_counter() - start) / batches
 
 
 def completion_trainer(prepared, model_name, args, gc):
