@@ -13,9 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
 from depth_lora.runs.folder import read_stages
+from depth_lora.training.stages import stage_faults
 
 EXPECTED_STAGES = ("calibration", "training", "held_out")  # a depth run's, in order
 
@@ -25,13 +24,7 @@ def faults(stages: dict, expect: str) -> list[str]:
     found = stages["stages"]
     lines = [f"{name}: missing (the run has {', '.join(found) or 'no stage'})"
              for name in EXPECTED_STAGES if name not in found]
-    for name, entry in found.items():
-        devices = entry.get("devices", [])
-        if not devices:
-            lines.append(f"{name}: ran no forward of a model")
-        elif any(torch.device(d).type != expect for d in devices):
-            lines.append(f"{name}: ran on {', '.join(devices)}, not on {expect}")
-    return lines
+    return lines + [f"{name}: {why}" for name, why in stage_faults(found, expect).items()]
 
 
 def report_lines(stages: dict) -> list[str]:

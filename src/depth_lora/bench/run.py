@@ -90,7 +90,6 @@ def phase_ours(data_dir, model_name, size_hw, batch_size, steps, precision, out,
     prepared = prepare_captures(files, size_hw, progress=False, cache=ArrayCache(cache_dir))
     warm_s = time.perf_counter() - start
     shutil.rmtree(cache_dir, ignore_errors=True)
-    timer = StepTimer()
     workers = {"dataloader_num_workers": default_num_workers(resolve_device().type == "cuda")}
     args = _args(out, batch_size, steps, precision, compile_model, **workers)
     if task == "complete":
@@ -102,7 +101,7 @@ def phase_ours(data_dir, model_name, size_hw, batch_size, steps, precision, out,
             transform=BatchTransform(flip=True, jitter_strength=JITTER_STRENGTH),
             loss_fn=build_loss("mse"), label_scheme=labels,
         ), {}
-    timer.accelerator = trainer.accelerator
+    timer = StepTimer(trainer.accelerator)
     trainer.add_callback(timer)
     trainer.train()
     summary = {**summarize_steps(timer, batch_size), "skipped_steps": timer.skipped}

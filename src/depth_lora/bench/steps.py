@@ -8,12 +8,11 @@ import time
 import torch
 from transformers import TrainerCallback
 
-from depth_lora.model.precision import resolve_device
-
 
 class StepTimer(TrainerCallback):
-    """Wall time of each optimiser step, and the gap before it (waiting for the next batch); with
-    `accelerator` (the Trainer's), the steps its fp16 gradient scaler skipped (inf or NaN gradients)."""
+    """Wall time of each optimiser step (on CUDA, the GPU's), and the gap before it (waiting for the
+    next batch); with `accelerator` (the Trainer's), the steps its fp16 gradient scaler skipped
+    (inf or NaN gradients)."""
 
     def __init__(self, accelerator=None):
         self.steps, self.waits = [], []
@@ -26,8 +25,8 @@ class StepTimer(TrainerCallback):
             self.waits.append(self._begin - self._end)
 
     def on_step_end(self, args, state, control, **kwargs):
-        if resolve_device().type == "cuda":  # the GPU's time, not the launch's
-            torch.cuda.synchronize()
+        if args.device.type == "cuda":  # the GPU's time, not the launch's
+            torch.cuda.synchronize(args.device)
         self._end = time.perf_counter()
         self.steps.append(self._end - self._begin)
         if self.accelerator is not None and self.accelerator.optimizer_step_was_skipped:

@@ -36,6 +36,20 @@ def _observed(module) -> bool:
     return isinstance(module, PreTrainedModel) or type(module).__name__ == "OptimizedModule"
 
 
+def stage_faults(stages: dict[str, dict], device_type: str) -> dict[str, str]:
+    """Stage name -> what is wrong with it, for the stages (a StageLog's, or stages.json's "stages")
+    that ran a model forward on another device type than `device_type`, or ran none: the rule
+    `benchmarks/gpu_check.sh` fails a GPU run on."""
+    faults = {}
+    for name, entry in stages.items():
+        devices = entry.get("devices", [])
+        if not devices:
+            faults[name] = "ran no forward of a model"
+        elif any(torch.device(d).type != device_type for d in devices):
+            faults[name] = f"ran on {', '.join(devices)}, not on {device_type}"
+    return faults
+
+
 class StageLog:
     """The stages of one run, in order: name -> {"devices", "precisions", "forwards", "seconds"} (and the
     training stage's step times, `StepTimesCallback`). `device` / `precision`: the run's, what
@@ -87,11 +101,8 @@ class StageLog:
             entry["forwards"] = calls["forwards"]
 
     def off_device(self) -> list[str]:
-        """The stages that ran a forward anywhere but on the run's device type (a GPU run's stage
-        left on the CPU), or that ran none."""
-        return [name for name, entry in self.stages.items()
-                if not entry.get("devices")
-                or any(torch.device(d).type != self.device.type for d in entry["devices"])]
+        """The stages that ran a forward off the run's device type, or ran none (`stage_faults`)."""
+        return list(stage_faults(self.stages, self.device.type))
 
     def to_dict(self) -> dict:
         return {"device": str(self.device), "precision": self.precision, "stages": self.stages}
@@ -99,13 +110,13 @@ class StageLog:
     def summary_line(self) -> str:
         """'ran on cuda:0 (bf16): calibration 2.1 s, training 95.0 s (first step 3.20 s, then 0.210 s
         a step; 8 evaluations 6.0 s), held-out scoring 4.1 s'."""
-        parts = []
+        parts, faults = [], stage_faults(self.stages, self.device.type)
         for name, entry in self.stages.items():
             text = f"{name.replace('_', '-')} {entry.get('seconds', 0):.1f} s"
             if "first_step_s" in entry:
                 text += (f" (first step {entry['first_step_s']:.2f} s, then {entry['step_s']:.3f} s a step; "
                          f"{plural(entry['evaluations'], 'evaluation')} {entry['evaluation_s']:.1f} s)")
-            if any(torch.device(d).type != self.device.type for d in entry.get("devices", [])):
+            if entry.get("devices") and name in faults:
                 text += f" ON {', '.join(entry['devices'])}"
             parts.append(text)
         return f"ran on {self.device} ({self.precision}): " + ", ".join(parts)
