@@ -187,8 +187,9 @@ def export_model(adapter_dir: str | Path, output_dir: str | Path, format: str = 
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.partial-"))
     try:
-        fields = writer.write(plain_model(bundle.model), bundle.image_size_hw, work, completion)
-        fields |= beside_ir(writer, plain_model(bundle.model), bundle.image_size_hw, work, completion)
+        merged = plain_model(bundle.model)  # the adapter folded in once, for every file written
+        fields = writer.write(merged, bundle.image_size_hw, work, completion)
+        fields |= beside_ir(writer, merged, bundle.image_size_hw, work, completion)
         record = bundle.record.derived(**fields, exported_from=str(adapter_dir), base_model_dir=None)
         write_record(work, record)
         report = ExportReport(output_dir, format, source, {}, {"pytorch": torch_s})
