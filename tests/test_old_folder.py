@@ -2,7 +2,8 @@
 0061b91) still loads, evaluates, predicts and completes.
 
 tests/data/run_format1/ is that version's own output, kept as it wrote it (checkpoints and
-TensorBoard logs left out): `depth-lora demo-data data --count 9 --seed 3 --size 120 194`, then
+TensorBoard logs left out): `depth-lora demo-data data --count 9 --seed 3 --size 120 194` (a cell
+per session then: `--cells 9` now), then
 `depth-lora train --data data --output run_v0 --model demo-pretrained --recipe original
 --lora-rank 2 --max-steps 4 --image-size 56 84 --batch-size 2`.
 """
@@ -29,7 +30,8 @@ OLD_RUN = Path(__file__).parent / "data" / "run_format1"
 def old_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("old")
     data = root / "data"
-    generate_demo_captures(data, 9, seed=3, size_hw=(120, 194), workers=1)  # the captures it was trained on
+    # The captures it was trained on: the demo data of then, a new cell every session.
+    generate_demo_captures(data, 9, seed=3, size_hw=(120, 194), workers=1, cells=9)
     run = root / "run_v0"
     shutil.copytree(OLD_RUN, run)
     return data, run

@@ -10,8 +10,20 @@ import pytest
 from PIL import Image
 
 from depth_lora.errors import ConfigError, DataError
-from depth_lora.synthetic.demo import capture_stamp, capture_stamps, generate_demo_captures
-from depth_lora.synthetic.scenes import camera_intrinsics, render_capture
+from depth_lora.synthetic.demo import (
+    DEMO_COUNT,
+    capture_seeds,
+    capture_stamp,
+    capture_stamps,
+    generate_demo_captures,
+    session_plan,
+)
+from depth_lora.synthetic.scenes import (
+    CELL_WORK_RANGE_MM,
+    CELLS_WORK_RANGE_MM,
+    camera_intrinsics,
+    render_capture,
+)
 
 SIZE_HW = (120, 194)  # a tenth of the Zivid 2 resolution keeps the tests fast
 SEEDS = range(12)
@@ -97,10 +109,10 @@ def test_capture_stamps_look_like_zivid_and_sort_in_capture_order():
 def test_demo_captures_come_in_sessions_that_the_split_keeps_together(tmp_path):
     from depth_lora.data.split import group_captures
 
-    stamps = capture_stamps(1, 40)
-    groups = group_captures(stamps)
-    sizes = sorted(Counter(groups.values()).values())
-    assert 2 <= sizes[0] and sizes[-1] <= 4 and len(sizes) >= 10, sizes
+    for cells, low, high in ((1, 3, 3), (5, 2, 4)):
+        groups = group_captures(capture_stamps(1, 39, cells))
+        sizes = sorted(Counter(groups.values()).values())
+        assert low <= sizes[0] and sizes[-1] <= high and len(sizes) >= 10, (cells, sizes)
     # One session is one cell seen from one pose: the crates and the camera stay, the parts move.
     pairs = generate_demo_captures(tmp_path, 3, seed=1, size_hw=SIZE_HW, workers=1)
     assert len(set(group_captures([p.name.removesuffix("_color.png") for p, _ in pairs]).values())) < 3
@@ -110,6 +122,38 @@ def test_demo_captures_come_in_sessions_that_the_split_keeps_together(tmp_path):
     same = np.abs(za[both] - zb[both]) < 5  # mm
     assert same.mean() > 0.5  # mostly the same surfaces at the same depths
     assert not np.array_equal(np.isnan(za), np.isnan(zb))  # but not the same capture
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_demo_split_holds_out_two_sessions_and_five_captures_each_without_a_warning(seed):
+    from depth_lora.data.split import group_captures, make_split
+    from depth_lora.training.config import TrainConfig
+
+    cfg = TrainConfig()  # the fractions a run uses by default
+    stamps = capture_stamps(seed, DEMO_COUNT)
+    groups = group_captures(stamps)
+    split = make_split(stamps, cfg.val_fraction, cfg.test_fraction, seed, groups)
+    for name in ("val", "test"):
+        assert len({groups[k] for k in split[name]}) >= 2 and len(split[name]) >= 5, (name, split)
+    held_out = len(split["val"]) + len(split["test"])
+    assert held_out <= 2 * (cfg.val_fraction + cfg.test_fraction) * DEMO_COUNT  # no lopsided warning
+
+
+def test_one_cell_sessions_are_one_camera_re_mounted_and_several_cells_are_not(tmp_path):
+    def session_depths(cells):
+        plan, seeds = session_plan(4, 16, cells), capture_seeds(4, 16, cells)
+        firsts = [key for (_, j), key in zip(plan, seeds, strict=True) if j == 0][:4]  # 4 sessions
+        work = CELL_WORK_RANGE_MM if cells == 1 else CELLS_WORK_RANGE_MM
+        return [np.nanmedian(render_capture(c, SIZE_HW, s, session_seed=r, work_range_mm=work)[1][..., 2])
+                for c, s, r in firsts]
+
+    one, many = session_depths(1), session_depths(16)
+    assert max(one) / min(one) < 1.15, one  # the same mount give or take a few cm
+    assert 1000 < np.median(one) < 2200, one  # about 1.5 m, as a Zivid 2+ over a table
+    seeds = capture_seeds(4, 6, 1)
+    assert len({s for _, s, _ in seeds}) == 1 and len({r for _, _, r in seeds}) == 2  # 1 cell, 2 sessions
+    assert len({s for _, s, _ in capture_seeds(4, 12, 2)}) == 2
+    assert max(many) / min(many) > max(one) / min(one), (many, one)
 
 
 def test_generate_writes_zivid_named_pairs_in_capture_order(tmp_path):

@@ -52,7 +52,7 @@ def rmse_by_kind(split_metrics: dict) -> dict:
 def main(out: Path) -> None:
     data = out / "data"
     if not data.is_dir():
-        generate_demo_captures(data, 40, seed=3, size_hw=(240, 388))
+        generate_demo_captures(data, 40, seed=3, size_hw=(240, 388), cells=40)
     split_file = out / "split.json"  # one split for every run: the one seed 0 draws
     if not split_file.is_file():
         keys = [f.key for f in find_captures(data)]

@@ -402,7 +402,8 @@ def _data_stage(out_dir: Path, budget: Budget, done: bool):
     source, target = out_dir / "source", out_dir / "target"
     if not done:
         generate_source_scenes(source, budget.source_count, seed=100, size_hw=SOURCE_SIZE_HW)
-        generate_demo_captures(target, budget.target_count, seed=200, size_hw=TARGET_SIZE_HW)
+        generate_demo_captures(target, budget.target_count, seed=200, size_hw=TARGET_SIZE_HW,
+                               cells=budget.target_count)  # many cells, as when it was run
     files = find_captures(target)
     groups = group_captures([f.key for f in files], "session")
     split = make_split([f.key for f in files], TARGET_VAL_FRACTION, TARGET_TEST_FRACTION, SPLIT_SEED, groups)

@@ -52,7 +52,7 @@ SEEDS = (0, 1, 2, 3, 4)
 def main(out: Path, settings: dict, name_json: str) -> None:
     data = out / "data"
     if not data.is_dir():
-        generate_demo_captures(data, 24, seed=1, size_hw=(240, 388))
+        generate_demo_captures(data, 24, seed=1, size_hw=(240, 388), cells=24)
     rows = []
     for name, options in settings.items():
         for seed in SEEDS:

@@ -34,7 +34,8 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
     from depth_lora.synthetic.demo import generate_demo_captures
 
     pairs = generate_demo_captures(
-        args.dir, args.count, seed=args.seed, size_hw=tuple(args.size), overwrite=args.overwrite
+        args.dir, args.count, seed=args.seed, size_hw=tuple(args.size), overwrite=args.overwrite,
+        cells=args.cells,
     )
     print(f"{len(pairs)} demo captures written to {args.dir} (images/ and depth/)")
     return 0

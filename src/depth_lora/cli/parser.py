@@ -12,6 +12,7 @@ from depth_lora.errors import DataError, ModelError
 from depth_lora.inference.options import BACKENDS, check_batch_size, check_formats
 from depth_lora.model.precision import PRECISIONS
 from depth_lora.runs.folder import EXPORT_FORMATS
+from depth_lora.synthetic.demo import DEMO_COUNT
 from depth_lora.training.config import DEFAULT_DATA, DEFAULT_OUTPUT, TrainConfig
 
 BENCH_PHASES = ("inference", "model_only", "ours", "reference")  # bench.run.PHASES, without torch
@@ -76,7 +77,8 @@ def _add_quickstart(sub) -> None:
     )
     p.add_argument("--output", default=DEFAULT_OUTPUT, help=f"output folder (default: {DEFAULT_OUTPUT})")
     p.add_argument(
-        "--demo-count", type=int, default=24, help="demo captures to generate if DATA is empty (default: 24)"
+        "--demo-count", type=int, default=DEMO_COUNT,
+        help=f"demo captures to generate if DATA is empty (default: {DEMO_COUNT}, one robot cell)"
     )
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in the output folder")
     _add_depth_unit(p)
@@ -260,8 +262,13 @@ def _add_demo_data(sub) -> None:
         description="Write N generated captures in the Zivid export layout into DIR.",
     )
     p.add_argument("dir", help="folder to write images/ and depth/ into")
-    p.add_argument("--count", type=int, default=24, help="number of captures (default: 24)")
+    p.add_argument("--count", type=int, default=DEMO_COUNT, help=f"number of captures (default: {DEMO_COUNT})")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument(
+        "--cells", type=int, default=1,
+        help="robot cells the sessions are spread over (default: 1, one cell, its camera about 1.5 m "
+        "above the table, as one user's captures are; N >= 2: N cells at 0.26-2.6 m, the harder case)",
+    )
     p.add_argument(
         "--size", type=int, nargs=2, default=[1200, 1944], metavar=("H", "W"),
         help="image size in pixels (default: 1200 1944, a Zivid 2)",

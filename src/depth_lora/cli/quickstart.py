@@ -8,15 +8,18 @@ from pathlib import Path
 from depth_lora.data.captures import check_data_folder, has_captures
 from depth_lora.errors import ConfigError, DataError
 from depth_lora.model.choices import DEFAULT_MODEL
+from depth_lora.synthetic.demo import DEMO_COUNT
 from depth_lora.text import plural
 from depth_lora.training.config import TrainConfig, coerce_field, field_names
 from depth_lora.training.setup import OptionNames
 
 # The offline demo model, shipped with the package: the `tiny` architecture pretrained on synthetic
 # rooms and tabletops by experiments/domain_adaptation. It is fine-tuned with the recommended recipe like
-# any model; only the size of the job is the demo's own: the small input it was pretrained near and
-# a fixed number of steps (its epochs are a few steps long). Its numbers are not Depth Anything's.
-OFFLINE_DEMO = {"model": "demo-pretrained", "image_size": [126, 196], "max_steps": 400}
+# any model; only the size of the job is the demo's own: an input near the one it was pretrained at
+# (168 x 266, a 12 x 19 grid of patches, chosen on validation in experiments/demo_model: the bin's
+# walls show where 126 x 196 blurred them) and a fixed number of steps (its epochs are a few steps
+# long). Its numbers are not Depth Anything's.
+OFFLINE_DEMO = {"model": "demo-pretrained", "image_size": [168, 266], "max_steps": 400}
 BANNER = "!" * 100
 QUICKSTART_OPTIONS = OptionNames(resume=None, overwrite="--overwrite", output="--output")
 
@@ -80,7 +83,7 @@ def quickstart_config(data: str | Path, output: str | Path, model: str | None = 
     return cfg
 
 
-def ensure_captures(data_dir: str | Path, demo: bool = True, count: int = 24, size_hw=(1200, 1944)) -> str:
+def ensure_captures(data_dir: str | Path, demo: bool = True, count: int = DEMO_COUNT, size_hw=(1200, 1944)) -> str:
     """Make sure `data_dir` holds captures: with `demo`, generate demo captures in an existing
     folder that holds none (a folder that does not exist is a typo until shown otherwise).
 
@@ -108,7 +111,7 @@ def run_quickstart(
     data_dir: str | Path,
     model: str | None,
     output_dir: str | Path,
-    demo_count: int = 24,
+    demo_count: int = DEMO_COUNT,
     depth_unit: str = "mm",
     overwrite: bool = False,
 ) -> None:

@@ -15,43 +15,48 @@ from tqdm.auto import tqdm
 from depth_lora.data.captures import DEPTH_SUFFIX, IMAGE_SUFFIX
 from depth_lora.errors import ConfigError, DataError
 from depth_lora.synthetic.raycast import check_size
-from depth_lora.synthetic.scenes import ZIVID_SIZE_HW, render_capture
+from depth_lora.synthetic.scenes import CELL_WORK_RANGE_MM, CELLS_WORK_RANGE_MM, ZIVID_SIZE_HW, render_capture
 from depth_lora.text import live_progress
 
 _STAMP_EPOCH = dt.datetime(2026, 1, 1, 8, 0, 0)
 DEMO_PREFIX = "demo-"  # every generated capture's name starts so; --overwrite deletes only those
 
 
-# Demo captures come in sessions, as a cell's captures do: a few captures of one cell and camera
-# pose, seconds apart, then the next cell an hour later.
-SESSION_SIZES = (2, 5)  # captures per session: 2 to 4
+# Demo captures come in sessions, as a cell's captures do: a few captures seconds apart, then the
+# next session an hour later. One cell (the default): every session is the same robot cell, its
+# camera re-mounted a little, other parts and light; each session 3 captures, so that two sessions
+# make a held-out split of 6. Several cells: session s shows cell s mod N, 2-4 captures each.
+DEMO_COUNT = 30  # quickstart's and demo-data's default: 10 sessions, 2 for validation and 2 for test
+CELL_SESSION_SIZES = (3, 4)  # captures per session: 3
+CELLS_SESSION_SIZES = (2, 5)  # captures per session: 2 to 4
 _SECONDS_APART, _SESSION_HOURS = 20, 1
 
 
-def session_plan(seed: int, count: int) -> list[tuple[int, int]]:
+def session_plan(seed: int, count: int, cells: int = 1) -> list[tuple[int, int]]:
     """(session, index within the session) of each of `count` captures of a run seeded `seed`."""
     rng = np.random.default_rng([seed, 7])
+    sizes = CELL_SESSION_SIZES if cells == 1 else CELLS_SESSION_SIZES
     plan: list[tuple[int, int]] = []
     session = 0
     while len(plan) < count:
-        plan += [(session, j) for j in range(int(rng.integers(*SESSION_SIZES)))]
+        plan += [(session, j) for j in range(int(rng.integers(*sizes)))]
         session += 1
     return plan[:count]
 
 
-def capture_stamps(seed: int, count: int) -> list[str]:
+def capture_stamps(seed: int, count: int, cells: int = 1) -> list[str]:
     """Zivid-like stamps 'demo-YYYY-MM-DD_HH-MM-SS' of a run: a day per seed, sessions an hour
     apart, captures of a session 20 s apart."""
     return [
         DEMO_PREFIX + (_STAMP_EPOCH + dt.timedelta(days=seed % 3650, hours=_SESSION_HOURS * session,
                                                    seconds=_SECONDS_APART * j)).strftime("%Y-%m-%d_%H-%M-%S")
-        for session, j in session_plan(seed, count)
+        for session, j in session_plan(seed, count, cells)
     ]
 
 
-def capture_stamp(seed: int, index: int) -> str:
+def capture_stamp(seed: int, index: int, cells: int = 1) -> str:
     """The stamp of capture `index` of a run seeded `seed` (see `capture_stamps`)."""
-    return capture_stamps(seed, index + 1)[index]
+    return capture_stamps(seed, index + 1, cells)[index]
 
 
 def _derived_seed(*key: int) -> int:
@@ -68,8 +73,18 @@ def write_pair(out_dir: Path, key: str, rgb: np.ndarray, depth: np.ndarray) -> t
 
 
 def _write_capture(job) -> tuple[Path, Path]:
-    out_dir, stamp, (seed, scene_seed), size_hw = job
-    return write_pair(out_dir, f"{stamp}_Zivid_acquisition", *render_capture(seed, size_hw, scene_seed))
+    out_dir, stamp, (seed, scene_seed, session_seed), size_hw, work_range = job
+    capture = render_capture(seed, size_hw, scene_seed, session_seed=session_seed, work_range_mm=work_range)
+    return write_pair(out_dir, f"{stamp}_Zivid_acquisition", *capture)
+
+
+def capture_seeds(seed: int, count: int, cells: int = 1) -> list[tuple[int, int, int | None]]:
+    """(capture seed, cell seed, session seed or None) of each capture: a capture's own parts and
+    noise, its cell, and in one cell its session's re-mount and lighting."""
+    plan = session_plan(seed, count, cells)
+    if cells == 1:
+        return [(_derived_seed(seed, s, j, 1), _derived_seed(seed, 0), _derived_seed(seed, s, 2)) for s, j in plan]
+    return [(_derived_seed(seed, s, j, 1), _derived_seed(seed, s % cells), None) for s, j in plan]
 
 
 def generate_demo_captures(
@@ -79,13 +94,18 @@ def generate_demo_captures(
     size_hw=ZIVID_SIZE_HW,
     overwrite: bool = False,
     workers: int | None = None,
+    cells: int = 1,
 ) -> list[tuple[Path, Path]]:
-    """Write `count` Zivid-like captures of random bin-picking cells into `out_dir`.
+    """Write `count` Zivid-like captures of bin-picking cells into `out_dir`.
 
     Files: `images/<stamp>_Zivid_acquisition_color.png` (8-bit RGB) and
     `depth/<stamp>_Zivid_acquisition_rawDepth.npy` (float32 (H, W, 3) X, Y, Z in mm, NaN =
-    invalid), stamps from `capture_stamp(seed, i)`. Captures come in sessions of 2-4 (same cell and
-    camera pose, other parts, 20 s apart; sessions an hour apart), as `session_plan` says.
+    invalid), stamps from `capture_stamp(seed, i, cells)`. Captures come in sessions (other parts,
+    20 s apart; sessions an hour apart), as `session_plan` says. cells 1 (default): one robot
+    cell, its camera about 1.5 m above the table as a Zivid 2+ is mounted, re-mounted a little and
+    lit differently in each session of 3 captures, as one user's captures are. cells N >= 2: the
+    harder case, N cells at 0.26-2.6 m, session s in cell s mod N (a new cell each session while
+    there are cells left), 2-4 captures each, the camera where the cell puts it.
     size_hw: (H, W) pixels, each >= 64. workers: processes (default: all cores).
     A folder already holding captures (images/*.png or depth/*.npy) is refused unless
     `overwrite` and all of them are demo captures (names starting with "demo-"), which are then
@@ -94,6 +114,8 @@ def generate_demo_captures(
     size or workers, DataError (naming `out_dir`) for a folder that holds captures.
     """
     out_dir, size_hw, old = check_generation_request(out_dir, count, seed, size_hw, workers)
+    if isinstance(cells, bool) or not isinstance(cells, (int, np.integer)) or cells < 1:
+        raise ConfigError(f"cells must be an integer >= 1, got {cells!r}")
     if old and not overwrite:
         raise DataError(
             out_dir,
@@ -109,10 +131,9 @@ def generate_demo_captures(
         )
     for path in old:
         path.unlink()
-    plan, stamps = session_plan(seed, count), capture_stamps(seed, count)
-    # (capture seed, scene seed): a capture's own parts and noise, its session's cell and pose.
-    seeds = [(_derived_seed(seed, session, j, 1), _derived_seed(seed, session)) for session, j in plan]
-    jobs = [(out_dir, stamp, pair, size_hw) for stamp, pair in zip(stamps, seeds, strict=True)]
+    work_range = CELL_WORK_RANGE_MM if cells == 1 else CELLS_WORK_RANGE_MM
+    stamps, seeds = capture_stamps(seed, count, cells), capture_seeds(seed, count, cells)
+    jobs = [(out_dir, stamp, key, size_hw, work_range) for stamp, key in zip(stamps, seeds, strict=True)]
     return run_generation(out_dir, _write_capture, jobs, workers, "demo captures", "capture")
 
 

@@ -35,18 +35,17 @@ _Z_REF_MM = 900.0  # colour exposure: white facing the light reads 1.0 at this w
 _MIN_SIGNAL = 0.02  # returned light below this never decodes, below twice this only sometimes
 _MAX_GLINT = 0.5  # a specular glint above this saturates the projected pattern
 _NOISE_K = 4e-7  # depth noise sigma = k Z^2: 0.1 mm at 500 mm, 3.6 mm at 3000 mm
-
-
-
-
+# Camera to crate-top distance (mm): one cell sits at a Zivid 2+'s working distance (the table
+# about 1.5 m away, as in the original project's captures: depth mean 1,542 mm, std 295); cells
+# of many kinds range from close-up to far (the harder case: `--cells N`).
+CELL_WORK_RANGE_MM = (1100.0, 1400.0)
+CELLS_WORK_RANGE_MM = (260.0, 2600.0)
 
 
 def camera_intrinsics(size_hw=ZIVID_SIZE_HW) -> tuple[float, float, float, float]:
     """Zivid-2-like (fx, fy, cx, cy) in pixels, scaled from 1944x1200 to `size_hw` (H, W)."""
     sx, sy = size_hw[1] / ZIVID_SIZE_HW[1], size_hw[0] / ZIVID_SIZE_HW[0]
     return _ZIVID_FX * sx, _ZIVID_FX * sy, _ZIVID_CX * sx, _ZIVID_CY * sy
-
-
 
 
 _LYING = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]])  # local z -> world x
@@ -73,8 +72,6 @@ _TABLES = [
     Mat((0.5, 0.33, 0.18), "wood", 6.0),  # planks 120 mm wide, grain every 6 mm
     Mat((0.06, 0.06, 0.06), "noise", 30.0),  # black rubber mat: little light comes back
 ]
-
-
 
 
 def _add_bin(prims, center_xy, yaw, size, color) -> None:
@@ -120,11 +117,15 @@ def _fill_bin(prims, rng, center_xy, yaw, size) -> None:
             prims.append(_part(name, (*xy, z), rng.uniform(0, np.pi), rng))
 
 
-def _build_scene(rng, parts_rng) -> tuple[list[Prim], np.ndarray, np.ndarray, float]:
-    """Primitives, camera centre (3,) mm, world-to-camera rotation (3, 3), work distance mm.
+def _build_scene(rng, parts_rng, work_range_mm=CELLS_WORK_RANGE_MM, remount_rng=None):
+    """(primitives, camera centre (3,) mm, world-to-camera rotation (3, 3), work distance mm,
+    light level).
 
-    `rng` draws the cell (table, crates, clutter, camera pose), `parts_rng` the parts in the
-    crates: one cell with new parts is the next capture of the same session."""
+    `rng` draws the cell (table, crates, clutter, camera pose at a distance in `work_range_mm`
+    from the crate's top), `parts_rng` the parts in the crates: one cell with new parts is the next
+    capture of the same session. `remount_rng` (optional) draws a session's small re-mount of the
+    camera (a few cm, a degree or two) and its lighting (light level 0.75-1.25); without it the
+    camera sits where the cell puts it and the light level is 1."""
     floor_z = -rng.uniform(700, 900)
     floor = Mat((0.2, 0.2, 0.19), "tiles", 300.0)
     prims = [Prim("plane", np.array([0, 0, floor_z]), np.eye(3), np.zeros(3), floor)]
@@ -154,26 +155,19 @@ def _build_scene(rng, parts_rng) -> tuple[list[Prim], np.ndarray, np.ndarray, fl
         cab = Mat((0.55, 0.57, 0.6), "noise", 40.0, spec=0.1)
         prims.append(box_prim((*xy, floor_z + half[2]), rng.uniform(0, 3), half, cab))
     # Camera d mm from the target, mostly looking down; the roll keeps the tilt vertical.
-    d = float(np.exp(rng.uniform(np.log(260.0), np.log(2600.0))))
+    d = float(np.exp(rng.uniform(*np.log(work_range_mm))))
     tilt, az = np.radians(40.0) * rng.random() ** 1.5, rng.uniform(0, 2 * np.pi)
+    light = 1.0
+    if remount_rng is not None:  # the same cell, the camera taken down and put back, other lights
+        d *= float(np.exp(remount_rng.normal(0, 0.02)))
+        tilt = abs(tilt + np.radians(remount_rng.normal(0, 1.0)))
+        az += np.radians(remount_rng.normal(0, 1.5))
+        target = target + [*remount_rng.normal(0, 15.0, 2), 0.0]
+        light = float(remount_rng.uniform(0.75, 1.25))
     eye = target + d * np.array([np.sin(tilt) * np.cos(az), np.sin(tilt) * np.sin(az), np.cos(tilt)])
     z = (target - eye) / d
     x = np.array([-np.sin(az), np.cos(az), 0.0])  # image x: horizontal, across the tilt
-    return prims, eye, np.stack([x, np.cross(z, x), z]), d
-
-
-
-
-
-
-
-
-
-
-
-
-
-
+    return prims, eye, np.stack([x, np.cross(z, x), z]), d, light
 
 
 def _lit_by_projector(prims, pts, ndl, eye, rot, intr, size_hw) -> np.ndarray:
@@ -200,17 +194,22 @@ def _lit_by_projector(prims, pts, ndl, eye, rot, intr, size_hw) -> np.ndarray:
     return inside & (q[2] <= zmap + 1.0 + 0.002 * q[2] + q[2] / f * tan)
 
 
-
-
 def render_capture(
-    seed: int, size_hw=ZIVID_SIZE_HW, scene_seed: int | None = None
+    seed: int,
+    size_hw=ZIVID_SIZE_HW,
+    scene_seed: int | None = None,
+    *,
+    session_seed: int | None = None,
+    work_range_mm=CELLS_WORK_RANGE_MM,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render one Zivid-like capture of a random bin-picking cell.
 
     seed: non-negative int; the same seed gives the same capture. size_hw: (H, W) pixels, each
     >= 64 (the intrinsics scale with it). scene_seed: the cell (table, crates, clutter, camera
     pose, textures); default `seed`. Captures sharing a scene_seed are one session: the same cell
-    seen from the same pose, with other parts in the crates and new noise.
+    seen from the same pose, with other parts in the crates and new noise. session_seed: a
+    session's re-mount of the camera and its lighting (see `_build_scene`); None: the cell's own.
+    work_range_mm: (min, max) distance from the camera to the crate's top, drawn per cell.
     Returns rgb (H, W, 3) uint8 and xyz (H, W, 3) float32
     X, Y, Z in mm in the camera frame (Z forward; X = (u - cx) Z / fx, Y = (v - cy) Z / fy with
     `camera_intrinsics(size_hw)`), NaN in all three channels where the camera returns nothing.
@@ -218,7 +217,8 @@ def render_capture(
     size_hw = check_size(size_hw)
     rng = np.random.default_rng(seed)
     scene_rng = np.random.default_rng(seed if scene_seed is None else scene_seed)
-    prims, eye, rot, work_mm = _build_scene(scene_rng, rng)
+    remount_rng = None if session_seed is None else np.random.default_rng(session_seed)
+    prims, eye, rot, work_mm, light = _build_scene(scene_rng, rng, work_range_mm, remount_rng)
     intr = camera_intrinsics(size_hw)
     depth, ids, nrm, rays, rects = cast_rays(prims, eye, rot, intr, size_hw)
     hit = np.isfinite(depth)
@@ -241,7 +241,8 @@ def render_capture(
     glint = np.power(ndh, shiny, where=spec > 0, out=np.zeros_like(ndh)) * spec * falloff
     irr = ndl * falloff
     exposure = np.float32(_Z_REF_MM / work_mm * rng.uniform(0.9, 1.1))
-    lin = alb * (irr * exposure + np.float32(rng.uniform(0.005, 0.02))) + glint * exposure
+    ambient = np.float32(rng.uniform(0.005, 0.02) * light)
+    lin = alb * (irr * exposure * np.float32(light) + ambient) + glint * exposure
     img = 255 * np.sqrt(np.minimum(lin, 1))  # gamma 2
     img += rng.standard_normal(img.shape, dtype=np.float32) * (1 + 0.01 * img)  # sensor noise
     rgb = np.clip(img + 0.5, 0, 255).astype(np.uint8).transpose(1, 2, 0).copy()
