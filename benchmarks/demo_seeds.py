@@ -34,15 +34,16 @@ def one_seed(work: Path, seed: int) -> dict:
         subprocess.run(["depth-lora", "demo-data", str(data), "--seed", str(seed)], check=True, env=env,
                        stdout=subprocess.DEVNULL)
     start = time.perf_counter()
-    log = subprocess.run(["depth-lora", "quickstart", "--data", str(data), "--output", str(out), "--overwrite"],
-                         check=True, env=env, capture_output=True, text=True).stdout
+    command = ["depth-lora", "quickstart", "--data", str(data), "--output", str(out), "--overwrite"]
+    log = subprocess.run(command, check=True, env=env, capture_output=True, text=True).stdout
     seconds = time.perf_counter() - start
     (work / f"quickstart_{seed}.log").write_text(log)
     report = json.loads((out / "evaluation" / "test" / "report.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
     return {
         "seed": seed, "quickstart_s": round(seconds, 1), "verdict": metrics["verdict"]["verdict"],
-        "kept_step": metrics["val"].get("step"), "last_step": metrics["val"].get("last_step"), "test_captures": report["fine_tuned"]["captures"],
+        "kept_step": metrics["val"].get("step"), "last_step": metrics["val"].get("last_step"),
+        "test_captures": report["fine_tuned"]["captures"],
         "rmse_mm": {row: report[row]["rmse_mm"] for row in ROWS},
         "stopped": next((line for line in log.splitlines() if line.startswith("Training stopped")), None),
     }
@@ -54,8 +55,9 @@ def format_table(results: list[dict]) -> str:
              "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
         mm = r["rmse_mm"]
-        lines.append(f"| {r['seed']} | {r['verdict']} | {mm['fine_tuned']:.1f} | {mm['zero_shot_calibrated']:.1f} "
-                     f"| {mm['fine_tuned'] / mm['zero_shot_calibrated']:.2f} | {mm['fine_tuned_aligned']:.1f} "
+        ratio = mm["fine_tuned"] / mm["zero_shot_calibrated"]
+        lines.append(f"| {r['seed']} | {r['verdict']} | {mm['fine_tuned']:.1f} "
+                     f"| {mm['zero_shot_calibrated']:.1f} | {ratio:.2f} | {mm['fine_tuned_aligned']:.1f} "
                      f"| {mm['zero_shot_aligned']:.1f} | {mm['constant']:.1f} | {r['quickstart_s']:.0f} |")
     return "\n".join(lines)
 

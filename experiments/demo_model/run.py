@@ -11,7 +11,8 @@ camera's depth area-averaged to 240x388, its protocol), with the time training t
     python experiments/demo_model/run.py OUT [--seeds 0 1 2] [--sizes 126x196 168x266 210x336]
 
 Each run is written to OUT/runs.json as it finishes (a stopped session loses one run at most);
-prints the table of RESULTS.md. `run_training` scores the test split at its end, as every run does; nothing here reads it.
+prints the table of RESULTS.md. `run_training` scores the test split at its end, as every run
+does; nothing here reads it.
 """
 
 from __future__ import annotations
@@ -97,15 +98,15 @@ def main(argv=None) -> int:
 
 def format_table(runs: dict, sizes: list[str]) -> str:
     """Per input size: mean over seeds of each validation number (and the seeds it rests on)."""
-    lines = ["| input (H x W) | seeds | fine_tuned RMSE | zero_shot_calibrated RMSE | fine_tuned_aligned RMSE "
-             "| fine_tuned detail corr | zero_shot detail corr | train s (steps) |",
+    lines = ["| input (H x W) | seeds | fine_tuned RMSE | zero_shot_calibrated RMSE "
+             "| fine_tuned_aligned RMSE | fine_tuned detail corr | zero_shot detail corr | train s (steps) |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for size in sizes:
         rows = [r for k, r in runs.items() if k.endswith(f"/{size}")]
         if not rows:
             continue
 
-        def mean(method, key):
+        def mean(method, key, rows=rows):
             return np.mean([r["val"][method][key] for r in rows])
 
         steps = "/".join(str(r["steps"]) for r in rows)

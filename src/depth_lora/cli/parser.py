@@ -262,7 +262,8 @@ def _add_demo_data(sub) -> None:
         description="Write N generated captures in the Zivid export layout into DIR.",
     )
     p.add_argument("dir", help="folder to write images/ and depth/ into")
-    p.add_argument("--count", type=int, default=DEMO_COUNT, help=f"number of captures (default: {DEMO_COUNT})")
+    p.add_argument("--count", type=int, default=DEMO_COUNT,
+                   help=f"number of captures (default: {DEMO_COUNT})")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument(
         "--cells", type=int, default=1,

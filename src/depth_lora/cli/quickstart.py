@@ -83,7 +83,8 @@ def quickstart_config(data: str | Path, output: str | Path, model: str | None = 
     return cfg
 
 
-def ensure_captures(data_dir: str | Path, demo: bool = True, count: int = DEMO_COUNT, size_hw=(1200, 1944)) -> str:
+def ensure_captures(data_dir: str | Path, demo: bool = True, count: int = DEMO_COUNT,
+                    size_hw=(1200, 1944)) -> str:
     """Make sure `data_dir` holds captures: with `demo`, generate demo captures in an existing
     folder that holds none (a folder that does not exist is a typo until shown otherwise).
 

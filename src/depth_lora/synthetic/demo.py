@@ -83,7 +83,8 @@ def capture_seeds(seed: int, count: int, cells: int = 1) -> list[tuple[int, int,
     noise, its cell, and in one cell its session's re-mount and lighting."""
     plan = session_plan(seed, count, cells)
     if cells == 1:
-        return [(_derived_seed(seed, s, j, 1), _derived_seed(seed, 0), _derived_seed(seed, s, 2)) for s, j in plan]
+        return [(_derived_seed(seed, s, j, 1), _derived_seed(seed, 0), _derived_seed(seed, s, 2))
+                for s, j in plan]
     return [(_derived_seed(seed, s, j, 1), _derived_seed(seed, s % cells), None) for s, j in plan]
 
 
