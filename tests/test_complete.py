@@ -13,7 +13,14 @@ from scipy.spatial import cKDTree
 
 from depth_lora.cli.commands import main
 from depth_lora.data.captures import find_captures, load_capture
-from depth_lora.evaluation.holes import FILL_METHODS, run_hole_evaluation
+from depth_lora.evaluation.holes import (
+    FILL_METHODS,
+    HOLE_SCORING_MAX_PIXELS,
+    depth_at,
+    format_hole_table,
+    run_hole_evaluation,
+    scoring_size,
+)
 from depth_lora.inference.complete import complete_capture, complete_depth_mm, complete_raw
 from depth_lora.inference.predict import load_bundle
 from depth_lora.numeric.fill import nearest_fill
@@ -139,6 +146,23 @@ def test_hole_evaluation_scores_only_hidden_pixels_and_nearest_matches_a_kd_tree
         assert scored == pytest.approx(np.mean(rmse[kind]), rel=1e-5), kind
 
 
+def test_large_captures_are_scored_at_an_integer_fraction_of_their_size(run):
+    assert scoring_size((1200, 1944), HOLE_SCORING_MAX_PIXELS) == (600, 972)  # a Zivid 2: halved
+    assert scoring_size((1200, 1944), None) == (1200, 1944)
+    assert scoring_size((120, 194), 6000) == (60, 97) and scoring_size((120, 194), 5000) == (40, 64)
+    block = np.array([[1000.0, np.nan, 1000.0, 1010.0], [np.nan, np.nan, np.nan, np.nan]])
+    # The labels' rule: the mean of the measured pixels, kept where at least half were measured.
+    np.testing.assert_array_equal(depth_at(block, (1, 2)), np.array([[np.nan, 1005.0]], dtype=np.float32))
+    data, out = run
+    full = run_hole_evaluation(data, out, split="all", progress=False, max_pixels=None)
+    half = run_hole_evaluation(data, out, split="all", progress=False, max_pixels=6000)
+    assert full.scored_hw == [(120, 194)] and half.scored_hw == [(60, 97)]
+    assert "at 60 x 97 (H x W)" in format_hole_table(half)
+    hidden = {r["kind"]: r["hidden_pixels"] for r in half.captures if r["method"] == "nearest"}
+    hidden_full = {r["kind"]: r["hidden_pixels"] for r in full.captures if r["method"] == "nearest"}
+    assert all(0 < hidden[kind] < hidden_full[kind] for kind in hidden), (hidden, hidden_full)
+
+
 def test_evaluate_holes_writes_one_object_per_method_with_intervals(run, tmp_path, capsys):
     data, out = run
     assert main(["evaluate", "--data", str(data), "--adapter", str(out), "--split", "all", "--holes",
@@ -146,8 +170,9 @@ def test_evaluate_holes_writes_one_object_per_method_with_intervals(run, tmp_pat
     printed = capsys.readouterr().out
     assert "hidden pixels only" in printed and "edge_bands" in printed and "telea" in printed
     holes = json.loads((tmp_path / "r.json").read_text())["holes"]
-    assert list(holes) == [m for m in FILL_METHODS if not m.startswith("completer")]  # a monocular run's rows
-    for method, row in holes.items():
+    assert holes["scored_at"] == [[120, 194]]  # small captures: their own size
+    assert list(holes)[1:] == [m for m in FILL_METHODS if not m.startswith("completer")]  # monocular rows
+    for method, row in list(holes.items())[1:]:
         for key in ("rmse_mm", "mae_mm", "within_5mm"):
             lo, hi = row[f"{key}_ci95"]
             assert lo <= row[key] <= hi, (method, key)

@@ -187,6 +187,14 @@ def test_hole_kinds_hide_only_measured_pixels():
     bands = hide_edge_bands(depth)
     assert bands.any() and (depth[bands] == 900.0).all()
     assert not bands[50, 5] and not bands[60, 90]  # far from the edge; on the part
+    # a tilted table is not an edge, nor is a far floor's noise (bands 7 px wide at this size)
+    big_rows = np.arange(600, dtype=float)[:, None] + np.zeros((1, 970))
+    assert not hide_edge_bands(1500.0 + 1.5 * big_rows).any()  # 1.5 mm more a row: a slope
+    noisy_floor = 3000.0 + np.random.default_rng(1).normal(0, 3.6, big_rows.shape)  # a Zivid's noise at 3 m
+    assert hide_edge_bands(noisy_floor).mean() < 0.01
+    rows = np.arange(u.shape[0], dtype=float)[:, None]
+    tilted_bands = hide_edge_bands(np.where(np.isfinite(depth), depth + 0.6 * rows, np.nan))
+    assert tilted_bands.any() and not tilted_bands[50, 5] and not tilted_bands[60, 90]
     # border: a frame of ~2 % of the diagonal (5 px here) on all four sides, nothing inside
     frame = masks["border"]
     assert frame[measured[:, 0], 0].all() and frame[measured[:, -1], -1].all()

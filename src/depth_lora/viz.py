@@ -254,7 +254,7 @@ def plot_metric_bars(
     title = "delta < 1.25 (higher is better)"
     if "constant" in methods and deltas[methods.index("constant")] >= 0.9 * deltas[0]:  # about as well
         title += "\na constant scores as well here: it counts pixels\nwithin 25 % of the truth; read the RMSE"
-    ax2.set(ylim=(0, 1))
+    ax2.set(ylim=(0, 1.1), yticks=np.linspace(0, 1, 6))  # room above a bar at 1 for its label
     ax2.set_title(title, fontsize=9)
     return mark_demo(fig, warning)
 

@@ -105,7 +105,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from depth_lora.evaluation.holes import format_hole_table, run_hole_evaluation
 
         holes = run_hole_evaluation(args.data, args.adapter, args.split, plots_dir=plots,
-                                    precision=args.precision)
+                                    precision=args.precision, max_pixels=args.holes_max_pixels or None)
         print("\nFilling hidden holes (depth-lora complete), scored on the hidden pixels only:")
         print(format_hole_table(holes))
         report.holes = holes.to_dict()
@@ -137,11 +137,14 @@ def _evaluate_completer(args: argparse.Namespace, bundle, plots) -> int:
     from depth_lora.runs.folder import read_split
 
     print(f"{args.adapter}: a completion run, scored on hidden holes of the {args.split} split")
-    holes = run_hole_evaluation(args.data, args.adapter, args.split, plots_dir=plots, bundle=bundle)
+    max_pixels = args.holes_max_pixels or None
+    holes = run_hole_evaluation(args.data, args.adapter, args.split, plots_dir=plots, bundle=bundle,
+                                max_pixels=max_pixels)
     print(format_hole_table(holes))
     reports, other = {args.split: holes}, "val" if args.split == "test" else "test"
     if args.split != "all" and (read_split(args.adapter) or {}).get(other):
-        reports[other] = run_hole_evaluation(args.data, args.adapter, other, progress=False, bundle=bundle)
+        reports[other] = run_hole_evaluation(args.data, args.adapter, other, progress=False, bundle=bundle,
+                                             max_pixels=max_pixels)
     verdict = None
     if args.split != "all":
         verdict = completion_verdict(reports.get("test"), reports.get("val"))[1]

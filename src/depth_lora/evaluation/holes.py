@@ -4,6 +4,13 @@
 pixels are removed from the camera's depth, each method fills the holes, and the fill is
 compared with the camera's values on the hidden pixels only: visible pixels (returned unchanged
 by every method) and the capture's own holes (no ground truth) are never scored.
+
+Captures larger than HOLE_SCORING_MAX_PIXELS are scored at an integer fraction of their size (a
+Zivid 2's 1944 x 1200 at 972 x 600): the image area-averaged, the depth averaged over the measured
+pixels under each pixel and kept where at least half were measured, as the model's labels are.
+Every fill then costs a quarter (the classical fills at 1944 x 1200 with half the pixels missing
+take seconds each, four kinds a capture); a fill's ranking is what is scored, and `complete`
+still fills at full resolution. `max_pixels=None` scores each capture at its own size.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -26,8 +34,9 @@ from depth_lora.inference.complete import (
 from depth_lora.inference.local_fit import local_fit_fill
 from depth_lora.inference.predict import load_base_model, load_bundle, predict_completion, predict_raw
 from depth_lora.numeric.fill import harmonic_fill, nearest_fill, telea_fill
-from depth_lora.numeric.hole_masks import HOLE_KINDS, hidden_masks
+from depth_lora.numeric.hole_masks import HOLE_KINDS, HOLE_SCORING_MAX_PIXELS, hidden_masks
 from depth_lora.numeric.metrics import depth_metrics, mean_with_ci95
+from depth_lora.numeric.resize import masked_area_resize
 from depth_lora.text import live_progress, plural
 
 # Every row a hole table can have: a monocular run's (fine_tuned, fine_tuned_global) or a completion
@@ -62,11 +71,13 @@ class HoleReport:
     captures: list[dict] = field(default_factory=list)
     split: str = "test"
     training_kinds: list[str] | None = None  # a completion run's training hole kinds
+    scored_hw: list[tuple[int, int]] = field(default_factory=list)  # the sizes the captures were scored at
 
     def to_dict(self) -> dict:
         """The `holes` object of the evaluation JSON: one object per method, its metrics over all
         kinds' (capture, kind) pairs, and `by_kind`; a completion run's adds `training_hole_kinds`."""
         out = {} if self.training_kinds is None else {"training_hole_kinds": list(self.training_kinds)}
+        out["scored_at"] = [list(hw) for hw in self.scored_hw]
         for method in FILL_METHODS:
             rows = [r for r in self.captures if r["method"] == method]
             if not rows:
@@ -168,8 +179,36 @@ def score_capture(capture: Capture, other_depth_mm: np.ndarray, fill, seed: int)
     return rows, first
 
 
+def scoring_size(size_hw: tuple[int, int], max_pixels: int | None) -> tuple[int, int]:
+    """The size a capture of `size_hw` is scored at: divided by the smallest integer that brings it
+    within `max_pixels` (None: its own size)."""
+    h, w = size_hw
+    factor = 1 if not max_pixels else max(1, int(np.ceil(np.sqrt(h * w / max_pixels))))
+    while max_pixels and (h // factor) * (w // factor) > max_pixels:
+        factor += 1
+    return max(h // factor, 1), max(w // factor, 1)
+
+
+def depth_at(depth_mm: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """Depth (mm) at `size_hw`: the mean of the measured pixels under each pixel, NaN where under
+    half of them were measured (the labels' rule)."""
+    if depth_mm.shape == tuple(size_hw):
+        return depth_mm
+    mean, share = masked_area_resize(depth_mm, np.isfinite(depth_mm), size_hw)
+    return np.where(share >= 0.5, mean, np.nan).astype(np.float32)
+
+
+def capture_at(capture: Capture, size_hw: tuple[int, int]) -> Capture:
+    """`capture` scored at `size_hw`: its image area-averaged, its depth as `depth_at` says."""
+    if capture.size_hw == tuple(size_hw):
+        return capture
+    rgb = cv2.resize(capture.rgb, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_AREA)
+    return Capture(capture.key, rgb, depth_at(capture.depth_mm, size_hw))
+
+
 def run_hole_evaluation(data_dir, adapter_dir, split: str = "test", plots_dir=None, device=None,
-                        progress: bool = True, precision: str = "auto", bundle=None) -> HoleReport:
+                        progress: bool = True, precision: str = "auto", bundle=None,
+                        max_pixels: int | None = HOLE_SCORING_MAX_PIXELS) -> HoleReport:
     """Hide, fill and score the held-out captures of an output folder (see the module docstring).
 
     A monocular run (--task depth) is scored with its fine-tuned prediction anchored to the
@@ -177,19 +216,24 @@ def run_hole_evaluation(data_dir, adapter_dir, split: str = "test", plots_dir=No
     fine-tuning. Both get the base model's monocular fills and the classical ones. Each capture
     borrows the holes of the next capture of the split (its own, mirrored, if the split has one
     capture); blobs are seeded by the capture's position, so a re-run scores the same pixels.
-    `bundle`: the folder already loaded (predict.load_bundle).
+    `bundle`: the folder already loaded (predict.load_bundle). `max_pixels`: captures larger than
+    this are scored at an integer fraction of their size (the module docstring); None: full size.
     """
     bundle = bundle or load_bundle(adapter_dir, device=device, precision=precision)
     files = select_captures(data_dir, bundle, split)
     completer = bundle.record.is_completer
     fillers = completion_fillers(bundle) if completer else monocular_fillers(bundle)
     unit = bundle.record.depth_unit
-    rows = []
+    rows, scored_hw = [], []
     bar = tqdm(files, desc=f"holes {split}", unit="capture", disable=not (progress and live_progress()))
     for i, f in enumerate(bar):
         capture = load_capture(f, unit)
+        size_hw = scoring_size(capture.size_hw, max_pixels)
+        capture = capture_at(capture, size_hw)
+        scored_hw.append(size_hw)
         if len(files) > 1:  # only the next capture's holes are needed: its depth, not its image
             other_depth = load_depth_mm(files[(i + 1) % len(files)].depth, unit)
+            other_depth = depth_at(other_depth, scoring_size(other_depth.shape, max_pixels))
         else:
             other_depth = capture.depth_mm[:, ::-1]
         capture_rows, first = score_capture(capture, other_depth, fillers(capture), seed=i)
@@ -210,7 +254,7 @@ def run_hole_evaluation(data_dir, adapter_dir, split: str = "test", plots_dir=No
         for kind in HOLE_KINDS if any(r["kind"] == kind for r in rows)
     }
     kinds = (bundle.record.completion or {}).get("hole_kinds") if completer else None
-    return HoleReport(by_kind, rows, split, kinds)
+    return HoleReport(by_kind, rows, split, kinds, sorted(set(scored_hw)))
 
 
 def format_hole_table(report: HoleReport) -> str:
@@ -228,7 +272,8 @@ def format_hole_table(report: HoleReport) -> str:
             lines.append(f"  {method:<20} {m['rmse_mm']:8.1f} {interval:>17} {m['mae_mm']:7.1f} "
                          f"{m['within_1mm']:6.0%} {m['within_5mm']:6.0%} {m['within_10mm']:6.0%}")
     shown = {m for methods in report.by_kind.values() for m in methods}
-    lines.append("Scored on the hidden pixels only. " + "; ".join(
+    sizes = ", ".join(f"{h} x {w}" for h, w in report.scored_hw)
+    lines.append(f"Scored on the hidden pixels only{f', at {sizes} (H x W)' if sizes else ''}. " + "; ".join(
         f"{m}: {d}" for m, d in FILL_DESCRIPTIONS.items() if m in shown) + ".")
     if report.training_kinds is not None:
         never = [k for k in report.by_kind if k not in report.training_kinds]

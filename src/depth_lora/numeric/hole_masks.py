@@ -24,8 +24,11 @@ from scipy import ndimage
 HOLE_KINDS = ("other_capture", "blobs", "edge_bands", "border")
 BLOB_SHARE = 0.08  # hide about this share of the measured pixels in blobs
 BLOB_RADIUS_FRACTION = (0.03, 0.07)  # blob radii, as a share of the image diagonal
-EDGE_STEP_MM = 8.0  # a depth edge: a neighbour this much nearer within the band
+EDGE_STEP_MM = 8.0  # a depth edge: a jump of at least this between neighbouring pixels ...
+EDGE_STEP_SHARE = 0.01  # ... and of this share of their depth (30 mm at 3 m, beyond a Zivid's noise)
 EDGE_BAND_FRACTION = 0.006  # band width, as a share of the image diagonal (~14 px at 1944x1200)
+# Hole filling is scored at an integer fraction of a larger capture's size (evaluation.holes).
+HOLE_SCORING_MAX_PIXELS = 600_000
 BORDER_FRACTION = 0.02  # border strip width, as a share of the image diagonal (~46 px at 1944x1200)
 
 
@@ -60,11 +63,30 @@ def hide_blobs(measured: np.ndarray, rng: np.random.Generator, share: float = BL
 
 def hide_edge_bands(depth_mm: np.ndarray, step_mm: float = EDGE_STEP_MM,
                     band_fraction: float = EDGE_BAND_FRACTION) -> np.ndarray:
-    """Measured pixels within a band's width of a nearer surface: the far side of depth edges."""
+    """Measured pixels on the far side of a depth edge, within a band's width of it.
+
+    An edge is a jump between two neighbouring measured pixels of more than `step_mm` or
+    EDGE_STEP_SHARE of their depth, whichever is larger (a discontinuity: a tilted table rises a
+    fraction of a millimetre a pixel and a far floor's noise a few, neither is an edge). The band is
+    every measured pixel within `band_fraction` of the image diagonal of an edge's near side that
+    lies that much behind it, as a projector's shadow lies on the farther surface.
+    """
     measured = np.isfinite(depth_mm)
     width = max(2, int(round(band_fraction * float(np.hypot(*depth_mm.shape)))))
-    nearest = ndimage.minimum_filter(np.where(measured, depth_mm, np.inf), size=2 * width + 1)
-    return measured & (depth_mm - nearest > step_mm)
+    z = np.where(measured, depth_mm, np.inf)
+    near_side = np.zeros_like(measured)
+    for axis in (0, 1):
+        a, b = np.moveaxis(z, axis, 0)[:-1], np.moveaxis(z, axis, 0)[1:]  # neighbours along axis
+        jump = np.maximum(step_mm, EDGE_STEP_SHARE * np.minimum(a, b))
+        both = np.isfinite(a) & np.isfinite(b)
+        with np.errstate(invalid="ignore"):
+            view = np.moveaxis(near_side, axis, 0)
+            view[:-1] |= both & (b - a > jump)  # a is the near side
+            view[1:] |= both & (a - b > jump)
+    nearest = ndimage.minimum_filter(np.where(near_side, z, np.inf), size=2 * width + 1)
+    with np.errstate(invalid="ignore"):
+        behind = depth_mm - nearest > np.maximum(step_mm, EDGE_STEP_SHARE * nearest)
+    return measured & behind
 
 
 def hide_border(measured: np.ndarray, band_fraction: float = BORDER_FRACTION) -> np.ndarray:
