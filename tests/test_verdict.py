@@ -94,6 +94,10 @@ def test_a_completer_verdict_says_when_its_gain_over_harmonic_is_its_start_not_t
 
     verdict, text = completion_verdict(_hole_report(0.0), _hole_report(0.0))
     assert verdict == "paid_off" and "The gain is its start" in text and "not training" in text
-    verdict, text = completion_verdict(_hole_report(2.0), _hole_report(2.0))
-    assert verdict == "paid_off" and "The gain is its start" not in text
+    verdict, text = completion_verdict(_hole_report(4.0), _hole_report(4.0))  # training: 4 of 7 mm
+    assert verdict == "paid_off" and "The gain is its start" not in text and "Most of the gain" not in text
     assert text.count("from training") == 2
+    # Training cleared the noise but added a tenth of the gain: the start earned the rest, and it says so.
+    verdict, text = completion_verdict(_hole_report(0.3), _hole_report(0.3))
+    assert verdict == "paid_off" and "Most of the gain is its start" in text
+    assert "training added 9% (validation) and 9% (test) of it" in text

@@ -175,10 +175,19 @@ def completion_verdict(test, val) -> tuple[str, str]:
         lines.append("No verdict: one held-out split only.")
     elif said == {"better"}:
         verdict = "paid_off"
-        lines.append("Verdict: the completer fills held-out holes better than harmonic; both splits agree"
-                     + ("." if trained else ". The gain is its start (the completer before fine-tuning "
-                        "returns its multi-scale harmonic prompt), not training: training did not clear "
-                        "the noise on both splits."))
+        # Training's share of the gain over harmonic, per split: under half, the start earned the rest.
+        shares = [s.diff_mm / r.diff_mm for s, r in zip(starts, readings, strict=True) if s is not None]
+        start = "(the completer before fine-tuning returns its multi-scale harmonic prompt)"
+        if not trained:
+            why = (f". The gain is its start {start}, not training: training did not clear the noise on "
+                   "both splits.")
+        elif min(shares, default=1.0) < 0.5:
+            added = " and ".join(f"{share:.0%} ({r.name})" for share, r in zip(shares, readings, strict=True))
+            why = f". Most of the gain is its start {start}: training added {added} of it."
+        else:
+            why = "."
+        lines.append("Verdict: the completer fills held-out holes better than harmonic; both splits "
+                     f"agree{why}")
     elif said == {"worse"}:
         verdict = "did_worse"
         lines.append("Verdict: the completer fills held-out holes worse than harmonic; both splits agree. "
