@@ -163,6 +163,14 @@ def test_large_captures_are_scored_at_an_integer_fraction_of_their_size(run):
     assert all(0 < hidden[kind] < hidden_full[kind] for kind in hidden), (hidden, hidden_full)
 
 
+def test_a_negative_hole_scoring_size_is_a_one_line_error(run, capsys):
+    data, out = run
+    assert main(["evaluate", "--data", str(data), "--adapter", str(out), "--holes",
+                 "--holes-max-pixels", "-1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--holes-max-pixels must be >= 0" in err
+
+
 def test_evaluate_holes_writes_one_object_per_method_with_intervals(run, tmp_path, capsys):
     data, out = run
     assert main(["evaluate", "--data", str(data), "--adapter", str(out), "--split", "all", "--holes",

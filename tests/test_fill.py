@@ -195,6 +195,14 @@ def test_hole_kinds_hide_only_measured_pixels():
     rows = np.arange(u.shape[0], dtype=float)[:, None]
     tilted_bands = hide_edge_bands(np.where(np.isfinite(depth), depth + 0.6 * rows, np.nan))
     assert tilted_bands.any() and not tilted_bands[50, 5] and not tilted_bands[60, 90]
+    # a camera drops the mixed pixels beside a big jump: a gap of up to 3 px is still an edge
+    step = np.full((300, 500), 1000.0)
+    step[:, :250] = 900.0
+    step[:, 250:252] = np.nan
+    gap_bands = hide_edge_bands(step)
+    assert gap_bands.any() and not gap_bands[:, :252].any() and (step[gap_bands] == 1000.0).all()
+    step[:, 250:256] = np.nan  # 6 px apart: two surfaces, no edge between them is known
+    assert not hide_edge_bands(step).any()
     # border: a frame of ~2 % of the diagonal (5 px here) on all four sides, nothing inside
     frame = masks["border"]
     assert frame[measured[:, 0], 0].all() and frame[measured[:, -1], -1].all()

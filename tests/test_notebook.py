@@ -25,6 +25,14 @@ def test_notebook_is_committed_without_outputs_and_with_a_parameters_cell():
     assert lines and not any(line.lstrip().startswith(("def ", "class ")) for line in lines)
 
 
+def test_the_notebook_gets_the_demo_job_quickstart_runs(tmp_path, capsys):
+    from depth_lora.cli.quickstart import quickstart_config
+
+    cfg = quickstart_config(tmp_path, tmp_path / "out", model="demo-pretrained", max_steps=-1)  # as the notebook
+    assert cfg.image_size == [168, 266] and cfg.max_steps == 400 and cfg.eval_steps == 40
+    assert "input 168 x 266 (H x W), 400 steps" in capsys.readouterr().out
+
+
 def test_notebook_runs_headless_offline_with_the_demo_pretrained_model(tmp_path, monkeypatch):
     papermill = pytest.importorskip("papermill")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -35,7 +43,7 @@ def test_notebook_runs_headless_offline_with_the_demo_pretrained_model(tmp_path,
         str(tmp_path / "executed.ipynb"),
         parameters=dict(
             DATA=str(tmp_path / "data"), OUTPUT=str(out), DEMO=True, DEMO_COUNT=12, DEMO_SIZE=[240, 388],
-            COMPLETER_STEPS=20,
+            MAX_STEPS=60, COMPLETER_STEPS=20,
         ),  # MODEL None, offline: the notebook falls back to demo-pretrained and its recipe
         cwd=str(tmp_path),
         progress_bar=False,
@@ -59,8 +67,8 @@ def test_notebook_runs_headless_offline_with_the_demo_pretrained_model(tmp_path,
     meta = json.loads((out / "depth_lora.json").read_text())
     assert meta["base_model"] == "demo-pretrained"
     val = json.loads((out / "metrics.json").read_text())["val"]
-    assert val["max_steps"] == 400  # the demo job's length; early stopping may end it sooner, and says so
-    stopped = meta["global_step"] < 400
+    assert val["max_steps"] == 60  # the test's MAX_STEPS; early stopping may end it sooner, and says so
+    stopped = meta["global_step"] < 60
     assert not stopped or val["stopped_early"] == EARLY_STOPPING
     assert ("Training stopped at step" in text) == stopped
     completer = json.loads((out / "completer" / "depth_lora.json").read_text())

@@ -140,7 +140,8 @@ def test_only_lora_and_requested_head_parameters_change(demo12, tmp_path, train_
 @pytest.fixture(scope="module")
 def demo24(tmp_path_factory):
     data = tmp_path_factory.mktemp("demo24")
-    generate_demo_captures(data, 24, seed=1, size_hw=(240, 388), workers=2)
+    # The many-cells demo data the learning margin below was measured on (a new cell every session).
+    generate_demo_captures(data, 24, seed=1, size_hw=(240, 388), workers=2, cells=24)
     return data
 
 

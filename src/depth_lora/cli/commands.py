@@ -84,6 +84,7 @@ def format_metrics_summary(metrics: dict) -> str:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from depth_lora.evaluation.holes import check_max_pixels
     from depth_lora.evaluation.report import (
         format_report_table,
         interpret_report,
@@ -94,6 +95,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from depth_lora.inference.predict import load_bundle
     from depth_lora.runs.folder import read_metrics, read_split
 
+    check_max_pixels(args.holes_max_pixels)  # before any work
     plots = args.plots if args.plots != "" else Path(args.adapter) / "evaluation" / args.split
     bundle = load_bundle(args.adapter, precision=args.precision)  # one load for every split scored
     if bundle.record.is_completer:

@@ -131,7 +131,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument(
         "--holes-max-pixels", type=int, default=HOLE_SCORING_MAX_PIXELS, metavar="N",
         help="score hole filling at an integer fraction of a capture's size that has at most N pixels "
-        "(default: 600000, a Zivid 2's 1944 x 1200 at 972 x 600, a quarter of the time); 0: full size",
+        "(default: 600000, a Zivid 2's 1200 x 1944 (H x W) at 600 x 972, a quarter of the time); "
+        "0: full size",
     )
     _add_precision(p)
 

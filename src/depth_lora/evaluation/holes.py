@@ -6,7 +6,7 @@ compared with the camera's values on the hidden pixels only: visible pixels (ret
 by every method) and the capture's own holes (no ground truth) are never scored.
 
 Captures larger than HOLE_SCORING_MAX_PIXELS are scored at an integer fraction of their size (a
-Zivid 2's 1944 x 1200 at 972 x 600): the image area-averaged, the depth averaged over the measured
+Zivid 2's 1200 x 1944 (H x W) at 600 x 972): the image area-averaged, the depth averaged over the measured
 pixels under each pixel and kept where at least half were measured, as the model's labels are.
 Every fill then costs a quarter (the classical fills at 1944 x 1200 with half the pixels missing
 take seconds each, four kinds a capture); a fill's ranking is what is scored, and `complete`
@@ -24,6 +24,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from depth_lora.data.captures import Capture, load_capture, load_depth_mm
+from depth_lora.data.dataset import resize_depth
+from depth_lora.errors import ConfigError
 from depth_lora.evaluation.report import predict_zero_shot_disparity, select_captures, zero_shot_base
 from depth_lora.inference.complete import (
     base_labels,
@@ -36,7 +38,6 @@ from depth_lora.inference.predict import load_base_model, load_bundle, predict_c
 from depth_lora.numeric.fill import harmonic_fill, nearest_fill, telea_fill
 from depth_lora.numeric.hole_masks import HOLE_KINDS, HOLE_SCORING_MAX_PIXELS, hidden_masks
 from depth_lora.numeric.metrics import depth_metrics, mean_with_ci95
-from depth_lora.numeric.resize import masked_area_resize
 from depth_lora.text import live_progress, plural
 
 # Every row a hole table can have: a monocular run's (fine_tuned, fine_tuned_global) or a completion
@@ -179,9 +180,16 @@ def score_capture(capture: Capture, other_depth_mm: np.ndarray, fill, seed: int)
     return rows, first
 
 
+def check_max_pixels(max_pixels: int | None) -> None:
+    """ConfigError unless `max_pixels` is None or >= 0 (0: full size)."""
+    if max_pixels is not None and max_pixels < 0:
+        raise ConfigError(f"--holes-max-pixels must be >= 0 (0: full size), got {max_pixels}")
+
+
 def scoring_size(size_hw: tuple[int, int], max_pixels: int | None) -> tuple[int, int]:
     """The size a capture of `size_hw` is scored at: divided by the smallest integer that brings it
-    within `max_pixels` (None: its own size)."""
+    within `max_pixels` (None or 0: its own size). ConfigError for a negative `max_pixels`."""
+    check_max_pixels(max_pixels)
     h, w = size_hw
     factor = 1 if not max_pixels else max(1, int(np.ceil(np.sqrt(h * w / max_pixels))))
     while max_pixels and (h // factor) * (w // factor) > max_pixels:
@@ -192,10 +200,7 @@ def scoring_size(size_hw: tuple[int, int], max_pixels: int | None) -> tuple[int,
 def depth_at(depth_mm: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     """Depth (mm) at `size_hw`: the mean of the measured pixels under each pixel, NaN where under
     half of them were measured (the labels' rule)."""
-    if depth_mm.shape == tuple(size_hw):
-        return depth_mm
-    mean, share = masked_area_resize(depth_mm, np.isfinite(depth_mm), size_hw)
-    return np.where(share >= 0.5, mean, np.nan).astype(np.float32)
+    return depth_mm if depth_mm.shape == tuple(size_hw) else resize_depth(depth_mm, size_hw)[0]
 
 
 def capture_at(capture: Capture, size_hw: tuple[int, int]) -> Capture:

@@ -181,8 +181,9 @@ def completion_verdict(test, val) -> tuple[str, str]:
         if not trained:
             why = (f". The gain is its start {start}, not training: training did not clear the noise on "
                    "both splits.")
-        elif min(shares, default=1.0) < 0.5:
-            added = " and ".join(f"{share:.0%} ({r.name})" for share, r in zip(shares, readings, strict=True))
+        elif max(shares, default=1.0) < 0.5:  # on both splits
+            added = " and ".join(f"{max(share, 0.0):.0%} ({r.name})"
+                                 for share, r in zip(shares, readings, strict=True))
             why = f". Most of the gain is its start {start}: training added {added} of it."
         else:
             why = "."

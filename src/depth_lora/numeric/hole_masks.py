@@ -26,6 +26,7 @@ BLOB_SHARE = 0.08  # hide about this share of the measured pixels in blobs
 BLOB_RADIUS_FRACTION = (0.03, 0.07)  # blob radii, as a share of the image diagonal
 EDGE_STEP_MM = 8.0  # a depth edge: a jump of at least this between neighbouring pixels ...
 EDGE_STEP_SHARE = 0.01  # ... and of this share of their depth (30 mm at 3 m, beyond a Zivid's noise)
+EDGE_GAP_PX = 3  # ... across at most this many unmeasured pixels (the far side's dropped mixed pixels)
 EDGE_BAND_FRACTION = 0.006  # band width, as a share of the image diagonal (~14 px at 1944x1200)
 # Hole filling is scored at an integer fraction of a larger capture's size (evaluation.holes).
 HOLE_SCORING_MAX_PIXELS = 600_000
@@ -65,24 +66,30 @@ def hide_edge_bands(depth_mm: np.ndarray, step_mm: float = EDGE_STEP_MM,
                     band_fraction: float = EDGE_BAND_FRACTION) -> np.ndarray:
     """Measured pixels on the far side of a depth edge, within a band's width of it.
 
-    An edge is a jump between two neighbouring measured pixels of more than `step_mm` or
-    EDGE_STEP_SHARE of their depth, whichever is larger (a discontinuity: a tilted table rises a
-    fraction of a millimetre a pixel and a far floor's noise a few, neither is an edge). The band is
-    every measured pixel within `band_fraction` of the image diagonal of an edge's near side that
-    lies that much behind it, as a projector's shadow lies on the farther surface.
+    An edge is a jump of more than `step_mm` or EDGE_STEP_SHARE of the depth, whichever is larger,
+    between two measured pixels of a row or a column that are neighbours or have at most
+    EDGE_GAP_PX unmeasured pixels between them (a camera drops the mixed pixels on the far side of
+    a large jump); a tilted table rises a fraction of a millimetre a pixel and a far floor's noise a
+    few, neither is an edge. The band is every measured pixel within `band_fraction` of the image
+    diagonal of an edge's near side that lies that much behind it, as a projector's shadow lies on
+    the farther surface.
     """
     measured = np.isfinite(depth_mm)
     width = max(2, int(round(band_fraction * float(np.hypot(*depth_mm.shape)))))
     z = np.where(measured, depth_mm, np.inf)
     near_side = np.zeros_like(measured)
     for axis in (0, 1):
-        a, b = np.moveaxis(z, axis, 0)[:-1], np.moveaxis(z, axis, 0)[1:]  # neighbours along axis
-        jump = np.maximum(step_mm, EDGE_STEP_SHARE * np.minimum(a, b))
-        both = np.isfinite(a) & np.isfinite(b)
-        with np.errstate(invalid="ignore"):
-            view = np.moveaxis(near_side, axis, 0)
-            view[:-1] |= both & (b - a > jump)  # a is the near side
-            view[1:] |= both & (a - b > jump)
+        zs, known, near = (np.moveaxis(a, axis, 0) for a in (z, measured, near_side))  # views
+        gap = np.ones_like(known[:-1])  # the pixels strictly between the two compared are all holes
+        for d in range(1, min(EDGE_GAP_PX + 1, zs.shape[0] - 1) + 1):
+            if d > 1:
+                gap = gap[:-1] & ~known[d - 1:-1]
+            a, b = zs[:-d], zs[d:]
+            pair = known[:-d] & known[d:] & gap
+            jump = np.maximum(step_mm, EDGE_STEP_SHARE * np.minimum(a, b))
+            with np.errstate(invalid="ignore"):
+                near[:-d] |= pair & (b - a > jump)  # a is the near side
+                near[d:] |= pair & (a - b > jump)
     nearest = ndimage.minimum_filter(np.where(near_side, z, np.inf), size=2 * width + 1)
     with np.errstate(invalid="ignore"):
         behind = depth_mm - nearest > np.maximum(step_mm, EDGE_STEP_SHARE * nearest)
