@@ -28,7 +28,8 @@ def test_notebook_is_committed_without_outputs_and_with_a_parameters_cell():
 def test_the_notebook_gets_the_demo_job_quickstart_runs(tmp_path, capsys):
     from depth_lora.cli.quickstart import quickstart_config
 
-    cfg = quickstart_config(tmp_path, tmp_path / "out", model="demo-pretrained", max_steps=-1)  # as the notebook
+    # What the notebook's parameters cell asks for by default (MAX_STEPS = -1).
+    cfg = quickstart_config(tmp_path, tmp_path / "out", model="demo-pretrained", max_steps=-1)
     assert cfg.image_size == [168, 266] and cfg.max_steps == 400 and cfg.eval_steps == 40
     assert "input 168 x 266 (H x W), 400 steps" in capsys.readouterr().out
 
