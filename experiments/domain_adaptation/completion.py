@@ -150,7 +150,9 @@ def targets(summary: dict) -> dict:
 
 
 def write_curve_figure(out_dir: Path, curve: list[dict]) -> None:
-    from depth_lora.viz import plot_capture_curve, save_figure
+    from figures import plot_capture_curve
+
+    from depth_lora.viz import save_figure
 
     lines = {}
     for method in ("completer", "completer_start", "harmonic"):

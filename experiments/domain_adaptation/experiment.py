@@ -746,10 +746,12 @@ def write_figures(out_dir: Path, results: dict) -> None:
     """learning_curves.png (validation RMSE against step of each method's chosen run, seed 0),
     learning_curve_captures.png, and predictions.png (every method, seed 0, on the test capture of
     median error of the recommended placement: a typical one, not the best)."""
+    from figures import plot_capture_curve, plot_learning_curves
+
     from depth_lora.data.captures import find_captures, load_capture
     from depth_lora.evaluation.report import predict_all_methods
     from depth_lora.inference.predict import load_bundle, predict_depth_mm
-    from depth_lora.viz import plot_capture_curve, plot_depth_grid, plot_learning_curves, save_figure
+    from depth_lora.viz import plot_depth_grid, save_figure
 
     rows = results["rows"]
     final0 = {r["method"]: r for r in rows if r["stage"] == "final" and r["seed"] == 0}

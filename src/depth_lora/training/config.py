@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal, get_args, get_origin, get_type_hints
+from typing import Literal, get_type_hints
 
 from depth_lora.data.split import parse_group_by
 from depth_lora.errors import ConfigError
 from depth_lora.model.choices import DEFAULT_MODEL, MODEL_ALIASES, check_lora_settings
+from depth_lora.training.coerce import coerce_value
 
 DEFAULT_DATA = "DATASET_DEVOIR"
 DEFAULT_OUTPUT = "depth_anything_finetuned_lora_zivid"
@@ -374,35 +375,7 @@ _FIELD_TYPES = get_type_hints(TrainConfig)
 
 def coerce_field(name: str, value):
     """`value` converted to the type of TrainConfig field `name`; ConfigError if it cannot be."""
-    kind, flag = _FIELD_TYPES[name], "--" + name.replace("_", "-")
-    if type(None) in get_args(kind):  # optional: None means "not given" (a recipe value, a default)
-        if value is None:
-            return None
-        kind = next(a for a in get_args(kind) if a is not type(None))
-    if get_origin(kind) is Literal:
-        if value not in get_args(kind):
-            raise ConfigError(f"{flag} must be one of {', '.join(get_args(kind))}, got {value!r}")
-        return value
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{flag} must be true or false, got {value!r}")
-        return value
-    if kind in (int, float, str):
-        try:
-            if kind is int and isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return kind(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{flag} must be {kind.__name__}, got {value!r}") from None
-    if value is not None and not isinstance(value, list):
-        raise ConfigError(f"{flag} takes a list, got {value!r}")
-    if get_origin(kind) is list and value is not None:
-        item = get_args(kind)[0]
-        try:
-            return [item(v) for v in value]
-        except (TypeError, ValueError):
-            raise ConfigError(f"{flag} takes a list of {item.__name__}, got {value!r}") from None
-    return value
+    return coerce_value(value, _FIELD_TYPES[name], "--" + name.replace("_", "-"))
 
 
 # Changing these on --resume would continue a checkpoint with a different model or labels.
