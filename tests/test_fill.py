@@ -208,3 +208,14 @@ def test_hole_kinds_hide_only_measured_pixels():
     assert frame[measured[:, 0], 0].all() and frame[measured[:, -1], -1].all()
     assert frame[0, measured[0]].all() and frame[-1, measured[-1]].all()
     assert not frame[5:-5, 5:-5].any() and frame[:, :5][measured[:, :5]].all()
+
+
+@pytest.mark.parametrize("sigma", [3.0, 20.0, 150.0])
+def test_the_local_fits_wide_gaussians_are_scipys_own_by_fft(sigma):
+    from scipy import ndimage
+
+    from depth_lora.inference.local_fit import _gaussian
+
+    sums = np.random.default_rng(3).random((120, 200)) * 1e3  # block sums of a local fit
+    expected = ndimage.gaussian_filter(sums, sigma, mode="constant")
+    np.testing.assert_allclose(_gaussian(sums, sigma), expected, rtol=0, atol=1e-9 * expected.max())
