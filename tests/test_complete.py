@@ -13,15 +13,15 @@ from scipy.spatial import cKDTree
 
 from depth_lora.cli.commands import main
 from depth_lora.data.captures import find_captures, load_capture
+from depth_lora.data.dataset import resize_depth
 from depth_lora.evaluation.holes import (
     FILL_METHODS,
-    HOLE_SCORING_MAX_PIXELS,
-    depth_at,
     format_hole_table,
     run_hole_evaluation,
     scoring_size,
 )
 from depth_lora.inference.complete import complete_capture, complete_depth_mm, complete_raw
+from depth_lora.inference.options import HOLE_SCORING_MAX_PIXELS
 from depth_lora.inference.predict import load_bundle
 from depth_lora.numeric.fill import nearest_fill
 from depth_lora.numeric.hole_masks import HOLE_KINDS, hidden_masks
@@ -152,7 +152,8 @@ def test_large_captures_are_scored_at_an_integer_fraction_of_their_size(run):
     assert scoring_size((120, 194), 6000) == (60, 97) and scoring_size((120, 194), 5000) == (40, 64)
     block = np.array([[1000.0, np.nan, 1000.0, 1010.0], [np.nan, np.nan, np.nan, np.nan]])
     # The labels' rule: the mean of the measured pixels, kept where at least half were measured.
-    np.testing.assert_array_equal(depth_at(block, (1, 2)), np.array([[np.nan, 1005.0]], dtype=np.float32))
+    expected = np.array([[np.nan, 1005.0]], dtype=np.float32)
+    np.testing.assert_array_equal(resize_depth(block, (1, 2))[0], expected)
     data, out = run
     full = run_hole_evaluation(data, out, split="all", progress=False, max_pixels=None)
     half = run_hole_evaluation(data, out, split="all", progress=False, max_pixels=6000)

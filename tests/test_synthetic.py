@@ -11,7 +11,6 @@ from PIL import Image
 
 from depth_lora.errors import ConfigError, DataError
 from depth_lora.synthetic.demo import (
-    DEMO_COUNT,
     capture_seeds,
     capture_stamp,
     capture_stamps,
@@ -24,6 +23,7 @@ from depth_lora.synthetic.scenes import (
     camera_intrinsics,
     render_capture,
 )
+from depth_lora.training.config import DEMO_COUNT
 
 SIZE_HW = (120, 194)  # a tenth of the Zivid 2 resolution keeps the tests fast
 SEEDS = range(12)

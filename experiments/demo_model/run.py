@@ -36,7 +36,8 @@ from depth_lora.data.captures import load_capture  # noqa: E402
 from depth_lora.evaluation.report import predict_all_methods, select_captures, zero_shot_base  # noqa: E402
 from depth_lora.inference.predict import load_bundle  # noqa: E402
 from depth_lora.numeric.resize import masked_area_resize  # noqa: E402
-from depth_lora.synthetic.demo import DEMO_COUNT, generate_demo_captures  # noqa: E402
+from depth_lora.synthetic.demo import generate_demo_captures  # noqa: E402
+from depth_lora.training.config import DEMO_COUNT  # noqa: E402
 from depth_lora.training.run import run_training  # noqa: E402
 
 METHODS = ("fine_tuned", "fine_tuned_aligned", "zero_shot_calibrated", "zero_shot_aligned")

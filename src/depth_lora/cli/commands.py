@@ -84,7 +84,6 @@ def format_metrics_summary(metrics: dict) -> str:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from depth_lora.evaluation.holes import check_max_pixels
     from depth_lora.evaluation.report import (
         format_report_table,
         interpret_report,
@@ -92,6 +91,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         write_report,
     )
     from depth_lora.evaluation.verdict import kept_checkpoint_line, plain_reading
+    from depth_lora.inference.options import check_max_pixels
     from depth_lora.inference.predict import load_bundle
     from depth_lora.runs.folder import read_metrics, read_split
 

@@ -9,12 +9,10 @@ from pathlib import Path
 from depth_lora import __version__
 from depth_lora.cli.flags import HelpFormatter, add_dataclass_flags
 from depth_lora.errors import DataError, ModelError
-from depth_lora.inference.options import BACKENDS, check_batch_size, check_formats
+from depth_lora.inference.options import BACKENDS, HOLE_SCORING_MAX_PIXELS, check_batch_size, check_formats
 from depth_lora.model.precision import PRECISIONS
-from depth_lora.numeric.hole_masks import HOLE_SCORING_MAX_PIXELS
 from depth_lora.runs.folder import EXPORT_FORMATS
-from depth_lora.synthetic.demo import DEMO_COUNT
-from depth_lora.training.config import DEFAULT_DATA, DEFAULT_OUTPUT, TrainConfig
+from depth_lora.training.config import DEFAULT_DATA, DEFAULT_OUTPUT, DEMO_COUNT, TrainConfig
 
 BENCH_PHASES = ("inference", "model_only", "ours", "reference")  # bench.run.PHASES, without torch
 # What the field types cannot say: these lists have exactly two values.

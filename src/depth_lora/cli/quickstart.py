@@ -8,9 +8,8 @@ from pathlib import Path
 from depth_lora.data.captures import check_data_folder, has_captures
 from depth_lora.errors import ConfigError, DataError
 from depth_lora.model.choices import DEFAULT_MODEL
-from depth_lora.synthetic.demo import DEMO_COUNT
 from depth_lora.text import plural
-from depth_lora.training.config import TrainConfig, coerce_field, field_names
+from depth_lora.training.config import DEMO_COUNT, TrainConfig, coerce_field, field_names
 from depth_lora.training.setup import OptionNames
 
 # The offline demo model, shipped with the package: the `tiny` architecture pretrained on synthetic

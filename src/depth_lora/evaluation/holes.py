@@ -6,8 +6,8 @@ compared with the camera's values on the hidden pixels only: visible pixels (ret
 by every method) and the capture's own holes (no ground truth) are never scored.
 
 Captures larger than HOLE_SCORING_MAX_PIXELS are scored at an integer fraction of their size (a
-Zivid 2's 1200 x 1944 (H x W) at 600 x 972): the image area-averaged, the depth averaged over the measured
-pixels under each pixel and kept where at least half were measured, as the model's labels are.
+Zivid 2's 1200 x 1944 (H x W) at 600 x 972), resized as a model's input is (data.dataset.prepare_capture:
+the depth averaged over the measured pixels under each pixel and kept where at least half were).
 Every fill then costs a quarter (the classical fills at 1944 x 1200 with half the pixels missing
 take seconds each, four kinds a capture); a fill's ranking is what is scored, and `complete`
 still fills at full resolution. `max_pixels=None` scores each capture at its own size.
@@ -19,13 +19,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
 from depth_lora.data.captures import Capture, load_capture, load_depth_mm
-from depth_lora.data.dataset import resize_depth
-from depth_lora.errors import ConfigError
+from depth_lora.data.dataset import prepare_capture, resize_depth
 from depth_lora.evaluation.report import predict_zero_shot_disparity, select_captures, zero_shot_base
 from depth_lora.inference.complete import (
     base_labels,
@@ -34,9 +32,10 @@ from depth_lora.inference.complete import (
     completion_from_prediction,
 )
 from depth_lora.inference.local_fit import local_fit_fill
+from depth_lora.inference.options import HOLE_SCORING_MAX_PIXELS, check_max_pixels
 from depth_lora.inference.predict import load_base_model, load_bundle, predict_completion, predict_raw
 from depth_lora.numeric.fill import harmonic_fill, nearest_fill, telea_fill
-from depth_lora.numeric.hole_masks import HOLE_KINDS, HOLE_SCORING_MAX_PIXELS, hidden_masks
+from depth_lora.numeric.hole_masks import HOLE_KINDS, hidden_masks
 from depth_lora.numeric.metrics import depth_metrics, mean_with_ci95
 from depth_lora.text import live_progress, plural
 
@@ -73,6 +72,11 @@ class HoleReport:
     split: str = "test"
     training_kinds: list[str] | None = None  # a completion run's training hole kinds
     scored_hw: list[tuple[int, int]] = field(default_factory=list)  # the sizes the captures were scored at
+
+    @property
+    def scored_at(self) -> str:
+        """The sizes the captures were scored at, as text ("600 x 972 (H x W)"); "" if none."""
+        return f"{', '.join(f'{h} x {w}' for h, w in self.scored_hw)} (H x W)" if self.scored_hw else ""
 
     def to_dict(self) -> dict:
         """The `holes` object of the evaluation JSON: one object per method, its metrics over all
@@ -180,35 +184,15 @@ def score_capture(capture: Capture, other_depth_mm: np.ndarray, fill, seed: int)
     return rows, first
 
 
-def check_max_pixels(max_pixels: int | None) -> None:
-    """ConfigError unless `max_pixels` is None or >= 0 (0: full size)."""
-    if max_pixels is not None and max_pixels < 0:
-        raise ConfigError(f"--holes-max-pixels must be >= 0 (0: full size), got {max_pixels}")
-
-
 def scoring_size(size_hw: tuple[int, int], max_pixels: int | None) -> tuple[int, int]:
     """The size a capture of `size_hw` is scored at: divided by the smallest integer that brings it
     within `max_pixels` (None or 0: its own size). ConfigError for a negative `max_pixels`."""
     check_max_pixels(max_pixels)
     h, w = size_hw
-    factor = 1 if not max_pixels else max(1, int(np.ceil(np.sqrt(h * w / max_pixels))))
+    factor = 1
     while max_pixels and (h // factor) * (w // factor) > max_pixels:
         factor += 1
     return max(h // factor, 1), max(w // factor, 1)
-
-
-def depth_at(depth_mm: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
-    """Depth (mm) at `size_hw`: the mean of the measured pixels under each pixel, NaN where under
-    half of them were measured (the labels' rule)."""
-    return depth_mm if depth_mm.shape == tuple(size_hw) else resize_depth(depth_mm, size_hw)[0]
-
-
-def capture_at(capture: Capture, size_hw: tuple[int, int]) -> Capture:
-    """`capture` scored at `size_hw`: its image area-averaged, its depth as `depth_at` says."""
-    if capture.size_hw == tuple(size_hw):
-        return capture
-    rgb = cv2.resize(capture.rgb, (size_hw[1], size_hw[0]), interpolation=cv2.INTER_AREA)
-    return Capture(capture.key, rgb, depth_at(capture.depth_mm, size_hw))
 
 
 def run_hole_evaluation(data_dir, adapter_dir, split: str = "test", plots_dir=None, device=None,
@@ -234,11 +218,13 @@ def run_hole_evaluation(data_dir, adapter_dir, split: str = "test", plots_dir=No
     for i, f in enumerate(bar):
         capture = load_capture(f, unit)
         size_hw = scoring_size(capture.size_hw, max_pixels)
-        capture = capture_at(capture, size_hw)
+        if size_hw != capture.size_hw:  # resized as a model's input is, depth by the labels' rule
+            seen = prepare_capture(capture, size_hw)
+            capture = Capture(capture.key, seen.rgb, seen.depth_mm)
         scored_hw.append(size_hw)
         if len(files) > 1:  # only the next capture's holes are needed: its depth, not its image
             other_depth = load_depth_mm(files[(i + 1) % len(files)].depth, unit)
-            other_depth = depth_at(other_depth, scoring_size(other_depth.shape, max_pixels))
+            other_depth = resize_depth(other_depth, scoring_size(other_depth.shape, max_pixels))[0]
         else:
             other_depth = capture.depth_mm[:, ::-1]
         capture_rows, first = score_capture(capture, other_depth, fillers(capture), seed=i)
@@ -277,8 +263,8 @@ def format_hole_table(report: HoleReport) -> str:
             lines.append(f"  {method:<20} {m['rmse_mm']:8.1f} {interval:>17} {m['mae_mm']:7.1f} "
                          f"{m['within_1mm']:6.0%} {m['within_5mm']:6.0%} {m['within_10mm']:6.0%}")
     shown = {m for methods in report.by_kind.values() for m in methods}
-    sizes = ", ".join(f"{h} x {w}" for h, w in report.scored_hw)
-    lines.append(f"Scored on the hidden pixels only{f', at {sizes} (H x W)' if sizes else ''}. " + "; ".join(
+    at = f", at {report.scored_at}" if report.scored_at else ""
+    lines.append(f"Scored on the hidden pixels only{at}. " + "; ".join(
         f"{m}: {d}" for m, d in FILL_DESCRIPTIONS.items() if m in shown) + ".")
     if report.training_kinds is not None:
         never = [k for k in report.by_kind if k not in report.training_kinds]

@@ -175,15 +175,14 @@ def completion_verdict(test, val) -> tuple[str, str]:
         lines.append("No verdict: one held-out split only.")
     elif said == {"better"}:
         verdict = "paid_off"
-        # Training's share of the gain over harmonic, per split: under half, the start earned the rest.
-        shares = [s.diff_mm / r.diff_mm for s, r in zip(starts, readings, strict=True) if s is not None]
         start = "(the completer before fine-tuning returns its multi-scale harmonic prompt)"
+        # Training's share of the gain over harmonic, per split (both scored: `trained`).
+        shares = [s.diff_mm / r.diff_mm for s, r in zip(starts, readings, strict=True)] if trained else []
         if not trained:
             why = (f". The gain is its start {start}, not training: training did not clear the noise on "
                    "both splits.")
-        elif max(shares, default=1.0) < 0.5:  # on both splits
-            added = " and ".join(f"{max(share, 0.0):.0%} ({r.name})"
-                                 for share, r in zip(shares, readings, strict=True))
+        elif max(shares) < 0.5:  # under half on both splits: the start earned the rest
+            added = " and ".join(f"{share:.0%} ({r.name})" for share, r in zip(shares, readings, strict=True))
             why = f". Most of the gain is its start {start}: training added {added} of it."
         else:
             why = "."

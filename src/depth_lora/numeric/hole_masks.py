@@ -28,8 +28,6 @@ EDGE_STEP_MM = 8.0  # a depth edge: a jump of at least this between neighbouring
 EDGE_STEP_SHARE = 0.01  # ... and of this share of their depth (30 mm at 3 m, beyond a Zivid's noise)
 EDGE_GAP_PX = 3  # ... across at most this many unmeasured pixels (the far side's dropped mixed pixels)
 EDGE_BAND_FRACTION = 0.006  # band width, as a share of the image diagonal (~14 px at 1944x1200)
-# Hole filling is scored at an integer fraction of a larger capture's size (evaluation.holes).
-HOLE_SCORING_MAX_PIXELS = 600_000
 BORDER_FRACTION = 0.02  # border strip width, as a share of the image diagonal (~46 px at 1944x1200)
 
 

@@ -26,7 +26,6 @@ DEMO_PREFIX = "demo-"  # every generated capture's name starts so; --overwrite d
 # next session an hour later. One cell (the default): every session is the same robot cell, its
 # camera re-mounted a little, other parts and light; each session 3 captures, so that two sessions
 # make a held-out split of 6. Several cells: session s shows cell s mod N, 2-4 captures each.
-DEMO_COUNT = 30  # quickstart's and demo-data's default: 10 sessions, 2 for validation and 2 for test
 CELL_SESSION_SIZES = (3, 4)  # captures per session: 3
 CELLS_SESSION_SIZES = (2, 5)  # captures per session: 2 to 4
 _SECONDS_APART, _SESSION_HOURS = 20, 1
@@ -115,8 +114,7 @@ def generate_demo_captures(
     size or workers, DataError (naming `out_dir`) for a folder that holds captures.
     """
     out_dir, size_hw, old = check_generation_request(out_dir, count, seed, size_hw, workers)
-    if isinstance(cells, bool) or not isinstance(cells, (int, np.integer)) or cells < 1:
-        raise ConfigError(f"cells must be an integer >= 1, got {cells!r}")
+    check_integer("cells", cells, 1)
     if old and not overwrite:
         raise DataError(
             out_dir,
@@ -149,13 +147,18 @@ def check_generation_request(
     size_hw = check_size(size_hw)
     checks = (("count", count, 1), ("seed", seed, 0), ("workers", 1 if workers is None else workers, 1))
     for name, value, low in checks:
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+        check_integer(name, value, low)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(out_dir, "exists and is not a folder")
     old = sorted((out_dir / "images").glob("*.png")) + sorted((out_dir / "depth").glob("*.npy"))
     return out_dir, size_hw, old
+
+
+def check_integer(name: str, value, low: int) -> None:
+    """ConfigError unless `value` is an integer (not a bool) >= `low`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ConfigError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 def run_generation(out_dir: Path, write, jobs: list, workers: int | None, desc: str, unit: str) -> list:

@@ -13,6 +13,7 @@ from depth_lora.training.coerce import coerce_value
 
 DEFAULT_DATA = "DATASET_DEVOIR"
 DEFAULT_OUTPUT = "depth_anything_finetuned_lora_zivid"
+DEMO_COUNT = 30  # demo captures quickstart and demo-data make: 10 sessions, 2 for val and 2 for test
 
 # Training recipes: the settings a run takes for every option left unset (None). Explicit options
 # (flags, config file, Python) always win. `original` is exactly the seed project's notebook; it

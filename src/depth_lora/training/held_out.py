@@ -49,15 +49,11 @@ def evaluate_holes_held_out(cfg: TrainConfig, output: Path, device, precision: s
 def hole_metrics(reports: dict) -> dict:
     """A completion run's metrics.json entries: each held-out split's hole rows (over all kinds, and
     `by_kind`) and the verdict both splits give together."""
-    metrics = {name: {**reports[split].to_dict(), "resolution": _scored_at(reports[split])}
+    metrics = {name: {**reports[split].to_dict(),
+                      "resolution": f"hidden pixels only, scored at {reports[split].scored_at}"}
                for split, name in (("test", "test"), ("val", "val_full")) if split in reports}
     verdict, text = completion_verdict(reports.get("test"), reports.get("val"))
     return {**metrics, "verdict": {"verdict": verdict, "text": text}}
-
-
-def _scored_at(report) -> str:
-    sizes = ", ".join(f"{h} x {w}" for h, w in report.scored_hw)
-    return f"hidden pixels only, scored at {sizes} (H x W)" if sizes else "hidden pixels only"
 
 
 def held_out_metrics(reports: dict[str, EvaluationReport]) -> dict:
