@@ -21,7 +21,7 @@ def test_bench_reports_ours_reference_bare_model_inference_and_memory(tmp_path, 
     report = json.loads(out.read_text())
     for key in ("train_samples_per_s", "reference_samples_per_s", "speedup_vs_reference",
                 "model_only_samples_per_s", "overhead", "data_fraction", "infer_s_per_capture",
-                "complete_s_per_capture", "train_peak_rss_mb", "infer_peak_rss_mb",
+                "complete_s_per_capture", "classical_s_per_capture", "train_peak_rss_mb", "infer_peak_rss_mb",
                 "prepare_cold_s", "prepare_warm_s"):
         assert report[key] == report[key] and report[key] is not None, key  # present, not NaN
     assert report["train_samples_per_s"] > 0 and report["reference_samples_per_s"] > 0
@@ -32,7 +32,8 @@ def test_bench_reports_ours_reference_bare_model_inference_and_memory(tmp_path, 
     assert report["reference"]["precision"] == "fp32"  # the original trained fp32 on CPU
     assert report["machine"]["device"].startswith("CPU") and report["machine"]["torch"]
     assert "speedup vs reference" in printed and "over inference" in printed
-    assert report["complete_s_per_capture"] > 0
+    assert report["complete_s_per_capture"] > 0 and report["classical_s_per_capture"] > 0
+    assert "classical_s_per_capture" in printed
     table = report["inference"]["runtimes"]
     assert table["matmul_gflops"] > 0 and "torch_capability" in table["cpu"]
     names = [row["runtime"] for row in table["rows"]]

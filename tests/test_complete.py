@@ -24,6 +24,7 @@ from depth_lora.inference.complete import complete_capture, complete_depth_mm, c
 from depth_lora.inference.options import HOLE_SCORING_MAX_PIXELS
 from depth_lora.inference.predict import load_bundle
 from depth_lora.numeric.fill import nearest_fill
+from depth_lora.numeric.guided_fill import DEFAULT_FILL
 from depth_lora.numeric.hole_masks import HOLE_KINDS, hidden_masks
 
 
@@ -120,6 +121,28 @@ def test_bad_captures_get_one_line_errors_and_the_others_are_still_completed(run
     assert "unknown format(s) obj" in capsys.readouterr().err
 
 
+def test_classical_completion_needs_no_model_and_stays_within_each_capture(run, tmp_path, capsys):
+    data, _ = run
+    out = tmp_path / "c"
+    assert main(["complete", str(data), "--classical", "--out", str(out), "--format", "npy,png"]) == 0
+    printed = capsys.readouterr()
+    assert "classical completion (no model)" in printed.out and "10 of 10 captures completed" in printed.out
+    assert "DEMO model" not in printed.err
+    for f in find_captures(data):
+        capture = load_capture(f)
+        measured = capture.valid_mask
+        completed = np.load(out / f"{f.key}_completed_mm.npy")
+        assert np.array_equal(completed[measured], capture.depth_mm[measured])
+        assert np.isfinite(completed).all()
+        lo, hi = capture.depth_mm[measured].min(), capture.depth_mm[measured].max()
+        assert completed.min() >= lo - 1e-3 and completed.max() <= hi + 1e-3  # the maximum principle
+        assert (out / f"{f.key}_completion.png").is_file()
+    assert main(["complete", str(data), "--classical", "--backend", "onnx", "--out", str(out)]) == 2
+    assert "--classical runs no model" in capsys.readouterr().err
+    assert main(["complete", str(data), "--adapter", str(tmp_path / "none"), "--out", str(out)]) == 2
+    assert "--classical for no model" in capsys.readouterr().err
+
+
 def test_hole_evaluation_scores_only_hidden_pixels_and_nearest_matches_a_kd_tree(run):
     data, out = run
     report = run_hole_evaluation(data, out, split="all", progress=False)
@@ -181,6 +204,11 @@ def test_evaluate_holes_writes_one_object_per_method_with_intervals(run, tmp_pat
     holes = json.loads((tmp_path / "r.json").read_text())["holes"]
     assert holes["scored_at"] == [[120, 194]]  # small captures: their own size
     assert list(holes)[1:] == [m for m in FILL_METHODS if not m.startswith("completer")]  # monocular rows
+    for kind, row in holes["default"]["by_kind"].items():  # what complete --classical runs, with error bars
+        assert row["rmse_mm"] == holes[DEFAULT_FILL]["by_kind"][kind]["rmse_mm"]
+        assert 0.0 <= row["coverage_90"] <= 1.0 and row["interval_mm"] > 0.0
+        assert "coverage_90" not in holes[DEFAULT_FILL]["by_kind"][kind]
+    assert "default fill's 90 % interval" in printed and (out / "fill_error.json").is_file()
     for method, row in list(holes.items())[1:]:
         for key in ("rmse_mm", "mae_mm", "within_5mm"):
             lo, hi = row[f"{key}_ci95"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from depth_lora.numeric.fill import harmonic_fill
-from depth_lora.numeric.guided_fill import colorization_fill, neighbour_weights
+from depth_lora.numeric.guided_fill import colorization_fill, image_pair_weights, near_side, shadow_aware_fill
 
 
 def _two_surfaces(h: int = 40, w: int = 60):
@@ -52,15 +52,64 @@ def test_holes_at_the_image_border_are_filled_within_the_measured_depths_and_not
     assert np.isfinite(filled).all() and filled.min() >= 999.0
 
 
-def test_the_weights_of_each_pixel_sum_to_one_and_fall_across_an_edge():
+def test_pair_weights_fall_across_an_image_edge_and_stay_near_one_inside_a_region():
     rgb, _, _ = _two_surfaces()
-    weights = neighbour_weights(rgb[..., 0].astype(np.float64) / 255.0)
-    np.testing.assert_allclose(np.sum(list(weights.values()), axis=0), 1.0, atol=1e-9)
-    across, along = weights[0, 1][20, 29], weights[1, 0][20, 29]  # right: the bright side; down: same
-    assert across < 0.01 * along
+    horizontal, vertical = image_pair_weights(rgb)(rgb.shape[:2])
+    assert horizontal.shape == (40, 59) and vertical.shape == (39, 60)
+    across, along = horizontal[20, 29], vertical[20, 29]  # columns 29 | 30: the edge; rows 20 | 21: not
+    assert across < 0.01 * along and along > 0.1
+    smaller = image_pair_weights(rgb)((20, 30))  # the coarse grid of a coarse-to-fine solve
+    assert smaller[0].shape == (20, 29) and smaller[0][10, 14] < 0.01 * smaller[1][10, 14]
 
 
 def test_an_image_of_another_size_is_refused():
     rgb, truth, hole = _two_surfaces()
     with pytest.raises(ValueError, match="differ in size"):
         colorization_fill(np.where(hole, np.nan, truth), rgb[:-1])
+
+
+def _shadow_behind_a_step(h: int = 40, w: int = 80):
+    """A raised part (600 mm) on the left, the table (1000 mm) on the right, one uniform grey image
+    (the image cannot tell them apart), and a projector's shadow: a hole 8 px wide on the table just
+    beside the part's edge at column 40."""
+    image = np.full((h, w, 3), 120, dtype=np.uint8)
+    truth = np.where(np.arange(w) < 40, 600.0, 1000.0)[None, :].repeat(h, 0)
+    hole = np.zeros((h, w), dtype=bool)
+    hole[5:35, 40:48] = True
+    return image, truth, hole
+
+
+def test_a_shadow_behind_a_step_is_filled_from_its_far_side_where_other_fills_blend():
+    image, truth, hole = _shadow_behind_a_step()
+    depth = np.where(hole, np.nan, truth)
+    shadow = shadow_aware_fill(depth, image, radius_fraction=0.15)  # 13 px: wider than the shadow
+    np.testing.assert_allclose(shadow[hole], 1000.0, atol=1e-3)  # the table's depth, nothing of the part's
+    for other in (colorization_fill(depth, image), harmonic_fill(depth)):
+        assert np.sqrt(np.mean((other - truth)[hole] ** 2)) > 100.0  # halfway between part and table
+    np.testing.assert_array_equal(shadow[~hole], depth[~hole].astype(np.float32))
+
+
+def test_near_side_marks_the_part_beside_the_shadow_not_a_tilted_surface():
+    image, truth, hole = _shadow_behind_a_step()
+    walls = near_side(np.where(hole, np.nan, truth), radius_fraction=0.15)
+    assert walls[5:35, 39].all() and walls.sum() == 30  # the part's pixels along the shadow, only those
+    ramp = np.linspace(900.0, 1100.0, 80)[None, :].repeat(40, 0)  # a table tilted 2.5 mm a pixel
+    assert not near_side(np.where(hole, np.nan, ramp), radius_fraction=0.15).any()
+
+
+def test_a_hole_with_near_sides_all_round_is_still_filled_from_them():
+    image = np.full((30, 30, 3), 100, dtype=np.uint8)
+    depth = np.full((30, 30), np.nan)
+    depth[10:20, 10:20] = 500.0  # a measured block with holes all round: no far side to read
+    depth[14:16, 14:16] = np.nan
+    filled = shadow_aware_fill(depth, image)
+    np.testing.assert_allclose(filled[14:16, 14:16], 500.0, atol=1e-3)
+
+
+def test_a_large_capture_is_filled_at_a_fraction_of_its_size_and_its_measured_pixels_stay_exact():
+    rgb, truth, hole = _two_surfaces(80, 120)
+    depth = np.where(hole, np.nan, truth)
+    coarse = colorization_fill(depth, rgb, max_pixels=80 * 120 // 4)
+    np.testing.assert_array_equal(coarse[~hole], depth[~hole].astype(np.float32))
+    assert np.isfinite(coarse).all()
+    assert coarse[hole].min() >= 1000.0 - 1e-3 and coarse[hole].max() <= 2000.0 + 1e-3  # within the border's

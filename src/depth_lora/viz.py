@@ -325,10 +325,12 @@ def write_analysis_plots(stats: DatasetStats, captures: list[Capture], out_dir: 
 
 
 def plot_completion(rgb: np.ndarray, depth_mm: np.ndarray, completed_mm: np.ndarray, filled: np.ndarray,
-                    title: str = "", warning: str | None = None) -> Figure:
-    """RGB | the camera's depth with its holes (white) | the completed depth | the filled pixels."""
-    fig = Figure(figsize=(16, 3.6), layout="constrained")
-    axes = fig.subplots(1, 4)
+                    title: str = "", warning: str | None = None,
+                    sigma_mm: np.ndarray | None = None) -> Figure:
+    """RGB | the camera's depth with its holes (white) | the completed depth | the filled pixels, and
+    each filled pixel's sigma (mm) if given."""
+    fig = Figure(figsize=(16 if sigma_mm is None else 20, 3.6), layout="constrained")
+    axes = fig.subplots(1, 4 if sigma_mm is None else 5)
     axes[0].imshow(rgb)
     axes[0].set_title(title or "RGB", fontsize=9)
     scales = depth_scales_mm([depth_mm, completed_mm])
@@ -337,6 +339,12 @@ def plot_completion(rgb: np.ndarray, depth_mm: np.ndarray, completed_mm: np.ndar
     _draw_depth(fig, axes[2], completed_mm, scales[1], "completed", shrink=0.85)
     axes[3].imshow(filled, cmap="gray", vmin=0, vmax=1)
     axes[3].set_title(f"filled pixels (white, {filled.mean():.0%})", fontsize=9)
+    if sigma_mm is not None:
+        axes[4].set_facecolor("0.85")
+        top = max(float(np.nanpercentile(sigma_mm, 99)), 1.0) if np.isfinite(sigma_mm).any() else 1.0
+        im = axes[4].imshow(np.ma.masked_invalid(sigma_mm), cmap=ERROR_CMAP, vmin=0, vmax=top)
+        fig.colorbar(im, ax=axes[4], label="sigma (mm)", shrink=0.85)
+        axes[4].set_title("expected error of each filled pixel (90 %: +-1.645 sigma)", fontsize=9)
     for ax in axes:
         ax.set_axis_off()
     return mark_demo(fig, warning)

@@ -187,12 +187,27 @@ def phase_inference(data_dir, model_name, size_hw, batch_size, steps, precision,
     torch_name = [name for name in trained if name.startswith("pytorch")][-1]  # the auto precision
     completer = completion_timing(model, labels, model_name, tuple(size_hw), image, depth_mm, precision,
                                   max(steps, 2) - 1)
-    result = {"size_hw": list(load_rgb(image).shape[:2]), "precision": precision, "runtimes": table,
+    classical = _classical_seconds(rgbs[0], depth_mm, max(steps, 2) - 1)
+    result = {"classical_s_per_capture": classical,"size_hw": list(load_rgb(image).shape[:2]), "precision": precision, "runtimes": table,
               "s_per_capture_fp32": trained["pytorch fp32"]["s_per_capture"],
               "s_per_capture": trained[torch_name]["s_per_capture"],
               "complete_s_per_capture": table["complete_s_per_capture"][torch_name]["s_per_capture"],
               "completer": completer}
     return {**result, "peak_rss_mb": peak_rss_mb()}
+
+
+def _classical_seconds(rgb, depth_mm, repeats: int) -> float:
+    """Median seconds of `complete --classical`'s fill of one capture (no model: the image-guided
+    fill at numeric.guided_fill.FILL_MAX_PIXELS)."""
+    from depth_lora.inference.complete import check_measured, classical_completion
+
+    measured = check_measured(depth_mm)
+    times = []
+    for _ in range(max(repeats, 1)):
+        start = time.perf_counter()
+        classical_completion(rgb, depth_mm, measured)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
 
 
 def _child(phase, args, kwargs, queue):
@@ -286,6 +301,7 @@ def summary(report: dict) -> dict:
     if inference:
         out.update(infer_s_per_capture=inference["s_per_capture"],
                    complete_s_per_capture=inference["complete_s_per_capture"],
+                   classical_s_per_capture=inference["classical_s_per_capture"],
                    infer_peak_rss_mb=inference["peak_rss_mb"])
     return out
 
@@ -335,6 +351,8 @@ def format_bench(report: dict) -> str:
             f"{inference['precision']}; fp32 {inference['s_per_capture_fp32']:.3f} s)",
             f"complete_s_per_capture   {r['complete_s_per_capture']:.3f} s (PNG + depth file -> holes "
             f"filled: {r['complete_s_per_capture'] - r['infer_s_per_capture']:+.3f} s over inference)",
+            f"classical_s_per_capture  {r['classical_s_per_capture']:.3f} s (complete --classical: no model, "
+            f"the image-guided fill of the same capture's holes at {h}x{w})",
             *format_runtime_table(inference["runtimes"], (h, w)),
             *format_completion_timing(inference.get("completer", {})),
         ]

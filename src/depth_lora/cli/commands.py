@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from pathlib import Path
 
 # Only light modules here: argument errors must not wait for torch/transformers (issue 15, item 10).
 from depth_lora.cli.parser import build_parser, check_arguments
@@ -82,8 +83,6 @@ def format_metrics_summary(metrics: dict) -> str:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from depth_lora.evaluation.report import (
         format_report_table,
         interpret_report,
@@ -212,23 +211,60 @@ def _cmd_complete(args: argparse.Namespace) -> int:
     from depth_lora.inference.complete import complete_files, zero_shot_bundle
 
     captures = capture_inputs(args.inputs)
-    if args.model:
+    fill_error = None
+    if args.classical:
+        bundle = None
+        print("classical completion (no model): each hole filled from the measured depth around it, "
+              "guided by the image")
+        fill_error = _learn_fill_error(captures, args)
+    elif args.model:
         size = args.image_size or default_image_size([load_rgb(captures[0].image).shape[:2]])
         bundle = zero_shot_bundle(args.model, tuple(size), precision=args.precision)
         print(f"zero-shot completion with {args.model} at {size[0]} x {size[1]} (no adapter)")
     else:
         bundle = open_bundle(args.adapter, args.backend, args.precision)
         print(describe_bundle(bundle))
-    if bundle.record.warning or args.model == "demo-pretrained":
+    if (bundle and bundle.record.warning) or args.model == "demo-pretrained":
         print("depth-lora complete: WARNING: the offline DEMO model, not Depth Anything", file=sys.stderr)
     written, problems = complete_files(bundle, captures, args.out, formats=args.format.split(","),
                                        intrinsics=tuple(args.intrinsics) if args.intrinsics else None,
-                                       depth_unit=args.depth_unit)
+                                       depth_unit=args.depth_unit, fill_error=fill_error)
     for problem in problems:  # the reasons first, then the count they explain
         print(f"depth-lora complete: {problem}", file=sys.stderr, flush=True)
     print(f"{len(captures) - len(problems)} of {len(captures)} captures completed; "
           f"{len(written)} files written to {args.out}")
     return 1 if problems else 0
+
+
+def _learn_fill_error(captures: list, args: argparse.Namespace):
+    """The classical fill's error bar learned on (some of) the captures to complete, saved beside the
+    completions; None (said) if they give nothing to learn from."""
+    import json
+
+    from depth_lora.data.captures import load_capture
+    from depth_lora.errors import DataError
+    from depth_lora.evaluation.fill_error import CALIBRATION_CAPTURES, FILL_ERROR_FILE, calibrate_fill_error
+
+    step = max(1, len(captures) // CALIBRATION_CAPTURES)
+    loaded = []
+    for files in captures[::step][:CALIBRATION_CAPTURES]:
+        try:
+            loaded.append(load_capture(files, args.depth_unit))
+        except DataError:
+            continue  # complete_files names it
+    try:
+        model = calibrate_fill_error(loaded) if loaded else None
+    except ValueError as exc:
+        print(f"depth-lora complete: no error bars: {exc}", file=sys.stderr)
+        return None
+    if model is None:
+        return None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / FILL_ERROR_FILE).write_text(json.dumps(model.to_dict(), indent=2) + "\n")
+    print(f"error bars learned on {model.captures} of the captures ({model.pixels:,} hidden pixels): "
+          f"{out / FILL_ERROR_FILE}")
+    return model
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:

@@ -150,6 +150,9 @@ def _add_complete(sub) -> None:
                         help=f"output folder of `depth-lora train` or `export` (default: {DEFAULT_OUTPUT})")
     source.add_argument("--model", help="no adapter: complete with this base model (hub id, folder, "
                         "demo-pretrained)")
+    source.add_argument("--classical", action="store_true",
+                        help="no model: fill each hole from the measured depth around it, guided by the "
+                        "image (holes behind a depth edge from their far side); seconds a capture")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
                    help="with --model: model input size (default: shorter side 518, the capture's aspect)")
     p.add_argument("--out", required=True, help="folder for the completed captures")
@@ -331,12 +334,12 @@ def check_arguments(args: argparse.Namespace) -> None:
 
         check_data_folder(args.data, demo=True)
     if args.command == "complete":
-        if args.model is None and not Path(args.adapter).is_dir():
+        if args.model is None and not args.classical and not Path(args.adapter).is_dir():
             raise ModelError(f"{args.adapter}: adapter folder does not exist (or pass --model M for "
-                             "zero-shot completion)")
-        if args.model is not None and args.backend not in ("auto", "torch"):
+                             "zero-shot completion, or --classical for no model)")
+        if (args.model is not None or args.classical) and args.backend not in ("auto", "torch"):
             raise ModelError(f"--backend {args.backend} runs an export folder (--adapter DIR); --model runs "
-                             "in PyTorch")
+                             "in PyTorch and --classical runs no model")
         from depth_lora.data.captures import capture_inputs
 
         capture_inputs(args.inputs)

@@ -24,6 +24,13 @@ from tqdm.auto import tqdm
 
 from depth_lora.data.captures import Capture, load_capture, load_depth_mm
 from depth_lora.data.dataset import prepare_capture, resize_depth
+from depth_lora.errors import DataError
+from depth_lora.evaluation.fill_error import (
+    CALIBRATION_CAPTURES,
+    FILL_ERROR_FILE,
+    calibrate_fill_error,
+    fill_coverage,
+)
 from depth_lora.evaluation.report import predict_zero_shot_disparity, select_captures, zero_shot_base
 from depth_lora.inference.complete import (
     base_labels,
@@ -35,6 +42,7 @@ from depth_lora.inference.local_fit import local_fit_fill
 from depth_lora.inference.options import HOLE_SCORING_MAX_PIXELS, check_max_pixels
 from depth_lora.inference.predict import load_base_model, load_bundle, predict_completion, predict_raw
 from depth_lora.numeric.fill import harmonic_fill, nearest_fill, telea_fill
+from depth_lora.numeric.guided_fill import DEFAULT_FILL, GUIDED_FILLS
 from depth_lora.numeric.hole_masks import HOLE_KINDS, hidden_masks
 from depth_lora.numeric.metrics import depth_metrics, mean_with_ci95
 from depth_lora.text import live_progress, plural
@@ -42,7 +50,8 @@ from depth_lora.text import live_progress, plural
 # Every row a hole table can have: a monocular run's (fine_tuned, fine_tuned_global) or a completion
 # run's (completer, completer_unanchored, completer_start), then the rows both have.
 FILL_METHODS = ("completer", "completer_unanchored", "completer_start", "fine_tuned", "fine_tuned_global",
-                "zero_shot", "local_fit", "nearest", "harmonic", "telea")
+                "zero_shot", "local_fit", "default", "colorization", "shadow_aware", "nearest", "harmonic",
+                "telea")
 FILL_DESCRIPTIONS = {
     "completer": "the learned completion model (it reads the measured depth), anchored to each hole's "
                  "border",
@@ -55,12 +64,18 @@ FILL_DESCRIPTIONS = {
     "zero_shot": "the base model's monocular prediction, fitted and anchored the same way",
     "local_fit": "the base model's monocular prediction with a local, distance-weighted scale and shift "
                  "(Prior Depth Anything's coarse alignment), no training",
+    "default": f"what `complete --classical` runs, no model: {DEFAULT_FILL}",
+    "colorization": "the measured depth diffused into each hole, each pair of neighbouring pixels "
+                    "weighted by how alike they look in the image (Levin et al. 2004, the NYU Depth V2 "
+                    "toolbox's fill)",
+    "shadow_aware": "colorization, but a hole behind a depth edge reads only its far side (a projector's "
+                    "shadow lies on the farther surface)",
     "nearest": "nearest measured pixel (scipy distance transform)",
     "harmonic": "Laplace (harmonic) interpolation of the measured depth",
     "telea": "OpenCV inpainting, Telea's fast-marching method (cv2.INPAINT_TELEA, radius 5)",
 }
 HOLE_TOLERANCES_MM = (1.0, 5.0, 10.0)
-HOLE_HEADLINE = ("rmse_mm", "mae_mm", "within_1mm", "within_5mm", "within_10mm")
+HOLE_HEADLINE = ("rmse_mm", "mae_mm", "within_1mm", "within_5mm", "within_10mm", "coverage_90", "interval_mm")
 
 
 @dataclass
@@ -93,7 +108,7 @@ class HoleReport:
         return out
 
 
-def fill_all_methods(depth_mm: np.ndarray, raw_fine_tuned, raw_zero_shot, labels,
+def fill_all_methods(depth_mm: np.ndarray, rgb: np.ndarray, raw_fine_tuned, raw_zero_shot, labels,
                      base_labels=None) -> dict[str, np.ndarray]:
     """A monocular run's fills (mm) for a depth map whose holes include the hidden pixels.
     labels: the fine-tuned model's; base_labels: the base model's (complete.base_labels)."""
@@ -101,20 +116,27 @@ def fill_all_methods(depth_mm: np.ndarray, raw_fine_tuned, raw_zero_shot, labels
     return {
         "fine_tuned": fine_tuned.depth_mm,
         "fine_tuned_global": np.where(np.isfinite(depth_mm), depth_mm, fine_tuned.prediction_mm),
-        **base_model_fills(depth_mm, raw_zero_shot, base_labels),
+        **base_model_fills(depth_mm, rgb, raw_zero_shot, base_labels),
     }
 
 
-def base_model_fills(depth_mm: np.ndarray, raw_zero_shot, base_labels=None) -> dict[str, np.ndarray]:
+def base_model_fills(depth_mm: np.ndarray, rgb: np.ndarray, raw_zero_shot,
+                     base_labels=None) -> dict[str, np.ndarray]:
     """The rows every run has: the base model's monocular fills (anchored, local fit) and the
     classical fills."""
     return {
         "zero_shot": complete_raw(raw_zero_shot, depth_mm, base_labels).depth_mm,
         "local_fit": local_fit_fill(raw_zero_shot, depth_mm, base_labels).depth_mm,
-        "nearest": nearest_fill(depth_mm),
-        "harmonic": harmonic_fill(depth_mm),
-        "telea": telea_fill(depth_mm),
+        **classical_fills(depth_mm, rgb),
     }
+
+
+def classical_fills(depth_mm: np.ndarray, rgb: np.ndarray) -> dict[str, np.ndarray]:
+    """The fills without a model: the image-guided ones (`default` is one of them, computed once)
+    and nearest, harmonic and Telea, which read the depth alone."""
+    guided = {name: fill(depth_mm, rgb) for name, fill in GUIDED_FILLS.items()}
+    return {"default": guided[DEFAULT_FILL], **guided, "nearest": nearest_fill(depth_mm),
+            "harmonic": harmonic_fill(depth_mm), "telea": telea_fill(depth_mm)}
 
 
 def monocular_fillers(bundle):
@@ -128,7 +150,7 @@ def monocular_fillers(bundle):
         raw = border_safe_raw(bundle.predict_raw, capture.rgb, size_hw)
         raw_zero_shot = border_safe_raw(partial(predict_zero_shot_disparity, bundle, base=base), capture.rgb,
                                         size_hw)
-        return partial(fill_all_methods, raw_fine_tuned=raw, raw_zero_shot=raw_zero_shot,
+        return partial(fill_all_methods, rgb=capture.rgb, raw_fine_tuned=raw, raw_zero_shot=raw_zero_shot,
                        labels=bundle.labels, base_labels=zero_shot_labels)
 
     return for_capture
@@ -158,7 +180,7 @@ def completion_fillers(bundle):
                 "completer_unanchored": completion_from_prediction(learned, depth_mm, measured,
                                                                    anchor=False).depth_mm,
                 "completer_start": completion_from_prediction(started, depth_mm, measured).depth_mm,
-                **base_model_fills(depth_mm, raw_zero_shot),
+                **base_model_fills(depth_mm, rgb, raw_zero_shot),
             }
 
         return fills
@@ -166,22 +188,58 @@ def completion_fillers(bundle):
     return for_capture
 
 
-def score_capture(capture: Capture, other_depth_mm: np.ndarray, fill, seed: int):
+def score_capture(capture: Capture, other_depth_mm: np.ndarray, fill, seed: int, fill_error=None):
     """Rows {capture, kind, method, metrics, hidden_pixels} for one capture, and the fills of its
     first kind (for a figure). other_depth_mm: the depth whose holes are borrowed; fill: depth with
-    holes -> {method: filled depth} (`monocular_fillers`, `completion_fillers`)."""
+    holes -> {method: filled depth} (`monocular_fillers`, `completion_fillers`); fill_error: the
+    default fill's FillErrorModel, whose 90 % interval is scored on the `default` row."""
     rows, first = [], None
     for kind, hidden in hidden_masks(capture.depth_mm, other_depth_mm, seed).items():
         if not hidden.any():
             continue
-        fills = fill(np.where(hidden, np.nan, capture.depth_mm))
+        depth = np.where(hidden, np.nan, capture.depth_mm)
+        fills = fill(depth)
         for method, filled in fills.items():
             metrics = depth_metrics(filled, capture.depth_mm, hidden, HOLE_TOLERANCES_MM)
+            if method == "default" and fill_error is not None:
+                metrics["coverage_90"], metrics["interval_mm"] = fill_coverage(
+                    fill_error, depth, filled, capture.depth_mm, hidden)
             rows.append({"capture": capture.key, "kind": kind, "method": method, "metrics": metrics,
                          "hidden_pixels": int(hidden.sum())})
         if first is None:
             first = (kind, hidden, fills)
     return rows, first
+
+
+def run_fill_error(data_dir, bundle, progress: bool = True):
+    """The default fill's FillErrorModel of a run: read from its folder (FILL_ERROR_FILE), else
+    learned on its training captures and saved there; None (said) if neither can be done."""
+    import json
+
+    from depth_lora.numeric.fill_error import FillErrorModel
+
+    path = Path(bundle.folder) / FILL_ERROR_FILE
+    if path.is_file():
+        try:
+            model = FillErrorModel.from_dict(json.loads(path.read_text()))
+            if model.fill == DEFAULT_FILL:
+                return model
+        except (ValueError, json.JSONDecodeError):
+            pass  # another version's: learned again below
+    try:
+        train = select_captures(data_dir, bundle, "train")
+    except (DataError, FileNotFoundError, KeyError):
+        return None
+    unit = bundle.record.depth_unit
+    step = max(1, len(train) // CALIBRATION_CAPTURES)
+    model = calibrate_fill_error([load_capture(f, unit) for f in train[::step][:CALIBRATION_CAPTURES]])
+    try:
+        path.write_text(json.dumps(model.to_dict(), indent=2) + "\n")
+    except OSError:
+        pass  # a read-only folder: learned again next time
+    if progress:
+        print(f"The {DEFAULT_FILL} fill's error bars learned on {model.captures} training captures: {path}")
+    return model
 
 
 def scoring_size(size_hw: tuple[int, int], max_pixels: int | None) -> tuple[int, int]:
@@ -210,6 +268,7 @@ def run_hole_evaluation(data_dir, adapter_dir, split: str = "test", plots_dir=No
     """
     bundle = bundle or load_bundle(adapter_dir, device=device, precision=precision)
     files = select_captures(data_dir, bundle, split)
+    fill_error = run_fill_error(data_dir, bundle, progress)
     completer = bundle.record.is_completer
     fillers = completion_fillers(bundle) if completer else monocular_fillers(bundle)
     unit = bundle.record.depth_unit
@@ -227,7 +286,8 @@ def run_hole_evaluation(data_dir, adapter_dir, split: str = "test", plots_dir=No
             other_depth = resize_depth(other_depth, scoring_size(other_depth.shape, max_pixels))[0]
         else:
             other_depth = capture.depth_mm[:, ::-1]
-        capture_rows, first = score_capture(capture, other_depth, fillers(capture), seed=i)
+        capture_rows, first = score_capture(capture, other_depth, fillers(capture), seed=i,
+                                            fill_error=fill_error)
         rows += capture_rows
         if plots_dir is not None and first is not None:
             from depth_lora.viz import plot_hole_filling, save_figure
@@ -262,6 +322,13 @@ def format_hole_table(report: HoleReport) -> str:
             interval = "[{:.1f}, {:.1f}]".format(*m["rmse_mm_ci95"])
             lines.append(f"  {method:<20} {m['rmse_mm']:8.1f} {interval:>17} {m['mae_mm']:7.1f} "
                          f"{m['within_1mm']:6.0%} {m['within_5mm']:6.0%} {m['within_10mm']:6.0%}")
+    covered = [(kind, methods["default"]) for kind, methods in report.by_kind.items()
+               if "coverage_90" in methods.get("default", {})]
+    if covered:
+        each = "; ".join(f"{m['coverage_90']:.0%} of the hidden pixels of {kind} (median width "
+                         f"{m['interval_mm']:.0f} mm)" for kind, m in covered)
+        lines.append("The default fill's 90 % interval (+-1.645 sigma, learned on the training captures) "
+                     f"covered {each} (a calibrated interval: 85-95 %).")
     shown = {m for methods in report.by_kind.values() for m in methods}
     at = f", at {report.scored_at}" if report.scored_at else ""
     lines.append(f"Scored on the hidden pixels only{at}. " + "; ".join(

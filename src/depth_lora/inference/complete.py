@@ -190,19 +190,33 @@ def border_safe_raw(predict_raw, rgb: np.ndarray, image_size_hw: tuple[int, int]
     return np.ascontiguousarray(predict_raw(mirrored, *mirrored_maps)[pad_y:pad_y + h, pad_x:pad_x + w])
 
 
-def complete_capture(bundle: ModelBundle, rgb: np.ndarray, depth_mm: np.ndarray,
+def complete_capture(bundle: ModelBundle | None, rgb: np.ndarray, depth_mm: np.ndarray,
                      name: str | Path = "depth") -> Completion:
     """Predict depth for one capture and anchor it to the capture's measured pixels (a capture
-    that cannot be completed is refused before the model runs)."""
+    that cannot be completed is refused before the model runs); `bundle` None: no model, the
+    classical fill (`classical_completion`)."""
     if rgb.shape[:2] != depth_mm.shape:
         raise DataError(name, f"depth is {depth_mm.shape} (HxW) but its image is {rgb.shape[:2]}")
     measured = check_measured(depth_mm, name)
+    if bundle is None:
+        return classical_completion(rgb, depth_mm, measured)
     if bundle.record.is_completer:
         return complete_with_completer(bundle.predict_completion, rgb, depth_mm, bundle.image_size_hw,
                                        measured)
     # A PyTorch ModelBundle or an exported model's (deploy.exported): both take any image size.
     raw = border_safe_raw(bundle.predict_raw, rgb, bundle.image_size_hw)
     return complete_raw(raw, depth_mm, bundle.labels, name, measured)
+
+
+def classical_completion(rgb: np.ndarray, depth_mm: np.ndarray, measured: np.ndarray) -> Completion:
+    """Completion without a model: numeric.guided_fill.default_fill, the fill chosen on validation
+    (it reads the image and the measured depth). It stays within the measured depths of each hole's
+    border, so nothing falls back."""
+    from depth_lora.numeric.guided_fill import default_fill
+
+    filled = default_fill(np.where(measured, depth_mm, np.nan), rgb)
+    completed = np.where(measured, depth_mm, filled).astype(np.float32)
+    return Completion(completed, ~measured & np.isfinite(completed), filled, None, np.zeros_like(measured))
 
 
 def complete_with_completer(predict_completion, rgb: np.ndarray, depth_mm: np.ndarray,
@@ -279,21 +293,24 @@ def zero_shot_bundle(
 
 
 def complete_files(
-    bundle: ModelBundle,
+    bundle: ModelBundle | None,
     captures: list,
     out_dir: str | Path,
     formats=("npy", "png"),
     intrinsics: tuple[float, float, float, float] | None = None,
     depth_unit: str = "mm",
     say=print,
+    fill_error=None,
 ) -> tuple[list[Path], list[str]]:
     """Complete each capture (data.CaptureFiles) and write its files; a bad capture is reported
-    and skipped. Returns (written files, one-line problems).
+    and skipped. Returns (written files, one-line problems). `bundle` None: the classical fill.
 
     npy: `<key>_completed_mm.npy` (Z, float32 mm), `<key>_filled_mask.png` (255 = filled) and,
     with intrinsics (from the capture's XYZ map, else `intrinsics`), `<key>_completed_xyz.npy`
     ((H, W, 3) X, Y, Z in mm: the camera's own points where it measured); png: the figure
     `<key>_completion.png`; ply: `<key>_completed.ply` with a `filled` vertex property.
+    `fill_error` (numeric.fill_error.FillErrorModel): also `<key>_completed_sigma_mm.npy`, each filled
+    pixel's expected error (NaN on measured pixels), and a sigma panel in the figure.
     """
     from PIL import Image
 
@@ -312,6 +329,10 @@ def complete_files(
             problems.append(str(exc))
             continue
         stem, filled = out_dir / files.key, result.filled
+        sigma = None
+        if fill_error is not None:
+            holes = np.where(capture.valid_mask, capture.depth_mm, np.nan)
+            sigma = fill_error.sigma_map(holes, result.depth_mm)
         xyz, own = load_xyz_mm(files.depth, depth_unit), intrinsics
         if xyz is not None:
             own = intrinsics_from_xyz(xyz, files.depth)
@@ -322,13 +343,15 @@ def complete_files(
                 points = np.where(capture.valid_mask[..., None], xyz, points).astype(np.float32)
         if "npy" in formats:
             written += [_save(f"{stem}_completed_mm.npy", result.depth_mm)]
+            if sigma is not None:
+                written += [_save(f"{stem}_completed_sigma_mm.npy", sigma)]
             Image.fromarray(filled.astype(np.uint8) * 255).save(f"{stem}_filled_mask.png")
             written.append(Path(f"{stem}_filled_mask.png"))
             if points is not None:
                 written += [_save(f"{stem}_completed_xyz.npy", points)]
         if "png" in formats:
             figure = plot_completion(capture.rgb, capture.depth_mm, result.depth_mm, filled, files.key,
-                                     warning=bundle.record.warning)
+                                     warning=bundle.record.warning if bundle else None, sigma_mm=sigma)
             written.append(save_figure(figure, f"{stem}_completion.png"))
         if "ply" in formats and points is not None:
             write_ply(f"{stem}_completed.ply", points, capture.rgb, flags={"filled": filled},
