@@ -58,11 +58,12 @@ def test_notebook_runs_headless_offline_with_the_demo_pretrained_model(tmp_path,
                      "generating 12 Zivid-like demo captures", "depth mean (mm)", "trainable params",
                      "def compute_loss", "fine_tuned_aligned", "zero_shot_calibrated", "zero_shot_aligned",
                      "constant", "Kept: the checkpoint of step", "(test split)", ".ply", "completer_start",
-                     "against the completer before fine-tuning"):
+                     "against the completer before fine-tuning", "The default fill's 90 % interval"):
         assert expected in text, expected
     figures = [o for o in outputs if "image/png" in o.get("data", {})]
-    # histogram, gallery, model input, metrics, held-out comparison, two hole fills, new image
-    assert len(figures) >= 7
+    # histogram, gallery, model input, metrics, held-out comparison, three hole fills (with a model,
+    # without one beside its error bar, the completer), new image
+    assert len(figures) >= 8
     for name in ("adapter_model.safetensors", "depth_lora.json", "split.json"):
         assert (out / name).is_file(), name
     meta = json.loads((out / "depth_lora.json").read_text())

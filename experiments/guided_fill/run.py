@@ -172,6 +172,42 @@ def run_split(work: Path, split: str, methods: list[str]) -> list[dict]:
     return rows
 
 
+def coverage_rows(work: Path, split: str, full_size: bool = False) -> dict:
+    """The default fill's error bars, learned on each cell's training captures (as a run learns
+    them), scored on the hidden pixels of its `split` captures: per kind, the share of hidden pixels
+    inside +-1.645 sigma and the median interval width, over all pixels of the 5 cells. At the
+    scoring size (600x972), or at the captures' own 1200x1944 (`full_size`: what `complete` fills,
+    at half that size and upsampled)."""
+    from depth_lora.evaluation.fill_error import calibrate_fill_error
+    from depth_lora.numeric.fill_error import Z_90, fill_features
+
+    errors, sigmas = {k: [] for k in HOLE_KINDS}, {k: [] for k in HOLE_KINDS}
+    for seed in SEEDS:
+        data = work / f"data_s{seed}"
+        model = calibrate_fill_error([load_capture(f) for f in split_captures(data, "train")])
+        files = split_captures(data, split)
+        for i in range(len(files)):
+            if full_size:
+                capture = load_capture(files[i])
+                other_depth = load_capture(files[(i + 1) % len(files)]).depth_mm
+            else:
+                capture, other_depth = scored(files, i)
+            for kind, hidden in hidden_masks(capture.depth_mm, other_depth, seed=i).items():
+                depth = np.where(hidden, np.nan, capture.depth_mm)
+                filled = gf.default_fill(depth, capture.rgb)
+                sigma = model.sigma(*fill_features(depth, filled))
+                errors[kind].append(np.abs(filled - capture.depth_mm)[hidden])
+                sigmas[kind].append(sigma[hidden])
+        print(f"coverage {split} seed {seed}", flush=True)
+    out = {}
+    for kind in HOLE_KINDS:
+        e, s = np.concatenate(errors[kind]), np.concatenate(sigmas[kind])
+        ok = np.isfinite(e)
+        out[kind] = {"coverage_90": float(np.mean(e[ok] <= Z_90 * s[ok])),
+                     "interval_mm": float(np.median(2 * Z_90 * s[ok]))}
+    return out
+
+
 def summary(rows: list[dict]) -> dict:
     out = {}
     for method in dict.fromkeys(r["method"] for r in rows):
@@ -198,11 +234,21 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--test", nargs="+", default=[], choices=list(VARIANTS),
                         help="score these methods on the test split (once, after choosing)")
+    parser.add_argument("--coverage", action="store_true",
+                        help="the default fill's error bars: learned on training captures, scored on "
+                        "validation")
+    parser.add_argument("--full-size", action="store_true", help="with --coverage: at the captures' own size")
     parser.add_argument("--real", type=Path, help="also score the captures of this folder (an anecdote; "
                         "its numbers are printed, not written)")
     args = parser.parse_args()
     path = HERE / "results.json"
     results = json.loads(path.read_text()) if path.is_file() else {}
+    if args.coverage:
+        name = "coverage_validation" + ("_full_size" if args.full_size else "")
+        results[name] = coverage_rows(args.work, "val", args.full_size)
+        print(json.dumps(results[name], indent=2))
+        path.write_text(json.dumps(results, indent=2) + "\n")
+        return
     if args.real:
         rows = score_files(find_captures(args.real), 0, args.methods)
         print(f"{args.real} (anecdote)\n" + table(summary(rows)))

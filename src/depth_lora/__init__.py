@@ -60,6 +60,8 @@ _PUBLIC = {
     "predict_depth_mm": "depth_lora.inference.predict",
     "predict_files": "depth_lora.inference.predict",
     "complete_depth_mm": "depth_lora.inference.complete",
+    "hidden_fill_error": "depth_lora.evaluation.fill_error",
+    "run_fill_error": "depth_lora.evaluation.holes",
     # evaluation
     "run_evaluation": "depth_lora.evaluation.report",
     "format_report_table": "depth_lora.evaluation.report",

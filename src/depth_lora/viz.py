@@ -351,13 +351,16 @@ def plot_completion(rgb: np.ndarray, depth_mm: np.ndarray, completed_mm: np.ndar
 
 
 def plot_hole_filling(capture: Capture, hidden: np.ndarray, fills_mm: dict[str, np.ndarray],
-                      title: str = "", warning: str | None = None) -> Figure:
+                      title: str = "", warning: str | None = None,
+                      sigma_mm: np.ndarray | None = None) -> Figure:
     """RGB | the camera's depth with the hidden pixels removed | each fill | the first fill's
-    |error| on the hidden pixels only (everything else grey), RMSE on them in the titles."""
+    |error| on the hidden pixels only (everything else grey), RMSE on them in the titles; with
+    `sigma_mm` (the first fill's error bar), beside the error on the same scale, and its coverage."""
     target = capture.depth_mm
     names = list(fills_mm)
-    fig = Figure(figsize=(5 * (len(names) + 3), 3.6), layout="constrained")
-    axes = fig.subplots(1, len(names) + 3)
+    panels = len(names) + 3 + (sigma_mm is not None)
+    fig = Figure(figsize=(5 * panels, 3.6), layout="constrained")
+    axes = fig.subplots(1, panels)
     axes[0].imshow(capture.rgb)
     axes[0].set_title(title or capture.key, fontsize=9)
     shown = np.where(hidden, np.nan, target)
@@ -368,10 +371,15 @@ def plot_hole_filling(capture: Capture, hidden: np.ndarray, fills_mm: dict[str, 
         _draw_depth(fig, ax, fills_mm[name], scale, f"{name}: RMSE {rmse:.1f} mm on hidden", shrink=0.8)
     error = np.where(hidden, np.abs(fills_mm[names[0]] - target), np.nan)
     err_hi = max(float(np.nanpercentile(error, 99)), 1.0) if hidden.any() else 1.0
-    axes[-1].set_facecolor("0.85")
-    im = axes[-1].imshow(np.ma.masked_invalid(error), cmap=ERROR_CMAP, vmin=0, vmax=err_hi)
-    fig.colorbar(im, ax=axes[-1], label="|error| (mm)", shrink=0.8)
-    axes[-1].set_title(f"{names[0]}: |error| on hidden pixels", fontsize=9)
+    maps = {f"{names[0]}: |error| on hidden pixels": error}
+    if sigma_mm is not None:
+        inside = float(np.mean(error[hidden] <= 1.645 * sigma_mm[hidden])) if hidden.any() else np.nan
+        maps[f"its sigma: +-1.645 sigma holds {inside:.0%} of them"] = np.where(hidden, sigma_mm, np.nan)
+    for ax, (name, values) in zip(axes[len(names) + 2:], maps.items(), strict=True):
+        ax.set_facecolor("0.85")
+        im = ax.imshow(np.ma.masked_invalid(values), cmap=ERROR_CMAP, vmin=0, vmax=err_hi)
+        fig.colorbar(im, ax=ax, label="mm", shrink=0.8)
+        ax.set_title(name, fontsize=9)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])

@@ -188,7 +188,8 @@ def phase_inference(data_dir, model_name, size_hw, batch_size, steps, precision,
     completer = completion_timing(model, labels, model_name, tuple(size_hw), image, depth_mm, precision,
                                   max(steps, 2) - 1)
     classical = _classical_seconds(rgbs[0], depth_mm, max(steps, 2) - 1)
-    result = {"classical_s_per_capture": classical,"size_hw": list(load_rgb(image).shape[:2]), "precision": precision, "runtimes": table,
+    result = {"classical_s_per_capture": classical,
+              "size_hw": list(load_rgb(image).shape[:2]), "precision": precision, "runtimes": table,
               "s_per_capture_fp32": trained["pytorch fp32"]["s_per_capture"],
               "s_per_capture": trained[torch_name]["s_per_capture"],
               "complete_s_per_capture": table["complete_s_per_capture"][torch_name]["s_per_capture"],

@@ -69,3 +69,22 @@ def fill_coverage(model: FillErrorModel, depth_mm: np.ndarray, filled_mm: np.nda
     """(coverage of the 90 % interval, its median width in mm) on the `hidden` pixels of one fill."""
     sigma = model.sigma_map(depth_mm, filled_mm)
     return coverage(np.abs(filled_mm - truth_mm)[hidden], sigma[hidden])
+
+
+def hidden_fill_error(capture: Capture, model: FillErrorModel, other_depth_mm: np.ndarray | None = None,
+                      kind: str = "other_capture", seed: int = 0, max_pixels: int | None = None):
+    """One capture's pixels of one hole kind hidden (another capture's holes by default: real hole
+    shapes), filled by the default fill, with the error bar `model` gives them: (capture as scored,
+    hidden mask, filled depth, sigma map), for viz.plot_hole_filling. `max_pixels`: scored at an
+    integer fraction of its size within that many pixels, as `evaluate --holes` does."""
+    from depth_lora.data.dataset import resize_depth
+
+    if max_pixels:
+        capture = at_most(capture, max_pixels)
+        if other_depth_mm is not None and other_depth_mm.shape != capture.depth_mm.shape:
+            other_depth_mm = resize_depth(other_depth_mm, capture.depth_mm.shape)[0]
+    other = capture.depth_mm[:, ::-1] if other_depth_mm is None else other_depth_mm
+    hidden = hidden_masks(capture.depth_mm, other, seed)[kind]
+    depth = np.where(hidden, np.nan, capture.depth_mm)
+    filled = default_fill(depth, capture.rgb)
+    return capture, hidden, filled, model.sigma_map(depth, filled)

@@ -293,7 +293,7 @@ def run_hole_evaluation(data_dir, adapter_dir, split: str = "test", plots_dir=No
             from depth_lora.viz import plot_hole_filling, save_figure
 
             kind, hidden, fills = first
-            shown = ("completer" if completer else "fine_tuned", "harmonic")
+            shown = ("completer" if completer else "fine_tuned", "default", "harmonic")
             figure = plot_hole_filling(capture, hidden, {m: fills[m] for m in shown},
                                        title=f"{capture.key}\n{kind} holes", warning=bundle.record.warning)
             save_figure(figure, Path(plots_dir) / f"holes_{f.key}.png")

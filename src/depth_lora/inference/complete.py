@@ -246,7 +246,8 @@ def complete_depth_mm(bundle: ModelBundle, rgb: np.ndarray, depth_mm: np.ndarray
 
     Args:
         bundle: a fine-tuned output folder (`predict.load_bundle`) or a base model
-            (`zero_shot_bundle`).
+            (`zero_shot_bundle`); None: no model, the image-guided classical fill
+            (`complete --classical`).
         rgb: (H, W, 3) uint8. depth_mm: (H, W) float Z in mm, NaN where the camera measured nothing.
 
     Returns:

@@ -105,6 +105,11 @@ class TrainConfig:
         metadata=_help("--task complete: the prompt depth's size against the model's input size (default: "
                        "0.5; the neck's finest fusion map is 1/3.5 of the input)"),
     )
+    holes_max_pixels: int | None = field(
+        default=None,
+        metadata=_help("--task complete: held-out captures are scored at an integer fraction of their size "
+                       "within N pixels, as `evaluate --holes-max-pixels` (default: 600000; 0: full size)"),
+    )
     epochs: float | None = field(default=None, metadata=_help("training epochs (recipe: 10)"))
     max_steps: int = field(
         default=-1, metadata=_help("stop after this many optimiser steps (-1: use --epochs)")
@@ -315,8 +320,8 @@ class TrainConfig:
     def _check_task(self) -> None:
         """Refuse options that do not apply to the task (before the recipe fills anything in)."""
         if self.task == "depth":
-            given = [name for name in ("hole_kinds", "hidden_weight", "prompt_validity", "prompt_scale")
-                     if getattr(self, name) is not None]
+            given = [name for name in ("hole_kinds", "hidden_weight", "prompt_validity", "prompt_scale",
+                                       "holes_max_pixels") if getattr(self, name) is not None]
             if given:
                 raise ConfigError(f"--{given[0].replace('_', '-')} is an option of a completion run: add "
                                   "--task complete")
@@ -342,6 +347,8 @@ class TrainConfig:
         self.prompt_scale = PROMPT_SCALE if self.prompt_scale is None else float(self.prompt_scale)
         if not 0 < self.prompt_scale <= 1:
             raise ConfigError(f"--prompt-scale must be in (0, 1], got {self.prompt_scale}")
+        if self.holes_max_pixels is not None and self.holes_max_pixels < 0:
+            raise ConfigError(f"--holes-max-pixels must be >= 0 (0: full size), got {self.holes_max_pixels}")
 
     def recipe_values(self) -> dict:
         """The recipe's settings for this run's task (TASK_RECIPE_CHANGES)."""

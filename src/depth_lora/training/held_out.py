@@ -35,11 +35,14 @@ def evaluate_holes_held_out(cfg: TrainConfig, output: Path, device, precision: s
     validation split (hidden pixels of held-out captures), on the run's `device`. With
     `plots_dir`, the test split's hole figures and holes.json there."""
     from depth_lora.evaluation.holes import run_hole_evaluation
+    from depth_lora.inference.options import HOLE_SCORING_MAX_PIXELS
 
     splits = [split for split in ("test", "val") if data.prepared[split]]
     bundle = load_bundle(output, device, precision) if splits else None
+    size = HOLE_SCORING_MAX_PIXELS if cfg.holes_max_pixels is None else cfg.holes_max_pixels
     reports = {split: run_hole_evaluation(cfg.data, output, split, progress=False, bundle=bundle,
-                                          plots_dir=plots_dir if split == "test" else None)
+                                          plots_dir=plots_dir if split == "test" else None,
+                                          max_pixels=size or None)
                for split in splits}
     if plots_dir is not None and "test" in reports:
         (Path(plots_dir) / "holes.json").write_text(json.dumps(reports["test"].to_dict(), indent=2) + "\n")
