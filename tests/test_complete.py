@@ -137,6 +137,10 @@ def test_classical_completion_needs_no_model_and_stays_within_each_capture(run, 
         lo, hi = capture.depth_mm[measured].min(), capture.depth_mm[measured].max()
         assert completed.min() >= lo - 1e-3 and completed.max() <= hi + 1e-3  # the maximum principle
         assert (out / f"{f.key}_completion.png").is_file()
+        sigma = np.load(out / f"{f.key}_completed_sigma_mm.npy")
+        assert np.isnan(sigma[measured]).all() and (sigma[~measured] >= 0.5).all()
+    model = json.loads((out / "fill_error.json").read_text())
+    assert model["fill"] == DEFAULT_FILL and model["format_version"] == 1 and model["captures"] >= 1
     assert main(["complete", str(data), "--classical", "--backend", "onnx", "--out", str(out)]) == 2
     assert "--classical runs no model" in capsys.readouterr().err
     assert main(["complete", str(data), "--adapter", str(tmp_path / "none"), "--out", str(out)]) == 2
@@ -209,6 +213,13 @@ def test_evaluate_holes_writes_one_object_per_method_with_intervals(run, tmp_pat
         assert 0.0 <= row["coverage_90"] <= 1.0 and row["interval_mm"] > 0.0
         assert "coverage_90" not in holes[DEFAULT_FILL]["by_kind"][kind]
     assert "default fill's 90 % interval" in printed and (out / "fill_error.json").is_file()
+    # A model learned with other fill settings is stale: learned again, and said.
+    stale = json.loads((out / "fill_error.json").read_text())
+    (out / "fill_error.json").write_text(json.dumps({**stale, "settings": {"variance_factor": 0.6}}))
+    report = run_hole_evaluation(data, out, split="all", progress=True)
+    assert "error bars learned on" in capsys.readouterr().out
+    assert json.loads((out / "fill_error.json").read_text())["settings"] == stale["settings"]
+    assert "coverage_90" in report.to_dict()["default"]
     for method, row in list(holes.items())[1:]:
         for key in ("rmse_mm", "mae_mm", "within_5mm"):
             lo, hi = row[f"{key}_ci95"]

@@ -219,3 +219,13 @@ def test_the_local_fits_wide_gaussians_are_scipys_own_by_fft(sigma):
     sums = np.random.default_rng(3).random((120, 200)) * 1e3  # block sums of a local fit
     expected = ndimage.gaussian_filter(sums, sigma, mode="constant")
     np.testing.assert_allclose(_gaussian(sums, sigma), expected, rtol=0, atol=1e-9 * expected.max())
+
+
+def test_a_wall_is_not_read_so_a_hole_between_two_depths_takes_the_far_ones():
+    values = np.array([[500.0, np.nan, np.nan, np.nan, 1000.0]] * 3)
+    walls = np.zeros(values.shape, bool)
+    walls[:, 0] = True  # the 500 mm column is measured but a wall: neither read nor filled
+    filled = fill.harmonic_fill(values, np.isfinite(values) & ~walls, np.isnan(values))
+    np.testing.assert_allclose(filled[:, 1:4], 1000.0)
+    assert np.isnan(filled[:, 0]).all()  # a wall is not returned as filled
+    np.testing.assert_allclose(fill.harmonic_fill(values)[:, 2], 750.0)  # without the wall: halfway

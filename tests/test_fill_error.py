@@ -52,3 +52,13 @@ def test_a_model_of_another_format_or_too_few_pixels_is_refused():
         FillErrorModel.from_dict({**model.to_dict(), "format_version": 99})
     with pytest.raises(ValueError, match="calibration pixels"):
         FillErrorModel.fit(np.zeros(10), np.zeros(10), np.zeros(10), fill="shadow_aware", captures=1)
+
+
+def test_a_perfect_fill_still_gets_the_sigma_floor_and_empty_bins_take_the_cautious_neighbour():
+    from depth_lora.numeric.fill_error import SIGMA_FLOOR_MM, _fill_gaps
+
+    distance, disagreement, _ = _calibration(np.random.default_rng(0))
+    model = FillErrorModel.fit(distance, disagreement, np.zeros_like(distance), fill="x", captures=1)
+    assert np.all(np.asarray(model.sigma_mm) == SIGMA_FLOOR_MM)
+    row = np.array([[1.0, np.nan, np.nan, 9.0]])
+    np.testing.assert_array_equal(_fill_gaps(row, overall=5.0), [[1.0, 9.0, 9.0, 9.0]])

@@ -99,17 +99,42 @@ def test_near_side_marks_the_part_beside_the_shadow_not_a_tilted_surface():
 
 def test_a_hole_with_near_sides_all_round_is_still_filled_from_them():
     image = np.full((30, 30, 3), 100, dtype=np.uint8)
-    depth = np.full((30, 30), np.nan)
-    depth[10:20, 10:20] = 500.0  # a measured block with holes all round: no far side to read
+    depth = np.full((30, 30), 1000.0)
+    depth[10:20, 10:20] = 500.0  # a raised block, a shadow ring all round it, and a hole in its top
+    depth[8:22, 8:22][np.pad(np.zeros((10, 10), bool), 2, constant_values=True)] = np.nan
     depth[14:16, 14:16] = np.nan
-    filled = shadow_aware_fill(depth, image)
-    np.testing.assert_allclose(filled[14:16, 14:16], 500.0, atol=1e-3)
+    walls = near_side(depth, radius_fraction=0.15)
+    assert walls[10, 12] and walls[13, 14]  # the block's edge and the top hole's border: all near sides
+    filled = shadow_aware_fill(depth, image, radius_fraction=0.15)
+    np.testing.assert_allclose(filled[14:16, 14:16], 500.0, atol=1e-3)  # from the walls, all it has
+    np.testing.assert_allclose(filled[8:10, 8:22], 1000.0, atol=1e-3)  # the ring: from the far side
 
 
 def test_a_large_capture_is_filled_at_a_fraction_of_its_size_and_its_measured_pixels_stay_exact():
     rgb, truth, hole = _two_surfaces(80, 120)
     depth = np.where(hole, np.nan, truth)
-    coarse = colorization_fill(depth, rgb, max_pixels=80 * 120 // 4)
-    np.testing.assert_array_equal(coarse[~hole], depth[~hole].astype(np.float32))
-    assert np.isfinite(coarse).all()
-    assert coarse[hole].min() >= 1000.0 - 1e-3 and coarse[hole].max() <= 2000.0 + 1e-3  # within the border's
+    for fill in (colorization_fill, shadow_aware_fill):
+        full, coarse = fill(depth, rgb, max_pixels=None), fill(depth, rgb, max_pixels=80 * 120 // 4)
+        assert not np.array_equal(full, coarse)  # the smaller grid was used
+        np.testing.assert_array_equal(coarse[~hole], depth[~hole].astype(np.float32))
+        assert np.isfinite(coarse).all()
+        assert coarse[hole].min() >= 1000.0 - 1e-3 and coarse[hole].max() <= 2000.0 + 1e-3
+
+
+def test_sparse_measurements_are_still_filled_everywhere_at_a_fraction_of_the_size():
+    rng = np.random.default_rng(0)
+    depth = np.full((60, 90), np.nan)
+    depth[::3, ::3] = 1000.0 + rng.normal(0, 5, (20, 30))  # every third pixel: no 2x2 cell half measured
+    filled = colorization_fill(depth, np.full((60, 90, 3), 100, np.uint8), max_pixels=60 * 90 // 4)
+    assert np.isfinite(filled).all() and abs(float(np.mean(filled)) - 1000.0) < 5.0
+    with pytest.raises(ValueError, match="max_pixels"):
+        colorization_fill(depth, np.full((60, 90, 3), 100, np.uint8), max_pixels=-1)
+
+
+def test_an_image_of_any_integer_or_float_range_gives_the_same_weights():
+    rgb, _, _ = _two_surfaces()
+    as_uint8 = image_pair_weights(rgb)(rgb.shape[:2])[0]
+    as_float = image_pair_weights(rgb.astype(np.float32) / 255.0)(rgb.shape[:2])[0]
+    as_uint16 = image_pair_weights(rgb.astype(np.uint16) * 257)(rgb.shape[:2])[0]
+    np.testing.assert_allclose(as_float, as_uint8, rtol=1e-4)
+    np.testing.assert_allclose(as_uint16, as_uint8, rtol=1e-4)

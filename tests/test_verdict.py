@@ -73,9 +73,10 @@ def test_the_plain_reading_names_the_kept_checkpoint_and_never_adds_its_own_verd
     assert "paid off" not in text and "better here" not in text  # the one-split reading is left out
 
 
-def _hole_report(gain_over_start_mm: float, captures: int = 12):
+def _hole_report(gain_over_start_mm: float, captures: int = 12, image_guided_mm: float | None = None):
     """A completion run's hole rows: harmonic, the completer before fine-tuning 3 mm better, the
-    completer `gain_over_start_mm` better still (each capture a little different)."""
+    completer `gain_over_start_mm` better still (each capture a little different); and the
+    image-guided `default` fill `image_guided_mm` below harmonic, if given."""
     from types import SimpleNamespace
 
     rows = []
@@ -84,6 +85,8 @@ def _hole_report(gain_over_start_mm: float, captures: int = 12):
         start = harmonic - 3.0 + 0.1 * (i % 3)
         values = {"harmonic": harmonic, "completer_start": start,
                   "completer": start - gain_over_start_mm + 0.05 * (i % 2)}
+        if image_guided_mm is not None:
+            values["default"] = harmonic - image_guided_mm
         rows += [{"capture": f"c{i}", "kind": "blobs", "method": m, "metrics": {"rmse_mm": v}}
                  for m, v in values.items()]
     return SimpleNamespace(captures=rows)
@@ -101,3 +104,15 @@ def test_a_completer_verdict_says_when_its_gain_over_harmonic_is_its_start_not_t
     verdict, text = completion_verdict(_hole_report(0.3), _hole_report(0.3))
     assert verdict == "paid_off" and "Most of the gain is its start" in text
     assert "training added 9% (validation) and 9% (test) of it" in text
+    assert "complete --classical" not in text  # no default row scored: nothing said about it
+
+
+def test_a_completer_verdict_names_the_image_guided_fill_when_it_does_better():
+    from depth_lora.evaluation.verdict import completion_verdict
+
+    _, text = completion_verdict(_hole_report(0.3, image_guided_mm=15.0), _hole_report(0.3))
+    line = next(x for x in text.splitlines() if "complete --classical" in x)
+    assert "scored 20.5 mm against the completer's 32.3 mm" in line and "the better fill here" in line
+    _, text = completion_verdict(_hole_report(4.0, image_guided_mm=1.0), _hole_report(4.0))
+    line = next(x for x in text.splitlines() if "complete --classical" in x)
+    assert "the better fill here" not in line

@@ -373,7 +373,9 @@ def plot_hole_filling(capture: Capture, hidden: np.ndarray, fills_mm: dict[str, 
     err_hi = max(float(np.nanpercentile(error, 99)), 1.0) if hidden.any() else 1.0
     maps = {f"{names[0]}: |error| on hidden pixels": error}
     if sigma_mm is not None:
-        inside = float(np.mean(error[hidden] <= 1.645 * sigma_mm[hidden])) if hidden.any() else np.nan
+        from depth_lora.numeric.fill_error import coverage
+
+        inside = coverage(error[hidden], sigma_mm[hidden])[0]
         maps[f"its sigma: +-1.645 sigma holds {inside:.0%} of them"] = np.where(hidden, sigma_mm, np.nan)
     for ax, (name, values) in zip(axes[len(names) + 2:], maps.items(), strict=True):
         ax.set_facecolor("0.85")

@@ -238,32 +238,42 @@ def _cmd_complete(args: argparse.Namespace) -> int:
 
 def _learn_fill_error(captures: list, args: argparse.Namespace):
     """The classical fill's error bar learned on (some of) the captures to complete, saved beside the
-    completions; None (said) if they give nothing to learn from."""
+    completions (not into a run folder: its own is learned on its training captures); None (said)
+    if they give nothing to learn from."""
     import json
 
     from depth_lora.data.captures import load_capture
     from depth_lora.errors import DataError
     from depth_lora.evaluation.fill_error import CALIBRATION_CAPTURES, FILL_ERROR_FILE, calibrate_fill_error
+    from depth_lora.inference.complete import check_measured
+    from depth_lora.runs.folder import is_run_folder
 
     step = max(1, len(captures) // CALIBRATION_CAPTURES)
     loaded = []
     for files in captures[::step][:CALIBRATION_CAPTURES]:
         try:
-            loaded.append(load_capture(files, args.depth_unit))
+            capture = load_capture(files, args.depth_unit)
+            check_measured(capture.depth_mm, files.depth)  # one complete refuses teaches nothing
         except DataError:
             continue  # complete_files names it
+        loaded.append(capture)
     try:
         model = calibrate_fill_error(loaded) if loaded else None
     except ValueError as exc:
-        print(f"depth-lora complete: no error bars: {exc}", file=sys.stderr)
-        return None
+        model, reason = None, str(exc)
+    else:
+        reason = "no capture with enough measured pixels"
     if model is None:
+        print(f"depth-lora complete: no error bars: {reason}", file=sys.stderr)
         return None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / FILL_ERROR_FILE).write_text(json.dumps(model.to_dict(), indent=2) + "\n")
-    print(f"error bars learned on {model.captures} of the captures ({model.pixels:,} hidden pixels): "
-          f"{out / FILL_ERROR_FILE}")
+    if is_run_folder(out):
+        where = f"not saved: {out} is a run folder"
+    else:
+        (out / FILL_ERROR_FILE).write_text(json.dumps(model.to_dict(), indent=2) + "\n")
+        where = str(out / FILL_ERROR_FILE)
+    print(f"error bars learned on {model.captures} of the captures ({model.pixels:,} hidden pixels): {where}")
     return model
 
 

@@ -140,8 +140,9 @@ def _add_complete(sub) -> None:
         "complete",
         help="fill the camera's holes: the prediction anchored to each capture's measured depth",
         description="For each capture, predict depth, fit it to the measured pixels (robust global fit, "
-        "then a gradient-domain fill of the residual into each hole) and write the completed depth: "
-        "measured pixels keep the camera's exact values.",
+        "then a gradient-domain fill of the residual into each hole) and write the completed depth; "
+        "with --classical, no model: each hole is filled from the measured depth around it, guided by "
+        "the image. Measured pixels keep the camera's exact values.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="capture folders (images/ + depth/), or images with their depth file in ../depth/")
@@ -152,7 +153,8 @@ def _add_complete(sub) -> None:
                         "demo-pretrained)")
     source.add_argument("--classical", action="store_true",
                         help="no model: fill each hole from the measured depth around it, guided by the "
-                        "image (holes behind a depth edge from their far side); seconds a capture")
+                        "image (the colorization fill), with an error bar per filled pixel learned on the "
+                        "captures given; seconds a capture")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
                    help="with --model: model input size (default: shorter side 518, the capture's aspect)")
     p.add_argument("--out", required=True, help="folder for the completed captures")

@@ -9,8 +9,9 @@ Captures larger than HOLE_SCORING_MAX_PIXELS are scored at an integer fraction o
 Zivid 2's 1200 x 1944 (H x W) at 600 x 972), resized as a model's input is (data.dataset.prepare_capture:
 the depth averaged over the measured pixels under each pixel and kept where at least half were).
 Every fill then costs a quarter (the classical fills at 1944 x 1200 with half the pixels missing
-take seconds each, four kinds a capture); a fill's ranking is what is scored, and `complete`
-still fills at full resolution. `max_pixels=None` scores each capture at its own size.
+take seconds each, four kinds a capture); a fill's ranking is what is scored, and `complete` with
+a model still fills at full resolution (`complete --classical` at most 0.6 Mpx, upsampled).
+`max_pixels=None` scores each capture at its own size.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from depth_lora.evaluation.fill_error import (
     FILL_ERROR_FILE,
     calibrate_fill_error,
     fill_coverage,
+    fill_settings,
 )
 from depth_lora.evaluation.report import predict_zero_shot_disparity, select_captures, zero_shot_base
 from depth_lora.inference.complete import (
@@ -201,9 +203,10 @@ def score_capture(capture: Capture, other_depth_mm: np.ndarray, fill, seed: int,
         fills = fill(depth)
         for method, filled in fills.items():
             metrics = depth_metrics(filled, capture.depth_mm, hidden, HOLE_TOLERANCES_MM)
-            if method == "default" and fill_error is not None:
-                metrics["coverage_90"], metrics["interval_mm"] = fill_coverage(
-                    fill_error, depth, filled, capture.depth_mm, hidden)
+            if method == "default" and fill_error is not None and metrics is not None:
+                covered, width = fill_coverage(fill_error, depth, filled, capture.depth_mm, hidden)
+                if np.isfinite(covered):  # some hidden pixel has a sigma
+                    metrics["coverage_90"], metrics["interval_mm"] = covered, width
             rows.append({"capture": capture.key, "kind": kind, "method": method, "metrics": metrics,
                          "hidden_pixels": int(hidden.sum())})
         if first is None:
@@ -212,8 +215,10 @@ def score_capture(capture: Capture, other_depth_mm: np.ndarray, fill, seed: int,
 
 
 def run_fill_error(data_dir, bundle, progress: bool = True):
-    """The default fill's FillErrorModel of a run: read from its folder (FILL_ERROR_FILE), else
-    learned on its training captures and saved there; None (said) if neither can be done."""
+    """The default fill's FillErrorModel of a run: read from its folder (FILL_ERROR_FILE) if it was
+    learned with the fill settings of this version, else learned on the run's training captures and
+    written there (said); None (said) if it cannot be learned (no training split here, too few
+    measured pixels)."""
     import json
 
     from depth_lora.numeric.fill_error import FillErrorModel
@@ -222,23 +227,25 @@ def run_fill_error(data_dir, bundle, progress: bool = True):
     if path.is_file():
         try:
             model = FillErrorModel.from_dict(json.loads(path.read_text()))
-            if model.fill == DEFAULT_FILL:
+            if model.settings == fill_settings():
                 return model
         except (ValueError, json.JSONDecodeError):
             pass  # another version's: learned again below
+    unit = bundle.record.depth_unit
     try:
         train = select_captures(data_dir, bundle, "train")
-    except (DataError, FileNotFoundError, KeyError):
+        step = max(1, len(train) // CALIBRATION_CAPTURES)
+        model = calibrate_fill_error([load_capture(f, unit) for f in train[::step][:CALIBRATION_CAPTURES]])
+    except (DataError, FileNotFoundError, KeyError, ValueError) as exc:
+        print(f"No error bars for the {DEFAULT_FILL} fill: {exc}")
         return None
-    unit = bundle.record.depth_unit
-    step = max(1, len(train) // CALIBRATION_CAPTURES)
-    model = calibrate_fill_error([load_capture(f, unit) for f in train[::step][:CALIBRATION_CAPTURES]])
     try:
         path.write_text(json.dumps(model.to_dict(), indent=2) + "\n")
+        where = f"saved to {path}"
     except OSError:
-        pass  # a read-only folder: learned again next time
+        where = "not saved (the folder is read-only)"
     if progress:
-        print(f"The {DEFAULT_FILL} fill's error bars learned on {model.captures} training captures: {path}")
+        print(f"The {DEFAULT_FILL} fill's error bars learned on {model.captures} training captures, {where}")
     return model
 
 

@@ -146,6 +146,13 @@ def completion_reading(report, split: str, baseline: str = "harmonic") -> SplitR
                         sum(diffs) / len(diffs), tuple(bootstrap_ci95(diffs)))
 
 
+def _mean_rmse(report, method: str) -> float | None:
+    """A hole report's mean RMSE of one method over its (capture, kind) rows; None if it has none."""
+    values = [r["metrics"]["rmse_mm"] for r in (report.captures if report is not None else [])
+              if r["method"] == method]
+    return sum(values) / len(values) if values else None
+
+
 def completion_verdict(test, val) -> tuple[str, str]:
     """(verdict, text) for a completion run, like `held_out_verdict`: the learned completer against
     the harmonic fill on the hidden pixels of held-out captures; both splits must agree."""
@@ -191,10 +198,16 @@ def completion_verdict(test, val) -> tuple[str, str]:
     elif said == {"worse"}:
         verdict = "did_worse"
         lines.append("Verdict: the completer fills held-out holes worse than harmonic; both splits agree. "
-                     "Use harmonic, or train on more captures.")
+                     "Fill without it (`complete --classical`), or train on more captures.")
     else:
         verdict = "withheld"
         lines.append("No verdict: the two held-out splits do not both clear the noise.")
+    default, learned = (_mean_rmse(test, method) for method in ("default", "completer"))
+    if default is not None and learned is not None:
+        lines.append("Without any model, the image-guided fill (`complete --classical`) scored "
+                     f"{default:.1f} mm against the completer's {learned:.1f} mm on the test split's hidden "
+                     "pixels"
+                     + ("; it is the better fill here." if default < learned else "."))
     small = [r for r in readings if r.captures < ANECDOTE_CAPTURES]
     if small:
         lines.append("  Only " + " and ".join(f"{plural(r.captures, 'capture')} ({r.name})" for r in small)

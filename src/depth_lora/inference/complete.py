@@ -62,6 +62,7 @@ class Completion:
         whose output needs no fit).
     fallback: (H, W) bool, the filled pixels where the model's value left `depth_bounds` and the
         harmonic fill of the measured depth was used instead.
+    model: False for the classical fill (no model; prediction_mm is then the fill itself).
     """
 
     depth_mm: np.ndarray
@@ -69,6 +70,7 @@ class Completion:
     prediction_mm: np.ndarray
     inlier_fraction: float | None
     fallback: np.ndarray
+    model: bool = True
 
 
 def check_measured(depth_mm: np.ndarray, name: str | Path = "depth") -> np.ndarray:
@@ -81,7 +83,7 @@ def check_measured(depth_mm: np.ndarray, name: str | Path = "depth") -> np.ndarr
         raise DataError(
             name,
             f"only {int(measured.sum())} measured pixel(s) ({measured.mean():.1%}); completion needs "
-            f"at least {needed} to anchor the prediction",
+            f"at least {needed} to fill from",
         )
     return measured
 
@@ -210,13 +212,14 @@ def complete_capture(bundle: ModelBundle | None, rgb: np.ndarray, depth_mm: np.n
 
 def classical_completion(rgb: np.ndarray, depth_mm: np.ndarray, measured: np.ndarray) -> Completion:
     """Completion without a model: numeric.guided_fill.default_fill, the fill chosen on validation
-    (it reads the image and the measured depth). It stays within the measured depths of each hole's
-    border, so nothing falls back."""
+    (it reads the image and the measured depth). Every filled value is a weighted mean of measured
+    depths, so it stays within the capture's measured range and nothing falls back."""
     from depth_lora.numeric.guided_fill import default_fill
 
     filled = default_fill(np.where(measured, depth_mm, np.nan), rgb)
     completed = np.where(measured, depth_mm, filled).astype(np.float32)
-    return Completion(completed, ~measured & np.isfinite(completed), filled, None, np.zeros_like(measured))
+    return Completion(completed, ~measured & np.isfinite(completed), filled, None, np.zeros_like(measured),
+                      model=False)
 
 
 def complete_with_completer(predict_completion, rgb: np.ndarray, depth_mm: np.ndarray,
@@ -377,7 +380,7 @@ def describe_completion(key: str, measured: np.ndarray, result: Completion) -> s
                  "harmonic fill: the model's depth there left the range the capture supports")
     if far:
         line += (f"; {far:,} filled pixels lie more than {FAR_FRACTION_OF_DIAGONAL:.0%} of the diagonal "
-                 "from any measurement (model shape only)")
+                 "from any measurement" + (" (model shape only)" if result.model else ""))
     return line
 
 

@@ -18,7 +18,7 @@ farther from a measurement, or with more disagreement). Pure arrays; no model.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from scipy import ndimage
@@ -26,6 +26,7 @@ from scipy import ndimage
 from depth_lora.numeric.fill import nearest_fill
 
 FORMAT_VERSION = 1
+SIGMA_FLOOR_MM = 0.5  # no filled pixel is expected to be better than this (a camera's own noise)
 BINS = 6  # quantile bins per feature
 MIN_BIN_PIXELS = 30  # a bin with fewer calibration pixels takes its nearer neighbour's sigma
 Z_90 = 1.645  # a normal distribution's 95th percentile: +- 1.645 sigma covers 90 %
@@ -46,7 +47,8 @@ class FillErrorModel:
     """sigma (mm) of a fill by (distance, disagreement) bin; see the module docstring.
 
     distance_edges / disagreement_edges: the inner bin edges (BINS - 1 each); sigma_mm: BINS x BINS
-    table; fill: the fill it was learned for; pixels and captures: how much it was learned from."""
+    table; fill: the fill it was learned for; pixels and captures: how much it was learned from;
+    settings: how the fill and the calibration were set up (a model learned otherwise is stale)."""
 
     distance_edges: list[float]
     disagreement_edges: list[float]
@@ -54,11 +56,12 @@ class FillErrorModel:
     fill: str
     pixels: int
     captures: int
+    settings: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     @classmethod
     def fit(cls, distance: np.ndarray, disagreement: np.ndarray, abs_error: np.ndarray, fill: str,
-            captures: int) -> FillErrorModel:
+            captures: int, settings: dict | None = None) -> FillErrorModel:
         """Learn sigma from calibration pixels (1-D arrays of the same length: each hidden pixel's
         features and its fill's absolute error in mm). ValueError if there are too few."""
         distance, disagreement, abs_error = (np.asarray(a, dtype=np.float64).ravel()
@@ -78,8 +81,9 @@ class FillErrorModel:
         overall = np.quantile(abs_error, 0.9) / Z_90
         table = _fill_gaps(table, overall)
         table = np.maximum.accumulate(np.maximum.accumulate(table, axis=0), axis=1)  # monotone
+        table = np.maximum(table, SIGMA_FLOOR_MM)
         return cls(d_edges.tolist(), g_edges.tolist(), table.tolist(), fill, int(abs_error.size),
-                   int(captures))
+                   int(captures), dict(settings or {}))
 
     def sigma(self, distance: np.ndarray, disagreement: np.ndarray) -> np.ndarray:
         """sigma (mm, float32) for features of any shape (`fill_features`)."""
@@ -111,17 +115,15 @@ class FillErrorModel:
 
 
 def _fill_gaps(table: np.ndarray, overall: float) -> np.ndarray:
-    """Bins with too few pixels take the nearest filled bin of their row (then column), else `overall`."""
+    """Bins with too few pixels take the next filled bin above them in their row (more disagreement:
+    the larger, cautious sigma), else below it, then the same along their column, else `overall`."""
     table = table.copy()
     for axis in (1, 0):
-        for _ in range(BINS):
-            if not np.isnan(table).any():
-                return table
-            moved = np.moveaxis(table, axis, 0)
-            for k in range(1, moved.shape[0]):
-                moved[k] = np.where(np.isnan(moved[k]), moved[k - 1], moved[k])
-            for k in range(moved.shape[0] - 2, -1, -1):
-                moved[k] = np.where(np.isnan(moved[k]), moved[k + 1], moved[k])
+        moved = np.moveaxis(table, axis, 0)  # a view: filling it fills `table`
+        for k in range(moved.shape[0] - 2, -1, -1):
+            moved[k] = np.where(np.isnan(moved[k]), moved[k + 1], moved[k])
+        for k in range(1, moved.shape[0]):
+            moved[k] = np.where(np.isnan(moved[k]), moved[k - 1], moved[k])
     return np.where(np.isnan(table), overall, table)
 
 

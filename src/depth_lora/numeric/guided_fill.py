@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from depth_lora.numeric.fill import harmonic_fill
+from depth_lora.numeric.fill import harmonic_fill, nearest_fill, unreachable_holes
 from depth_lora.numeric.resize import masked_area_resize
 
 VARIANCE_FACTOR = 0.1  # sigma^2 = 0.1 x the window's grey-level variance (the toolbox's 0.6) ...
@@ -49,10 +49,16 @@ UPSAMPLE_SIGMA = 0.05  # ... and upsampled with this image-likeness scale (grey 
 
 
 def gray_levels(image: np.ndarray) -> np.ndarray:
-    """(H, W) grey levels in [0, 1] of an (H, W, 3) uint8 RGB image or an (H, W) one."""
-    image = np.asarray(image, dtype=np.float32)
+    """(H, W) grey levels in [0, 1] of an (H, W, 3) RGB image or an (H, W) one: integer images are
+    divided by their type's maximum (255 for uint8), float images are taken as [0, 1] (or [0, 255]
+    if any value exceeds 1)."""
+    image = np.asarray(image)
+    scale = float(np.iinfo(image.dtype).max) if np.issubdtype(image.dtype, np.integer) else 1.0
+    image = image.astype(np.float32)
+    if scale == 1.0 and image.size and float(np.nanmax(image)) > 1.0:
+        scale = 255.0
     gray = image @ np.array([0.299, 0.587, 0.114], dtype=np.float32) if image.ndim == 3 else image
-    return gray / 255.0
+    return gray / scale
 
 
 def image_pair_weights(image: np.ndarray, variance_factor: float = VARIANCE_FACTOR,
@@ -84,13 +90,16 @@ def image_pair_weights(image: np.ndarray, variance_factor: float = VARIANCE_FACT
 
 def at_most_pixels(fill, depth_mm: np.ndarray, image: np.ndarray, max_pixels: int | None) -> np.ndarray:
     """`fill(depth_mm, image)` computed at an integer fraction of the size that holds at most
-    `max_pixels` (None: at full size) and upsampled into the holes (`joint_upsample`: at half the
-    size of a validation capture it beat a bilinear upsampling on every hole kind); measured pixels
-    exact. A cell of the smaller grid is measured where at least half its pixels are, with their
-    mean (as a model's labels are)."""
+    `max_pixels` (None or 0: at full size) and upsampled into the holes (`joint_upsample`: at half
+    the size of a validation capture it beat a bilinear upsampling on every hole kind); measured
+    pixels exact. A cell of the smaller grid is measured where at least half its pixels are, with
+    their mean (as a model's labels are); a hole pixel the smaller grid could not reach (sparse or
+    thin measurements) takes its nearest measured pixel's depth. ValueError for a negative size."""
+    if max_pixels is not None and max_pixels < 0:
+        raise ValueError(f"max_pixels must be >= 0, got {max_pixels}")
     h, w = depth_mm.shape
     factor = 1
-    while max_pixels and (h // factor) * (w // factor) > max_pixels:
+    while max_pixels and max(h // factor, 1) * max(w // factor, 1) > max_pixels and min(h, w) // factor > 1:
         factor += 1
     measured = np.isfinite(depth_mm)
     if factor == 1:
@@ -100,7 +109,11 @@ def at_most_pixels(fill, depth_mm: np.ndarray, image: np.ndarray, max_pixels: in
     small = np.where(coverage >= 0.5, small, np.nan)
     small_image = cv2.resize(np.ascontiguousarray(image), (size[1], size[0]), interpolation=cv2.INTER_AREA)
     up = joint_upsample(fill(small, small_image), gray_levels(small_image), gray_levels(image))
-    return np.where(measured, depth_mm, up).astype(np.float32)
+    up = np.where(measured, depth_mm, up)
+    missed = np.isnan(up) & ~unreachable_holes(measured)
+    if missed.any():
+        up = np.where(missed, nearest_fill(np.where(measured, depth_mm, np.nan)), up)
+    return up.astype(np.float32)
 
 
 def joint_upsample(small: np.ndarray, small_gray: np.ndarray, gray: np.ndarray,
@@ -164,7 +177,7 @@ def _from_far_side(depth_mm, image, radius_fraction: float = NEAR_RADIUS_FRACTIO
     walled_in = ~measured & np.isnan(filled)  # a hole with near sides only all round: read them all
     if walled_in.any():
         filled = np.where(walled_in, harmonic_fill(depth_mm, measured, walled_in, weights), filled)
-    return filled
+    return np.where(measured, depth_mm, filled)  # the walls are measured pixels: kept
 
 
 def near_side(depth_mm: np.ndarray, radius_fraction: float = NEAR_RADIUS_FRACTION,
