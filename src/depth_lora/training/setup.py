@@ -170,11 +170,10 @@ def evaluation_cadence(cfg: TrainConfig, data) -> int:
     return default_eval_steps(train, cfg.batch_size, cfg.epochs, cfg.max_steps, replicas)
 
 
-def build_training_arguments(
-    cfg: TrainConfig, precision: str, eval_steps: int | None = None
-) -> TrainingArguments:
+def build_training_arguments(cfg: TrainConfig, precision: str, eval_steps: int) -> TrainingArguments:
     """The Trainer's arguments for `cfg`; `eval_steps`: the cadence when cfg.eval_steps is unset
-    (trainer.default_eval_steps), else every epoch."""
+    (`evaluation_cadence`). A run evaluates and saves every so many steps, never "every epoch": the
+    default cadence is at least an epoch's steps (trainer.default_eval_steps)."""
     cuda = resolve_device().type == "cuda"
     every = cfg.eval_steps or eval_steps
     workers = cfg.num_workers if cfg.num_workers is not None else default_num_workers(cuda)
@@ -190,8 +189,8 @@ def build_training_arguments(
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=not cuda,
-        eval_strategy="steps" if every else "epoch",
-        save_strategy="steps" if every else "epoch",
+        eval_strategy="steps",
+        save_strategy="steps",
         eval_steps=every,
         save_steps=every,
         load_best_model_at_end=True,

@@ -285,10 +285,7 @@ def estimate_line(step_times_s: list[float], first: int, state, args) -> str:
     the steps left, and how many evaluations come on top."""
     per_step = sum(step_times_s) / len(step_times_s)
     left = state.max_steps - state.global_step
-    if args.eval_strategy == "steps" and args.eval_steps:
-        evals = state.max_steps // int(args.eval_steps)
-    else:
-        evals = math.ceil(args.num_train_epochs) if args.eval_strategy == "epoch" else 0
+    evals = state.max_steps // int(args.eval_steps) if args.eval_steps else 0
     extra = f", plus {plural(evals, 'evaluation')} and checkpoints" if evals else ""
     return (f"estimate: {per_step:.2f} s a step (steps {first}-{state.global_step}, measured here): "
             f"about {_duration(per_step * left)} for the {left} steps left{extra}")
