@@ -244,13 +244,12 @@ def _learn_fill_error(captures: list, args: argparse.Namespace):
 
     from depth_lora.data.captures import load_capture
     from depth_lora.errors import DataError
-    from depth_lora.evaluation.fill_error import CALIBRATION_CAPTURES, FILL_ERROR_FILE, calibrate_fill_error
+    from depth_lora.evaluation.fill_error import FILL_ERROR_FILE, calibrate_fill_error, calibration_subset
     from depth_lora.inference.complete import check_measured
     from depth_lora.runs.folder import is_run_folder
 
-    step = max(1, len(captures) // CALIBRATION_CAPTURES)
     loaded = []
-    for files in captures[::step][:CALIBRATION_CAPTURES]:
+    for files in calibration_subset(captures):
         try:
             capture = load_capture(files, args.depth_unit)
             check_measured(capture.depth_mm, files.depth)  # one complete refuses teaches nothing

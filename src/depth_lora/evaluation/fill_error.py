@@ -22,6 +22,7 @@ from depth_lora.numeric import guided_fill
 from depth_lora.numeric.fill_error import FillErrorModel, coverage, fill_features
 from depth_lora.numeric.guided_fill import DEFAULT_FILL, default_fill
 from depth_lora.numeric.hole_masks import hidden_masks
+from depth_lora.numeric.resize import fraction_size
 
 FILL_ERROR_FILE = "fill_error.json"
 CALIBRATION_MAX_PIXELS = 150_000  # captures are calibrated at an integer fraction of this size ...
@@ -37,11 +38,15 @@ def fill_settings() -> dict:
             "calibration_captures": CALIBRATION_CAPTURES}
 
 
-def at_most(capture: Capture, max_pixels: int) -> Capture:
-    """The capture resized to an integer fraction of its size within `max_pixels` (as scored)."""
-    from depth_lora.evaluation.holes import scoring_size
+def calibration_subset(items: list) -> list:
+    """At most CALIBRATION_CAPTURES of `items` (captures or their files), evenly spread."""
+    return items[::max(1, len(items) // CALIBRATION_CAPTURES)][:CALIBRATION_CAPTURES]
 
-    size = scoring_size(capture.size_hw, max_pixels)
+
+def at_most(capture: Capture, max_pixels: int | None) -> Capture:
+    """The capture resized as a model's input is (its depth by the labels' rule) to an integer
+    fraction of its size within `max_pixels` (None or 0: as it is), as `evaluate --holes` scores it."""
+    size = fraction_size(capture.size_hw, max_pixels)
     if size == capture.size_hw:
         return capture
     seen = prepare_capture(capture, size)
@@ -50,11 +55,10 @@ def at_most(capture: Capture, max_pixels: int) -> Capture:
 
 def calibrate_fill_error(captures: list[Capture], seed: int = 0,
                          max_pixels: int = CALIBRATION_MAX_PIXELS) -> FillErrorModel:
-    """A FillErrorModel of the default fill learned on `captures` (module docstring). Each capture
-    borrows the next one's holes (its own, mirrored, if it is alone). ValueError if the captures
-    give too few hidden pixels."""
-    step = max(1, len(captures) // CALIBRATION_CAPTURES)
-    chosen = [at_most(c, max_pixels) for c in captures[::step][:CALIBRATION_CAPTURES]]
+    """A FillErrorModel of the default fill learned on `captures` (module docstring; callers pass
+    `calibration_subset` of theirs). Each capture borrows the next one's holes (its own, mirrored,
+    if it is alone). ValueError if the captures give too few hidden pixels."""
+    chosen = [at_most(c, max_pixels) for c in calibration_subset(captures)]
     distances, disagreements, errors = [], [], []
     for i, capture in enumerate(chosen):
         other = chosen[(i + 1) % len(chosen)].depth_mm if len(chosen) > 1 else capture.depth_mm[:, ::-1]

@@ -24,12 +24,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from depth_lora.data.captures import Capture, load_capture, load_depth_mm
-from depth_lora.data.dataset import prepare_capture, resize_depth
+from depth_lora.data.dataset import resize_depth
 from depth_lora.errors import DataError
 from depth_lora.evaluation.fill_error import (
-    CALIBRATION_CAPTURES,
     FILL_ERROR_FILE,
+    at_most,
     calibrate_fill_error,
+    calibration_subset,
     fill_coverage,
     fill_settings,
 )
@@ -47,6 +48,7 @@ from depth_lora.numeric.fill import harmonic_fill, nearest_fill, telea_fill
 from depth_lora.numeric.guided_fill import DEFAULT_FILL, GUIDED_FILLS
 from depth_lora.numeric.hole_masks import HOLE_KINDS, hidden_masks
 from depth_lora.numeric.metrics import depth_metrics, mean_with_ci95
+from depth_lora.numeric.resize import fraction_size
 from depth_lora.text import live_progress, plural
 
 # Every row a hole table can have: a monocular run's (fine_tuned, fine_tuned_global) or a completion
@@ -234,8 +236,7 @@ def run_fill_error(data_dir, bundle, progress: bool = True):
     unit = bundle.record.depth_unit
     try:
         train = select_captures(data_dir, bundle, "train")
-        step = max(1, len(train) // CALIBRATION_CAPTURES)
-        model = calibrate_fill_error([load_capture(f, unit) for f in train[::step][:CALIBRATION_CAPTURES]])
+        model = calibrate_fill_error([load_capture(f, unit) for f in calibration_subset(train)])
     except (DataError, FileNotFoundError, KeyError, ValueError) as exc:
         print(f"No error bars for the {DEFAULT_FILL} fill: {exc}")
         return None
@@ -253,11 +254,7 @@ def scoring_size(size_hw: tuple[int, int], max_pixels: int | None) -> tuple[int,
     """The size a capture of `size_hw` is scored at: divided by the smallest integer that brings it
     within `max_pixels` (None or 0: its own size). ConfigError for a negative `max_pixels`."""
     check_max_pixels(max_pixels)
-    h, w = size_hw
-    factor = 1
-    while max_pixels and (h // factor) * (w // factor) > max_pixels:
-        factor += 1
-    return max(h // factor, 1), max(w // factor, 1)
+    return fraction_size(size_hw, max_pixels)
 
 
 def run_hole_evaluation(data_dir, adapter_dir, split: str = "test", plots_dir=None, device=None,
@@ -273,6 +270,7 @@ def run_hole_evaluation(data_dir, adapter_dir, split: str = "test", plots_dir=No
     `bundle`: the folder already loaded (predict.load_bundle). `max_pixels`: captures larger than
     this are scored at an integer fraction of their size (the module docstring); None: full size.
     """
+    check_max_pixels(max_pixels)
     bundle = bundle or load_bundle(adapter_dir, device=device, precision=precision)
     files = select_captures(data_dir, bundle, split)
     fill_error = run_fill_error(data_dir, bundle, progress)
@@ -282,12 +280,8 @@ def run_hole_evaluation(data_dir, adapter_dir, split: str = "test", plots_dir=No
     rows, scored_hw = [], []
     bar = tqdm(files, desc=f"holes {split}", unit="capture", disable=not (progress and live_progress()))
     for i, f in enumerate(bar):
-        capture = load_capture(f, unit)
-        size_hw = scoring_size(capture.size_hw, max_pixels)
-        if size_hw != capture.size_hw:  # resized as a model's input is, depth by the labels' rule
-            seen = prepare_capture(capture, size_hw)
-            capture = Capture(capture.key, seen.rgb, seen.depth_mm)
-        scored_hw.append(size_hw)
+        capture = at_most(load_capture(f, unit), max_pixels)  # resized as a model's input is
+        scored_hw.append(capture.size_hw)
         if len(files) > 1:  # only the next capture's holes are needed: its depth, not its image
             other_depth = load_depth_mm(files[(i + 1) % len(files)].depth, unit)
             other_depth = resize_depth(other_depth, scoring_size(other_depth.shape, max_pixels))[0]

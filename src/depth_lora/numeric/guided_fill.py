@@ -33,7 +33,7 @@ import numpy as np
 from scipy import ndimage
 
 from depth_lora.numeric.fill import harmonic_fill, nearest_fill, unreachable_holes
-from depth_lora.numeric.resize import masked_area_resize
+from depth_lora.numeric.resize import fraction_size, masked_area_resize
 
 VARIANCE_FACTOR = 0.1  # sigma^2 = 0.1 x the window's grey-level variance (the toolbox's 0.6) ...
 SIGMA2_FLOOR = 1e-4  # ... at least this (grey levels in [0, 1]: a difference of 0.01)
@@ -95,16 +95,11 @@ def at_most_pixels(fill, depth_mm: np.ndarray, image: np.ndarray, max_pixels: in
     pixels exact. A cell of the smaller grid is measured where at least half its pixels are, with
     their mean (as a model's labels are); a hole pixel the smaller grid could not reach (sparse or
     thin measurements) takes its nearest measured pixel's depth. ValueError for a negative size."""
-    if max_pixels is not None and max_pixels < 0:
-        raise ValueError(f"max_pixels must be >= 0, got {max_pixels}")
     h, w = depth_mm.shape
-    factor = 1
-    while max_pixels and max(h // factor, 1) * max(w // factor, 1) > max_pixels and min(h, w) // factor > 1:
-        factor += 1
+    size = fraction_size((h, w), max_pixels)
     measured = np.isfinite(depth_mm)
-    if factor == 1:
+    if size == (h, w):
         return np.where(measured, depth_mm, fill(depth_mm, image)).astype(np.float32)
-    size = (h // factor, w // factor)
     small, coverage = masked_area_resize(depth_mm, measured, size)
     small = np.where(coverage >= 0.5, small, np.nan)
     small_image = cv2.resize(np.ascontiguousarray(image), (size[1], size[0]), interpolation=cv2.INTER_AREA)

@@ -26,3 +26,15 @@ def masked_area_resize(
     coverage = F.interpolate(m, size=size_hw, mode=mode)[0, 0]
     mean = torch.where(coverage > 0, total / coverage.clamp(min=1e-6), torch.nan)
     return mean.numpy().astype(np.float32), coverage.numpy().astype(np.float32)
+
+
+def fraction_size(size_hw: tuple[int, int], max_pixels: int | None) -> tuple[int, int]:
+    """`size_hw` divided by the smallest integer that brings it within `max_pixels` pixels (None or
+    0: unchanged), each side at least 1. ValueError for a negative `max_pixels`."""
+    if max_pixels is not None and max_pixels < 0:
+        raise ValueError(f"max_pixels must be >= 0, got {max_pixels}")
+    h, w = size_hw
+    factor = 1
+    while max_pixels and max(h // factor, 1) * max(w // factor, 1) > max_pixels:
+        factor += 1
+    return max(h // factor, 1), max(w // factor, 1)
