@@ -6,8 +6,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "depth_lora"
 
 # Lowest first. A module may import its own subpackage and any subpackage of a *lower* layer; two
@@ -57,25 +55,23 @@ def test_every_subpackage_and_root_module_has_a_layer():
     assert units == set(LAYER_OF), "add the new subpackage to LAYERS (and to the README's layout)"
 
 
-@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
-def test_imports_run_downwards_only(path):
-    unit = unit_of(path)
-    if unit in ("__init__", "__main__"):
-        return  # the public face and `python -m` sit above everything
+def test_imports_run_downwards_only():
     upward = []
-    for module, names in imported(path):
-        parts = module.split(".")
-        targets = [parts[1]] if len(parts) > 1 else [n for n in names if n in LAYER_OF]
-        for target in targets:
-            if target != unit and not LAYER_OF[target] < LAYER_OF[unit]:
-                upward.append(f"{module} ({target})")
-    assert not upward, f"{unit} (layer {LAYER_OF[unit]}) imports upwards or sideways: {upward}"
+    for path in modules():
+        unit = unit_of(path)
+        if unit in ("__init__", "__main__"):
+            continue  # the public face and `python -m` sit above everything
+        for module, names in imported(path):
+            parts = module.split(".")
+            targets = [parts[1]] if len(parts) > 1 else [n for n in names if n in LAYER_OF]
+            upward += [f"{path.relative_to(PACKAGE)} (layer {LAYER_OF[unit]}): {module} ({target})"
+                       for target in targets if target != unit and not LAYER_OF[target] < LAYER_OF[unit]]
+    assert not upward, f"imports upwards or sideways: {upward}"
 
 
-@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
-def test_no_private_name_is_imported_across_modules(path):
-    private = [f"{m}.{n}" for m, names in imported(path) for n in names
-               if n.startswith("_") and n != "__version__"]
+def test_no_private_name_is_imported_across_modules():
+    private = [f"{path.relative_to(PACKAGE)}: {m}.{n}" for path in modules() for m, names in imported(path)
+               for n in names if n.startswith("_") and n != "__version__"]
     assert not private
 
 
