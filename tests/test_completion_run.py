@@ -21,7 +21,8 @@ from depth_lora.inference.complete import (
 from depth_lora.inference.local_fit import local_fit_fill
 from depth_lora.inference.predict import load_bundle
 from depth_lora.numeric.hole_masks import HOLE_KINDS
-from depth_lora.runs.folder import META_FILE, check_task, read_record
+from depth_lora.runs.folder import META_FILE, read_record
+from depth_lora.runs.task import require_task
 from depth_lora.training.config import TrainConfig
 from depth_lora.training.run import run_training
 
@@ -45,7 +46,7 @@ def test_a_completion_run_records_what_it_is_and_scores_held_out_holes(completio
     payload = json.loads((out / META_FILE).read_text())
     assert payload["format_version"] == 3  # a depth-lora before completion runs refuses it in one line
     record = read_record(out)
-    assert record.is_completer and record.completion["output"] == "residual"
+    assert record.task == "complete" and record.completion["output"] == "residual"
     assert record.completion["converted_from"] == "tiny" and record.labels == {}
     test = result.metrics["test"]
     for method in ("completer", "completer_unanchored", "completer_start", "zero_shot", "local_fit",
@@ -160,7 +161,7 @@ def test_bad_completion_inputs_get_one_line_errors(completion_run, tmp_path):
         bundle.predict_mm([capture.rgb])
     monocular = read_record(out).derived(task="depth", completion=None)
     with pytest.raises(ModelError, match="--task complete"):  # a monocular run where a completer is needed
-        check_task(monocular, "mono_run", "complete", "complete a capture from the measured depth")
+        require_task(monocular, "mono_run", "complete", "complete a capture from the measured depth")
     with pytest.raises(ConfigError, match="--task complete"):
         TrainConfig(hole_kinds=["blobs"])
     with pytest.raises(ConfigError, match="--task complete"):
@@ -256,7 +257,8 @@ def test_a_completer_exports_with_two_inputs_and_completes_like_pytorch(completi
     report = export_model(out, folder, fmt, say=lambda *_: None)
     assert 0 <= report.parity["max_abs_mm"] <= PARITY_TOLERANCE_MM and report.parity["images"] >= 1
     record = read_record(folder)
-    assert record.is_completer and record.format == fmt and record.completion == read_record(out).completion
+    assert record.task == "complete" and record.format == fmt
+    assert record.completion == read_record(out).completion
     from depth_lora.data.completion import prompt_size_hw
 
     prompt_hw = prompt_size_hw(record.image_size_hw, record.completion["prompt_scale"])

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from depth_lora.evaluation.verdict import kept_checkpoint_line as kept_line
 from depth_lora.synthetic.demo import generate_demo_captures
-from depth_lora.training import run as run_module
+from depth_lora.training import trainer as trainer_module
 from depth_lora.training.config import EARLY_STOPPING, TrainConfig
 from depth_lora.training.run import run_training
 
@@ -38,7 +38,7 @@ def data(tmp_path_factory):
 
 def test_a_run_stops_after_patience_evaluations_without_a_better_one_and_keeps_the_best(
         data, tmp_path, monkeypatch):
-    monkeypatch.setattr(run_module, "make_compute_metrics", scripted_metrics)
+    monkeypatch.setattr(trainer_module, "make_compute_metrics", scripted_metrics)
     cfg = TrainConfig(data=str(data), output=str(tmp_path / "out"), model="demo-pretrained", max_steps=20,
                       eval_steps=2, batch_size=2, image_size=[70, 112], precision="fp32", early_stopping=3)
     result = run_training(cfg, progress=False)
@@ -55,7 +55,7 @@ def test_a_run_stops_after_patience_evaluations_without_a_better_one_and_keeps_t
 
 
 def test_early_stopping_off_runs_every_step_and_the_recipes_say_which(data, tmp_path, monkeypatch):
-    monkeypatch.setattr(run_module, "make_compute_metrics", scripted_metrics)
+    monkeypatch.setattr(trainer_module, "make_compute_metrics", scripted_metrics)
     cfg = TrainConfig(data=str(data), output=str(tmp_path / "out"), model="demo-pretrained", max_steps=12,
                       eval_steps=2, batch_size=2, image_size=[70, 112], precision="fp32", early_stopping=0)
     val = run_training(cfg, progress=False).metrics["val"]

@@ -21,6 +21,7 @@ LAYERS = [
     {"evaluation"},
     {"training"},
     {"deploy"},
+    {"tasks"},  # each task calls every layer below; runs.task finds them by name (task_of)
     {"bench"},
     {"cli"},
 ]

@@ -139,8 +139,8 @@ def test_auto_runs_an_onnx_export_in_openvino_when_installed(tmp_path, monkeypat
 
 def test_int8_becomes_the_model_only_when_clearly_faster_and_the_readme_says_which(exported):
     from depth_lora.deploy.export import int8_choice
-    from depth_lora.deploy.readme import export_readme
     from depth_lora.runs.folder import read_record
+    from depth_lora.runs.task import task_of
 
     assert int8_choice(2.0, 1.5, 5.0, 1000.0) == (True, "")
     assert not int8_choice(2.0, 1.95, 5.0, 1000.0)[0] and not int8_choice(2.0, 2.4, 5.0, 1000.0)[0]
@@ -151,7 +151,7 @@ def test_int8_becomes_the_model_only_when_clearly_faster_and_the_readme_says_whi
     for kept, phrase in [(True, "`depth-lora predict` uses it"),
                          (False, "not used by default: not 5% faster")]:
         record.export = {**record.export, "int8": {**int8, "kept": kept}}
-        text = export_readme(record, "x")
+        text = task_of(record).export_readme(record, "x")
         assert phrase in text and record.export["timed_on"] in text
 
 

@@ -17,6 +17,7 @@ Where things live (one folder per concern; imports run downwards only):
     evaluation/  calibration, the held-out report, hole-filling scores
     training/    the config, the run, the Trainer subclass, the losses
     deploy/      merged models, ONNX and OpenVINO export, their runtimes, which backend runs a folder
+    tasks/       what a run learns, one object each (runs.task.Task): depth, complete
     synthetic/   Zivid-like demo captures and source-domain scenes
     cli/, bench/ the depth-lora command line and its benchmark
     viz          every figure (`from depth_lora import viz`)
@@ -27,6 +28,8 @@ from __future__ import annotations
 import importlib
 
 __version__ = "0.1.0"
+
+import depth_lora.tasks  # noqa: E402, F401  registers the two tasks (runs.task.task_of finds them)
 
 # name -> the module that defines it
 _PUBLIC = {

@@ -18,13 +18,13 @@ from transformers import TrainingArguments
 
 from depth_lora.bench.steps import (
     StepTimer,
-    completion_trainer,
     data_fraction,
     loader_s_per_batch,
     summarize_steps,
 )
 from depth_lora.errors import ConfigError, DataError
 from depth_lora.model.precision import resolve_device
+from depth_lora.runs.task import task_of
 
 
 def peak_rss_mb() -> float:
@@ -74,11 +74,8 @@ def phase_ours(data_dir, model_name, size_hw, batch_size, steps, precision, out,
 
     from depth_lora.data.cache import ArrayCache
     from depth_lora.data.captures import find_captures
-    from depth_lora.data.dataset import DepthDataset, LabelScheme, depth_range_mm, prepare_captures
-    from depth_lora.data.transforms import JITTER_STRENGTH, BatchTransform
-    from depth_lora.training.losses import build_loss
+    from depth_lora.data.dataset import prepare_captures
     from depth_lora.training.setup import default_num_workers
-    from depth_lora.training.trainer import DepthTrainer
 
     files = find_captures(data_dir)
     cache_dir = Path(out) / "prepared_cache"  # a fresh cache: the first pass is cold
@@ -92,15 +89,7 @@ def phase_ours(data_dir, model_name, size_hw, batch_size, steps, precision, out,
     shutil.rmtree(cache_dir, ignore_errors=True)
     workers = {"dataloader_num_workers": default_num_workers(resolve_device().type == "cuda")}
     args = _args(out, batch_size, steps, precision, compile_model, **workers)
-    if task == "complete":
-        trainer, extra = completion_trainer(prepared, model_name, args, gc)
-    else:
-        labels = LabelScheme("minmax", *depth_range_mm(prepared))
-        trainer, extra = DepthTrainer(
-            model=_lora_model(model_name, gc), args=args, train_dataset=DepthDataset(prepared, labels),
-            transform=BatchTransform(flip=True, jitter_strength=JITTER_STRENGTH),
-            loss_fn=build_loss("mse"), label_scheme=labels,
-        ), {}
+    trainer, extra = task_of(task).bench_trainer(prepared, model_name, args, gc)
     timer = StepTimer(trainer.accelerator)
     trainer.add_callback(timer)
     trainer.train()
@@ -259,9 +248,7 @@ def run_bench(data_dir, model_name="small-random", size_hw=(518, 840), batch_siz
     unknown = sorted(set(phases) - set(PHASES))
     if unknown:
         raise ConfigError(f"--phases: unknown {', '.join(unknown)}; choose from {', '.join(PHASES)}")
-    if task == "complete" and set(phases) != {"ours"}:
-        raise ConfigError("bench --task complete measures a completion run's training only: add --phases "
-                          "ours (inference times the completer already: --phases inference without --task)")
+    task_of(task).check_bench_phases(phases)
     files = find_captures(data_dir)
     if len(files) < batch_size and set(phases) - {"inference"}:
         raise DataError(data_dir, f"only {len(files)} captures, fewer than --batch-size {batch_size}")

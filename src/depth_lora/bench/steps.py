@@ -60,29 +60,6 @@ def loader_s_per_batch(trainer, batches: int) -> float:
     return (time.perf_counter() - start) / batches
 
 
-def completion_trainer(prepared, model_name, args, gc):
-    """A completion run's Trainer as `train --task complete` builds it (its hole bank made here,
-    timed), on a completer of `model_name`'s architecture."""
-    from depth_lora.data.completion import CompletionDataset
-    from depth_lora.data.transforms import JITTER_STRENGTH, BatchTransform
-    from depth_lora.model.lora import apply_lora
-    from depth_lora.model.prompt import build_completer, start_residual_head
-    from depth_lora.training.losses import CompletionLoss
-    from depth_lora.training.trainer import DepthTrainer
-
-    start = time.perf_counter()
-    dataset = CompletionDataset(prepared, workers=args.dataloader_num_workers)
-    holes_s = time.perf_counter() - start
-    completer = build_completer(model_name)[0]
-    start_residual_head(completer)
-    trainer = DepthTrainer(
-        model=apply_lora(completer, train_head=True, gradient_checkpointing=gc), args=args,
-        train_dataset=dataset, transform=BatchTransform(flip=True, jitter_strength=JITTER_STRENGTH),
-        loss_fn=CompletionLoss(), label_scheme=None,
-    )
-    return trainer, {"hole_bank_s": holes_s, "hole_draws": dataset.draws}
-
-
 def data_fraction(timer: StepTimer) -> float:
     steady, waits = timer.steps[1:], timer.waits[1:]
     return sum(waits) / (sum(waits) + sum(steady)) if steady else 0.0

@@ -83,78 +83,17 @@ def format_metrics_summary(metrics: dict) -> str:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from depth_lora.evaluation.report import (
-        format_report_table,
-        interpret_report,
-        run_evaluation,
-        write_report,
-    )
-    from depth_lora.evaluation.verdict import kept_checkpoint_line, plain_reading
     from depth_lora.inference.options import check_max_pixels
     from depth_lora.inference.predict import load_bundle
-    from depth_lora.runs.folder import read_metrics, read_split
+    from depth_lora.runs.task import task_of
 
     check_max_pixels(args.holes_max_pixels)  # before any work
     plots = args.plots if args.plots != "" else Path(args.adapter) / "evaluation" / args.split
     bundle = load_bundle(args.adapter, precision=args.precision)  # one load for every split scored
-    if bundle.record.is_completer:
-        return _evaluate_completer(args, bundle, plots)
-    report = run_evaluation(args.data, args.adapter, args.split, plots_dir=plots, bundle=bundle,
-                            tolerances_mm=tuple(args.tolerances_mm))
-    print(format_report_table(report))
-    if args.holes:
-        from depth_lora.evaluation.holes import format_hole_table, run_hole_evaluation
-
-        holes = run_hole_evaluation(args.data, args.adapter, args.split, plots_dir=plots,
-                                    precision=args.precision, max_pixels=args.holes_max_pixels or None)
-        print("\nFilling hidden holes (depth-lora complete), scored on the hidden pixels only:")
-        print(format_hole_table(holes))
-        report.holes = holes.to_dict()
-    if args.split == "all":
-        print(f"\n== What the table says\n{interpret_report(report)}\n"
-              "--split all includes the training captures: no verdict is drawn from it.")
-    else:  # the verdict reads both held-out splits, whichever was asked for (as quickstart does)
-        reports = {args.split: report}
-        other = "val" if args.split == "test" else "test"
-        if (read_split(args.adapter) or {}).get(other):
-            reports[other] = run_evaluation(args.data, args.adapter, other, progress=False, bundle=bundle,
-                                            tolerances_mm=tuple(args.tolerances_mm))
-        val = (read_metrics(args.adapter) or {}).get("val")
-        kept = kept_checkpoint_line(val) if val else None
-        reading = plain_reading(reports.get("test"), reports.get("val"), kept, shown=report)
-        print(f"\n== What the table says\n{reading}")
-    for path in write_report(report, args.json, args.csv):
-        print(f"written: {path}")
+    code = task_of(bundle.record).evaluate(args, bundle, plots)  # a completion run: on hidden holes
     if plots:
         print(f"figures written to {plots}")
-    return 0
-
-
-def _evaluate_completer(args: argparse.Namespace, bundle, plots) -> int:
-    """`evaluate` on a completion run: it needs the measured depth, so it is scored on hidden holes
-    (what --holes does for a monocular run), with the verdict both held-out splits give."""
-    from depth_lora.evaluation.holes import format_hole_table, run_hole_evaluation, write_hole_report
-    from depth_lora.evaluation.verdict import completion_verdict
-    from depth_lora.runs.folder import read_split
-
-    print(f"{args.adapter}: a completion run, scored on hidden holes of the {args.split} split")
-    max_pixels = args.holes_max_pixels or None
-    holes = run_hole_evaluation(args.data, args.adapter, args.split, plots_dir=plots, bundle=bundle,
-                                max_pixels=max_pixels)
-    print(format_hole_table(holes))
-    reports, other = {args.split: holes}, "val" if args.split == "test" else "test"
-    if args.split != "all" and (read_split(args.adapter) or {}).get(other):
-        reports[other] = run_hole_evaluation(args.data, args.adapter, other, progress=False, bundle=bundle,
-                                             max_pixels=max_pixels)
-    verdict = None
-    if args.split != "all":
-        verdict = completion_verdict(reports.get("test"), reports.get("val"))[1]
-        print(f"\n== What the table says\n{verdict}")
-    for path in write_hole_report(holes, args.json, args.csv, verdict):
-        print(f"written: {path}")
-    if plots:
-        print(f"figures written to {plots}")
-    return 0
+    return code
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -163,7 +102,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from depth_lora.deploy.backends import describe_bundle, open_bundle
     from depth_lora.inference.predict import list_images, predict_files
     from depth_lora.numeric.geometry import intrinsics_from_xyz
-    from depth_lora.runs.folder import check_task, read_record
+    from depth_lora.runs.folder import read_record
+    from depth_lora.runs.task import require_task
 
     intrinsics = tuple(args.intrinsics) if args.intrinsics else None
     if args.intrinsics_from:
@@ -175,7 +115,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         print(f"intrinsics from {args.intrinsics_from}: fx {fx:.2f} fy {fy:.2f} cx {cx:.2f} cy {cy:.2f}")
     images = list_images(args.inputs)
     # Refused before the model loads: a completion run needs depth too.
-    check_task(read_record(args.adapter), args.adapter, "depth", "predict depth from an image alone")
+    require_task(read_record(args.adapter), args.adapter, "depth", "predict depth from an image alone")
     bundle = open_bundle(args.adapter, args.backend, args.precision)
     print(describe_bundle(bundle))
     if bundle.record.warning:

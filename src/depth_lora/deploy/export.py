@@ -35,6 +35,7 @@ from depth_lora.runs.folder import (
     read_split,
     write_record,
 )
+from depth_lora.runs.task import task_of
 
 # The fp32 graph must reproduce PyTorch's fp32 depth to within this, at full resolution, on every
 # checked pixel (measured: about 1e-3 mm on the Small architecture; operator order differs).
@@ -124,25 +125,7 @@ def timed_predictions(bundle, captures: list) -> tuple[list[np.ndarray], float]:
 def predict_one(bundle, capture: tuple) -> np.ndarray:
     """A (key, rgb, depth or None) capture's depth in mm at full resolution: the image's for a depth
     run, the completion model's output (before anchoring) for a completion run."""
-    _, rgb, depth = capture
-    if bundle.record.is_completer:
-        return bundle.predict_completion(rgb, depth)
-    return bundle.predict_mm([rgb])[0]
-
-
-def completion_settings(adapter_dir, quantize: str | None, images: list[Path] | None) -> dict | None:
-    """A completion run's settings (its record's), None for a depth run; a one-line ConfigError for
-    what a completion export cannot do: int8, and parity on images without depth."""
-    record = read_record(adapter_dir)
-    if not record.is_completer:
-        return None
-    if quantize:
-        raise ConfigError(f"{adapter_dir}: a completion run (--task complete) is exported in fp32 only; "
-                          "--quantize is for depth runs")
-    if images:
-        raise ConfigError(f"{adapter_dir}: a completion run is checked on captures with depth (the run's "
-                          "test captures, or generated ones); --check-images gives images alone")
-    return record.completion
+    return task_of(bundle.record).predict_one(bundle, capture)
 
 
 def mean_rmse_mm(preds: list[np.ndarray], targets: list[np.ndarray]) -> float:
@@ -163,7 +146,6 @@ def export_model(adapter_dir: str | Path, output_dir: str | Path, format: str = 
     Raises ModelError if the fp32 model differs from PyTorch by more than PARITY_TOLERANCE_MM, and
     ConfigError if the format's optional packages are missing (before anything is loaded).
     """
-    from depth_lora.deploy import readme
     from depth_lora.inference.predict import load_bundle
 
     if format not in FORMATS:
@@ -174,7 +156,8 @@ def export_model(adapter_dir: str | Path, output_dir: str | Path, format: str = 
     versions = writer.require()
     output_dir = Path(output_dir)
     check_new_folder(output_dir, "the export")
-    completion = completion_settings(adapter_dir, quantize, images)  # refusals come before loading
+    record = read_record(adapter_dir)  # what the task cannot export is refused before loading
+    completion = task_of(record).export_settings(adapter_dir, record, quantize, images)
     bundle = load_bundle(adapter_dir, device="cpu", precision="fp32")
     # Parity needs a few captures; the int8 accuracy cost all held-out ones (up to a limit).
     limit = ACCURACY_CAPTURES if quantize else CHECK_CAPTURES
@@ -209,7 +192,7 @@ def export_model(adapter_dir: str | Path, output_dir: str | Path, format: str = 
                          "torch": torch.__version__, "timed_on": describe_cpu()}
         write_record(work, record)
         copy_run_records(adapter_dir, work, record)  # the split and metrics, for the record
-        (work / CARD_FILE).write_text(readme.export_readme(record, output_dir.name))
+        (work / CARD_FILE).write_text(task_of(record).export_readme(record, output_dir.name))
         if output_dir.exists():
             output_dir.rmdir()  # empty: checked above
         work.chmod(0o777 & ~current_umask())  # mkdtemp makes it private (0700); a folder is not

@@ -22,7 +22,8 @@ import torch
 from depth_lora.data.completion import capture_prompt
 from depth_lora.data.dataset import LabelScheme, resize_rgb
 from depth_lora.inference.predict import upsample
-from depth_lora.runs.folder import RunRecord, check_task
+from depth_lora.runs.folder import RunRecord
+from depth_lora.runs.task import require_task, task_of
 
 INPUT_NAME, OUTPUT_NAME = "image", "labels"  # the graph's input and output names, in every format
 PROMPT_NAME, DEPTH_NAME = "prompt_depth", "depth_mm"  # a completion graph's second input, its output
@@ -52,7 +53,7 @@ class ExportedBundle:
     def predict_completion(self, rgb: np.ndarray, depth_mm: np.ndarray) -> np.ndarray:
         """A completion run's depth in mm for one capture at the image's (H, W), as
         predict.ModelBundle.predict_completion computes it."""
-        check_task(self.record, self.folder, "complete", "complete a capture from the measured depth")
+        require_task(self.record, self.folder, "complete", "complete a capture from the measured depth")
         prompt = capture_prompt(depth_mm, self.image_size_hw, self.record.completion)
         small = resize_rgb(rgb, self.image_size_hw)[None]
         depth = self.run_completion(np.ascontiguousarray(small), prompt[None])[0]
@@ -60,7 +61,7 @@ class ExportedBundle:
 
     def predict_labels(self, rgbs: list[np.ndarray]) -> np.ndarray:
         """The graph's output for a batch of (H, W, 3) uint8 images of any sizes: (B, h, w) labels."""
-        check_task(self.record, self.folder, "depth", "predict depth from an image alone")
+        require_task(self.record, self.folder, "depth", "predict depth from an image alone")
         return self.run_batch(np.stack([resize_rgb(rgb, self.image_size_hw) for rgb in rgbs]))
 
     def predict_raw(self, rgb: np.ndarray) -> np.ndarray:
@@ -78,4 +79,4 @@ class ExportedBundle:
 
 def record_labels(record: RunRecord) -> LabelScheme | None:
     """An export's label scheme, None for a completion run (its graph returns mm)."""
-    return None if record.is_completer else LabelScheme(**record.labels)
+    return task_of(record).labels(record)

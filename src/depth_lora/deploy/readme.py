@@ -30,10 +30,9 @@ def ir_beside_lines(record: RunRecord) -> list[str]:
             "faster than the ONNX graph)."]
 
 
-def export_readme(record: RunRecord, folder_name: str) -> str:
-    """How to run the export with its runtime alone (numpy, Pillow, OpenCV; no torch, no depth-lora)."""
-    if record.is_completer:
-        return completion_readme(record, folder_name)
+def depth_readme(record: RunRecord, folder_name: str) -> str:
+    """A monocular run's export: how to run it with its runtime alone (numpy, Pillow, OpenCV; no
+    torch, no depth-lora)."""
     writer = FORMATS[record.format]
     labels, (h, w) = record.labels, record.image_size_hw
     lo, hi = labels["depth_min_mm"], labels["depth_max_mm"]

@@ -16,14 +16,17 @@ a model still fills at full resolution (`complete --classical` at most 0.6 Mpx, 
 
 from __future__ import annotations
 
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from depth_lora.data.captures import Capture, load_capture, load_depth_mm
+from depth_lora.data.captures import Capture, CaptureFiles, load_capture, load_depth_mm
 from depth_lora.data.dataset import resize_depth
 from depth_lora.errors import DataError
 from depth_lora.evaluation.fill_error import (
@@ -34,21 +37,19 @@ from depth_lora.evaluation.fill_error import (
     fill_coverage,
     fill_settings,
 )
-from depth_lora.evaluation.report import predict_zero_shot_disparity, select_captures, zero_shot_base
+from depth_lora.evaluation.report import select_captures
 from depth_lora.inference.complete import (
-    base_labels,
-    border_safe_raw,
     complete_raw,
-    completion_from_prediction,
 )
 from depth_lora.inference.local_fit import local_fit_fill
 from depth_lora.inference.options import HOLE_SCORING_MAX_PIXELS, check_max_pixels
-from depth_lora.inference.predict import load_base_model, load_bundle, predict_completion, predict_raw
+from depth_lora.inference.predict import load_bundle
 from depth_lora.numeric.fill import harmonic_fill, nearest_fill, telea_fill
 from depth_lora.numeric.guided_fill import DEFAULT_FILL, GUIDED_FILLS
 from depth_lora.numeric.hole_masks import HOLE_KINDS, hidden_masks
 from depth_lora.numeric.metrics import depth_metrics, mean_with_ci95
 from depth_lora.numeric.resize import fraction_size
+from depth_lora.runs.task import task_of
 from depth_lora.text import live_progress, plural
 
 # Every row a hole table can have: a monocular run's (fine_tuned, fine_tuned_global) or a completion
@@ -79,6 +80,8 @@ FILL_DESCRIPTIONS = {
     "telea": "OpenCV inpainting, Telea's fast-marching method (cv2.INPAINT_TELEA, radius 5)",
 }
 HOLE_TOLERANCES_MM = (1.0, 5.0, 10.0)
+CLASSICAL_MEMO_BYTES = 512 * 2**20  # classical_fills' memory: 6 test captures x 4 kinds at 600 x 972 fit
+_CLASSICAL_MEMO: dict[bytes, dict[str, np.ndarray]] = {}  # insertion order: the oldest first
 HOLE_HEADLINE = ("rmse_mm", "mae_mm", "within_1mm", "within_5mm", "within_10mm", "coverage_90", "interval_mm")
 
 
@@ -137,65 +140,38 @@ def base_model_fills(depth_mm: np.ndarray, rgb: np.ndarray, raw_zero_shot,
 
 def classical_fills(depth_mm: np.ndarray, rgb: np.ndarray) -> dict[str, np.ndarray]:
     """The fills without a model: the image-guided ones (`default` is one of them, computed once)
-    and nearest, harmonic and Telea, which read the depth alone."""
-    guided = {name: fill(depth_mm, rgb) for name, fill in GUIDED_FILLS.items()}
-    return {"default": guided[DEFAULT_FILL], **guided, "nearest": nearest_fill(depth_mm),
-            "harmonic": harmonic_fill(depth_mm), "telea": telea_fill(depth_mm)}
+    and nearest, harmonic and Telea, which read the depth alone.
 
-
-def monocular_fillers(bundle):
-    """capture -> (depth with holes -> {method: fill}) for a monocular run: the models run once per
-    capture (they read the image only)."""
-    base = zero_shot_base(bundle)
-    zero_shot_labels = base_labels(base if base is not None else bundle.model)
-    size_hw = bundle.image_size_hw  # each model's output as `complete` computes it
-
-    def for_capture(capture: Capture):
-        raw = border_safe_raw(bundle.predict_raw, capture.rgb, size_hw)
-        raw_zero_shot = border_safe_raw(partial(predict_zero_shot_disparity, bundle, base=base), capture.rgb,
-                                        size_hw)
-        return partial(fill_all_methods, rgb=capture.rgb, raw_fine_tuned=raw, raw_zero_shot=raw_zero_shot,
-                       labels=bundle.labels, base_labels=zero_shot_labels)
-
-    return for_capture
-
-
-def completion_fillers(bundle):
-    """capture -> (depth with holes -> {method: fill}) for a completion run: the completers read the
-    depth, so they run once per hole; the base model (monocular, no prompt) once per capture."""
-    record, size_hw, precision = bundle.record, bundle.image_size_hw, bundle.precision
-    start = load_base_model(bundle.folder, record).to(bundle.device).eval()
-    monocular = load_base_model(bundle.folder, record, as_published=True).to(bundle.device).eval()
-    predict_start = partial(predict_completion, start, size_hw=size_hw, completion=record.completion,
-                            precision=precision)
-
-    def for_capture(capture: Capture):
-        rgb = capture.rgb
-        raw_zero_shot = border_safe_raw(
-            lambda image: predict_raw(monocular, image, size_hw, precision).cpu().numpy(), rgb, size_hw)
-
-        def fills(depth_mm: np.ndarray) -> dict[str, np.ndarray]:
-            measured = np.isfinite(depth_mm)
-            learned = border_safe_raw(bundle.predict_completion, rgb, size_hw, depth_mm)
-            started = border_safe_raw(lambda image, depth: predict_start(rgb=image, depth_mm=depth), rgb,
-                                      size_hw, depth_mm)
-            return {
-                "completer": completion_from_prediction(learned, depth_mm, measured).depth_mm,
-                "completer_unanchored": completion_from_prediction(learned, depth_mm, measured,
-                                                                   anchor=False).depth_mm,
-                "completer_start": completion_from_prediction(started, depth_mm, measured).depth_mm,
-                **base_model_fills(depth_mm, rgb, raw_zero_shot),
-            }
-
-        return fills
-
-    return for_capture
+    They read nothing else, so a process that scores the same holes again (the notebook scores the
+    test split for the monocular run, then for the completer) takes them from `_CLASSICAL_MEMO`,
+    read-only: the most recent CLASSICAL_MEMO_BYTES of fills, keyed by a digest of both inputs.
+    """
+    key = hashlib.blake2b(depth_mm.tobytes(), digest_size=16)
+    key.update(np.ascontiguousarray(rgb).tobytes())
+    key.update(repr((depth_mm.shape, depth_mm.dtype.str, rgb.shape, rgb.dtype.str)).encode())
+    fills = _CLASSICAL_MEMO.pop(key.digest(), None)
+    if fills is None:  # in threads: the sparse solves and OpenCV let go of the GIL
+        jobs = {**{name: partial(fill, depth_mm, rgb) for name, fill in GUIDED_FILLS.items()},
+                "nearest": partial(nearest_fill, depth_mm), "harmonic": partial(harmonic_fill, depth_mm),
+                "telea": partial(telea_fill, depth_mm)}
+        with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
+            futures = {name: pool.submit(job) for name, job in jobs.items()}
+            fills = {name: future.result() for name, future in futures.items()}
+        fills = {"default": fills[DEFAULT_FILL], **fills}
+        for filled in fills.values():
+            filled.flags.writeable = False
+    _CLASSICAL_MEMO[key.digest()] = fills  # the most recent last
+    total = sum(a.nbytes for f in _CLASSICAL_MEMO.values() for a in {id(a): a for a in f.values()}.values())
+    while total > CLASSICAL_MEMO_BYTES and len(_CLASSICAL_MEMO) > 1:
+        oldest = _CLASSICAL_MEMO.pop(next(iter(_CLASSICAL_MEMO)))
+        total -= sum(a.nbytes for a in {id(a): a for a in oldest.values()}.values())
+    return dict(fills)
 
 
 def score_capture(capture: Capture, other_depth_mm: np.ndarray, fill, seed: int, fill_error=None):
     """Rows {capture, kind, method, metrics, hidden_pixels} for one capture, and the fills of its
     first kind (for a figure). other_depth_mm: the depth whose holes are borrowed; fill: depth with
-    holes -> {method: filled depth} (`monocular_fillers`, `completion_fillers`); fill_error: the
+    holes -> {method: filled depth} (its task's `hole_fillers`); fill_error: the
     default fill's FillErrorModel, whose 90 % interval is scored on the `default` row."""
     rows, first = [], None
     for kind, hidden in hidden_masks(capture.depth_mm, other_depth_mm, seed).items():
@@ -233,10 +209,8 @@ def run_fill_error(data_dir, bundle, progress: bool = True):
                 return model
         except (ValueError, json.JSONDecodeError):
             pass  # another version's: learned again below
-    unit = bundle.record.depth_unit
     try:
-        train = select_captures(data_dir, bundle, "train")
-        model = calibrate_fill_error([load_capture(f, unit) for f in calibration_subset(train)])
+        model = learned_fill_error(select_captures(data_dir, bundle, "train"), bundle.record.depth_unit)
     except (DataError, FileNotFoundError, KeyError, ValueError) as exc:
         print(f"No error bars for the {DEFAULT_FILL} fill: {exc}")
         return None
@@ -248,6 +222,22 @@ def run_fill_error(data_dir, bundle, progress: bool = True):
     if progress:
         print(f"The {DEFAULT_FILL} fill's error bars learned on {model.captures} training captures, {where}")
     return model
+
+
+def learned_fill_error(files: list, unit: str = "mm"):
+    """calibrate_fill_error on `calibration_subset(files)`, learned once per process for the same
+    files, unchanged on disk, and the same settings (the notebook's completer reads the same
+    training captures as its monocular run)."""
+    chosen = calibration_subset(files)
+    stamps = tuple((f.key, str(f.image), str(f.depth), f.image.stat().st_mtime_ns, f.depth.stat().st_mtime_ns)
+                   for f in chosen)
+    return _learned_fill_error(stamps, unit, repr(sorted(fill_settings().items())))
+
+
+@lru_cache(maxsize=4)
+def _learned_fill_error(stamps: tuple, unit: str, settings: str):
+    files = [CaptureFiles(key, Path(image), Path(depth)) for key, image, depth, *_ in stamps]
+    return calibrate_fill_error([load_capture(f, unit) for f in files])
 
 
 def scoring_size(size_hw: tuple[int, int], max_pixels: int | None) -> tuple[int, int]:
@@ -274,8 +264,8 @@ def run_hole_evaluation(data_dir, adapter_dir, split: str = "test", plots_dir=No
     bundle = bundle or load_bundle(adapter_dir, device=device, precision=precision)
     files = select_captures(data_dir, bundle, split)
     fill_error = run_fill_error(data_dir, bundle, progress)
-    completer = bundle.record.is_completer
-    fillers = completion_fillers(bundle) if completer else monocular_fillers(bundle)
+    task = task_of(bundle.record)
+    fillers = task.hole_fillers(bundle)
     unit = bundle.record.depth_unit
     rows, scored_hw = [], []
     bar = tqdm(files, desc=f"holes {split}", unit="capture", disable=not (progress and live_progress()))
@@ -294,7 +284,7 @@ def run_hole_evaluation(data_dir, adapter_dir, split: str = "test", plots_dir=No
             from depth_lora.viz import plot_hole_filling, save_figure
 
             kind, hidden, fills = first
-            shown = ("completer" if completer else "fine_tuned", "default", "harmonic")
+            shown = (task.hole_row, "default", "harmonic")
             figure = plot_hole_filling(capture, hidden, {m: fills[m] for m in shown},
                                        title=f"{capture.key}\n{kind} holes", warning=bundle.record.warning)
             save_figure(figure, Path(plots_dir) / f"holes_{f.key}.png")
@@ -305,7 +295,7 @@ def run_hole_evaluation(data_dir, adapter_dir, split: str = "test", plots_dir=No
                for m in methods}
         for kind in HOLE_KINDS if any(r["kind"] == kind for r in rows)
     }
-    kinds = (bundle.record.completion or {}).get("hole_kinds") if completer else None
+    kinds = task.training_hole_kinds(bundle.record)
     return HoleReport(by_kind, rows, split, kinds, sorted(set(scored_hw)))
 
 

@@ -27,6 +27,7 @@ from depth_lora.inference.predict import ModelBundle
 from depth_lora.model.lora import to_channels_last
 from depth_lora.numeric.fill import robust_fit_affine, smooth_fill
 from depth_lora.runs.folder import RunRecord
+from depth_lora.runs.task import task_of
 
 MIN_MEASURED_PIXELS = 200  # fewer measured pixels than this: no fit can be trusted
 MIN_MEASURED_FRACTION = 0.01
@@ -202,12 +203,7 @@ def complete_capture(bundle: ModelBundle | None, rgb: np.ndarray, depth_mm: np.n
     measured = check_measured(depth_mm, name)
     if bundle is None:
         return classical_completion(rgb, depth_mm, measured)
-    if bundle.record.is_completer:
-        return complete_with_completer(bundle.predict_completion, rgb, depth_mm, bundle.image_size_hw,
-                                       measured)
-    # A PyTorch ModelBundle or an exported model's (deploy.exported): both take any image size.
-    raw = border_safe_raw(bundle.predict_raw, rgb, bundle.image_size_hw)
-    return complete_raw(raw, depth_mm, bundle.labels, name, measured)
+    return task_of(bundle.record).complete(bundle, rgb, depth_mm, name, measured)
 
 
 def classical_completion(rgb: np.ndarray, depth_mm: np.ndarray, measured: np.ndarray) -> Completion:

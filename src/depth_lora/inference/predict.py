@@ -15,7 +15,8 @@ from depth_lora.errors import DataError, DepthLoraError, ModelError
 from depth_lora.inference.options import check_batch_size, check_formats
 from depth_lora.model.lora import to_channels_last
 from depth_lora.model.precision import resolve_device, resolve_precision
-from depth_lora.runs.folder import EXPORT_FORMAT_NAMES, RunRecord, check_task, read_record
+from depth_lora.runs.folder import EXPORT_FORMAT_NAMES, RunRecord, read_record
+from depth_lora.runs.task import require_task, task_of
 
 IMAGE_PATTERNS = ("*.png", "*.jpg", "*.jpeg", "*.tif", "*.tiff", "*.bmp")
 
@@ -25,7 +26,7 @@ class ModelBundle:
     """A model ready for inference and what turns its output into mm.
 
     model: the base model with the adapter (a PeftModel), or a merged standalone model.
-    labels: how the output becomes mm; None for a completion model (record.is_completer), whose
+    labels: how the output becomes mm (its task's `labels`); None for a completion model, whose
         output is depth in mm given the capture's measured depth (`predict_completion`).
     image_size_hw: the size images are resized to for the model.
     precision: "fp32", "bf16" or "fp16": the autocast of the forward (the head and the output stay
@@ -45,7 +46,7 @@ class ModelBundle:
 
     def predict_mm(self, rgbs: list[np.ndarray]) -> list[np.ndarray]:
         """Depth in mm for a batch of images (any sizes), each at its own resolution."""
-        check_task(self.record, self.folder, "depth", "predict depth from an image alone")
+        require_task(self.record, self.folder, "depth", "predict depth from an image alone")
         raw = predict_raw_batch(self.model, rgbs, self.image_size_hw, self.precision)
         return [self.labels.decode(r).cpu().numpy().astype(np.float32) for r in raw]
 
@@ -57,7 +58,7 @@ class ModelBundle:
     def predict_completion(self, rgb: np.ndarray, depth_mm: np.ndarray) -> np.ndarray:
         """A completion model's depth in mm for one capture, at the image's (H, W): `rgb` (H, W, 3)
         uint8 and `depth_mm` (H, W), NaN (or <= 0) where the camera measured nothing."""
-        check_task(self.record, self.folder, "complete", "complete a capture from the measured depth")
+        require_task(self.record, self.folder, "complete", "complete a capture from the measured depth")
         return predict_completion(self.model, rgb, depth_mm, self.image_size_hw, self.record.completion,
                                   self.precision)
 
@@ -94,31 +95,15 @@ def load_bundle(
     precision = resolve_precision(precision, device.type)
     # channels-last: the DPT neck's and head's convolutions run about 7 % faster on CPU (bench).
     to_channels_last(model.to(device)).eval()
-    labels = None if record.is_completer else LabelScheme(**record.labels)
-    return ModelBundle(model, labels, record.image_size_hw, record, folder, precision)
+    return ModelBundle(model, task_of(record).labels(record), record.image_size_hw, record, folder, precision)
 
 
 def load_base_model(folder: Path, record: RunRecord, as_published: bool = False) -> torch.nn.Module:
-    """The model a run started from: its saved copy (random-init bases) or the hub id / folder,
-    with the run's metric head (--head metric, --max-depth) unless `as_published` (the zero-shot
-    baseline: the checkpoint as a user would download it)."""
-    from depth_lora.model.checkpoints import build_model
-    from depth_lora.model.heads import make_metric_head
-
-    base_dir = record.base_model_dir
-    if record.is_completer:  # a completion model, its residual head started as in training
-        from depth_lora.model.prompt import add_validity_channel, build_completer, start_residual_head
-
-        model = build_completer(str(folder / base_dir) if base_dir else record.base_model)[0]
-        if (record.completion or {}).get("output") == "residual" and not as_published:
-            start_residual_head(model)
-        if (record.completion or {}).get("prompt_channels", 1) == 2:
-            add_validity_channel(model)
-        return model
-    model = build_model(str(folder / base_dir) if base_dir else record.base_model)[0]
-    if record.head_type == "metric" and not as_published:
-        make_metric_head(model, record.head.get("max_depth"))
-    return model
+    """The model a run started from: its saved copy (random-init bases) or the hub id / folder, as
+    its task builds it: with the run's metric head (--head metric, --max-depth), a completer's
+    residual head, unless `as_published` (the zero-shot baseline: the checkpoint as a user would
+    download it)."""
+    return task_of(record).base_model(folder, record, as_published)
 
 
 def autocast(device: torch.device, precision: str):

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from depth_lora.data.split import load_split, save_split
 from depth_lora.errors import DataError, ModelError
+from depth_lora.runs.task import task_of
 
 # 2: OpenVINO export folders; 3: completion runs (--task complete). An older depth-lora refuses
 # either in one line instead of misreading it.
@@ -64,7 +65,7 @@ class RunRecord:
 
     base_model: str
     task: str = "depth"  # "depth": a monocular model; "complete": a completion model (reads depth too)
-    completion: dict | None = None  # a completion run's settings (training.run.completion_settings)
+    completion: dict | None = None  # a completion run's settings (tasks.completion.CompletionTask.build)
     labels: dict = field(default_factory=dict)  # LabelScheme.to_dict(): kind and its mm range; {}: none
     image_size_hw: tuple[int, int] | None = None  # the model's input size (H, W)
     finetune: str = "lora"  # "full": the folder holds a whole model (config.json), not an adapter
@@ -123,11 +124,6 @@ class RunRecord:
     @property
     def head_type(self) -> str:
         return (self.head or {}).get("type", "relative")
-
-    @property
-    def is_completer(self) -> bool:
-        """A completion run (--task complete): its model reads the camera's depth as well as the image."""
-        return self.task == "complete"
 
     @property
     def whole_model(self) -> bool:
@@ -212,25 +208,11 @@ def export_format(folder: str | Path) -> str | None:
 
 
 def write_record(folder: str | Path, record: RunRecord) -> Path:
-    """Write `depth_lora.json`, stamped with the oldest format version that reads it: 3 for a
-    completion run, 2 for an OpenVINO export (which depth-lora before them would misread as a
-    monocular training folder), else 1."""
-    version = 3 if record.is_completer else 2 if record.format == "openvino" else 1
+    """Write `depth_lora.json`, stamped with the oldest format version that reads it: its task's
+    (3 for a completion run), at least 2 for an OpenVINO export (which depth-lora before them would
+    misread as a monocular training folder)."""
+    version = max(task_of(record).format_version, 2 if record.format == "openvino" else 1)
     return _write_json(Path(folder) / META_FILE, {"format_version": version, **record.to_dict()})
-
-
-def check_task(record: RunRecord, folder: str | Path, task: str, action: str) -> None:
-    """ModelError (one line) when the run in `folder` is not of `task`: a completion run where a
-    monocular model is needed (it cannot predict from an image alone), or the reverse. `action`:
-    what the caller was asked to do, for the message."""
-    if record.task == task:
-        return
-    if record.is_completer:
-        raise ModelError(f"{folder}: a completion run (--task complete), which needs the camera's depth as "
-                         f"well as the image, so it cannot {action}; use `depth-lora complete --adapter "
-                         f"{folder} CAPTURES --out DIR`")
-    raise ModelError(f"{folder}: a monocular run (--task depth), not a completion model, so it cannot "
-                     f"{action}; train one with `depth-lora train --task complete`")
 
 
 def split_path(folder: str | Path, record: RunRecord | None = None) -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from depth_lora.runs.folder import CARD_FILE, RunRecord
+from depth_lora.runs.task import task_of
 
 CARD_MARKER = "<!-- model card written by depth-lora -->"
 OTHER_CARD_FILE = "MODEL_CARD.md"  # where the card goes if the folder already has a README of its own
@@ -35,7 +36,7 @@ def card_header(record: RunRecord) -> dict:
     return {"base_model": base, **header} if base else header
 
 
-def _results_table(test: dict) -> list[str]:
+def results_table(test: dict) -> list[str]:
     rows = [(m, r) for m, r in test.items() if isinstance(r, dict) and "rmse_mm" in r]
     if not rows:
         return ["No test split was held out, so there is no held-out table."]
@@ -51,13 +52,12 @@ def _results_table(test: dict) -> list[str]:
 
 def model_card(record: RunRecord, metrics: dict | None, split: dict | None, folder_name: str) -> str:
     """The card's text (see the module docstring)."""
+    task = task_of(record)
     header = yaml.safe_dump(card_header(record), sort_keys=False, allow_unicode=True).strip()
-    labels = record.labels
-    size = record.image_size_hw or ("?", "?")
     lines = ["---", header, "---", CARD_MARKER, "", f"# {folder_name}", ""]
     if record.warning:
         lines += [f"> **WARNING:** {record.warning}.", ""]
-    lines += _intro_lines(record, labels, size)
+    lines += task.card_intro(record)
     if split:
         lines.append(f"- Captures: {len(split['train'])} train, {len(split['val'])} validation, "
                      f"{len(split['test'])} test (split.json; sessions kept apart: "
@@ -68,87 +68,12 @@ def model_card(record: RunRecord, metrics: dict | None, split: dict | None, fold
         lines.append(f"- Camera: {camera['size_hw'][0]} x {camera['size_hw'][1]} px, intrinsics fx {fx:.1f} "
                      f"fy {fy:.1f} cx {cx:.1f} cy {cy:.1f} (fitted to the captures' XYZ maps)")
     lines += ["", "## Held-out results", ""]
-    test = (metrics or {}).get("test")
-    if test and record.is_completer:
-        lines += ["Measured pixels of the test captures hidden (holes of several kinds), filled, and scored "
-                  "on the hidden pixels only (`depth-lora evaluate --holes`), over all hole kinds; mean over "
-                  "(capture, kind) pairs with 95 % bootstrap intervals. `harmonic` is the classical fill to "
-                  "beat; metrics.json has each kind.", ""]
-        lines += _results_table(test)
-        verdict = (metrics or {}).get("verdict", {}).get("text")
-        lines += ["", "```text", verdict, "```"] if verdict else []
-    elif test:
-        lines += [f"On the test split, compared at {test.get('resolution', 'full resolution')}; "
-                  "mean over captures with 95 % bootstrap intervals. `zero_shot_calibrated` is what the base "
-                  "model does without fine-tuning (one scale and shift fitted on the training captures): "
-                  "the row to beat. `*_aligned` rows are oracles (per-capture fit to the ground truth).", ""]
-        lines += _results_table(test)
-        notes = test.get("notes") or []
-        lines += ["", *[f"- {n}" for n in notes]] if notes else []
-        verdict = (metrics or {}).get("verdict", {}).get("text")
-        if verdict:  # read from the validation and test splits together (evaluation/verdict.py)
-            lines += ["", "```text", verdict, "```"]
-    else:
-        lines += _results_table({})
-    if record.is_completer:
-        return "\n".join(lines + [
-            "", "## Use it", "",
-            "From a shell: `depth-lora complete CAPTURES --adapter THIS_FOLDER --out completed` fills each "
-            "capture's holes; every measured pixel comes back unchanged. The model needs the measured depth, "
-            "so `depth-lora predict` refuses it.", "",
-        ])
-    lines += [
-        "", "## Use it", "",
-        "```python",
-        "from depth_lora import load_bundle, predict_depth_mm  # pip install -e . in a depth-lora checkout",
-        f'bundle = load_bundle("{folder_name}")  # this folder (e.g. from huggingface_hub.snapshot_download)',
-        "depth_mm = predict_depth_mm(bundle, rgb)  # (H, W, 3) uint8 -> (H, W) float32 mm",
-        "```",
-        "",
-        "From a shell: `depth-lora predict IMAGES --adapter THIS_FOLDER --out predictions`, and "
-        "`depth-lora complete CAPTURES --adapter THIS_FOLDER --out completed` to fill a capture's holes.",
-        f"The raw model output is a label: {_decode_rule(labels)}.",
-        "",
-        "Publish this folder with `hf upload USER/NAME THIS_FOLDER`: the YAML header above is the hub's "
-        "metadata.",
-        "",
-    ]
-    return "\n".join(lines)
+    lines += task.card_results(metrics) if (metrics or {}).get("test") else results_table({})
+    return "\n".join(lines + task.card_use(record, folder_name))
 
 
-
-def _intro_lines(record: RunRecord, labels: dict, size) -> list[str]:
-    """What the model is and what it was trained from (a completion model or a monocular one)."""
-    lines = []
-    if record.is_completer:
-        converted = (record.completion or {}).get("converted_from")
-        lines += [
-            "A completion model (Prompt Depth Anything"
-            f"{f', started from `{converted}`' if converted else ''}) "
-            "adapted to one camera's captures with depth-lora: an RGB image and the camera's measured depth "
-            "in, the depth with its holes filled in **millimetres** out.",
-            "", "## Training", "",
-            f"- Base model: `{record.base_model}`"
-            + (" (random init, saved in `base_model/`)" if record.base_model_dir else ""),
-            f"- Recipe: {record.recipe_line or record.recipe}",
-            f"- Model input {size[0]} x {size[1]} (H x W)",
-        ]
-    else:
-        lines += [
-            f"Depth Anything V2 (`{record.base_model}`) adapted to one camera's captures with "
-            f"depth-lora: single RGB image in, depth in **millimetres** out.",
-            "",
-            "## Training",
-            "",
-            f"- Base model: `{record.base_model}`"
-            + (" (random init, saved in `base_model/`)" if record.base_model_dir else ""),
-            f"- Recipe: {record.recipe_line or record.recipe}",
-            f"- Labels: {labels.get('kind')} over {labels.get('depth_min_mm', 0):.0f}-"
-            f"{labels.get('depth_max_mm', 0):.0f} mm; model input {size[0]} x {size[1]} (H x W)",
-        ]
-    return lines
-
-def _decode_rule(labels: dict) -> str:
+def decode_rule(labels: dict) -> str:
+    """How a monocular run's raw output (a label) becomes mm, as a formula."""
     lo, hi = labels.get("depth_min_mm", 0), labels.get("depth_max_mm", 0)
     if labels.get("kind") == "inverse":
         return f"depth_mm = {lo:.3f} / output"

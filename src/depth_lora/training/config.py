@@ -9,6 +9,7 @@ from typing import Literal, get_type_hints
 from depth_lora.data.split import parse_group_by
 from depth_lora.errors import ConfigError
 from depth_lora.model.choices import DEFAULT_MODEL, MODEL_ALIASES, check_lora_settings
+from depth_lora.runs.task import task_of
 from depth_lora.training.coerce import coerce_value
 
 DEFAULT_DATA = "DATASET_DEVOIR"
@@ -262,18 +263,15 @@ class TrainConfig:
 
     def __post_init__(self):
         self._check_types()
-        self._check_task()
+        task = task_of(self)
+        task.check_options(self)  # before the recipe fills anything in
         self.model = MODEL_ALIASES.get(self.model, self.model)
         for name, value in self.recipe_values().items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
         self._check_types()  # recipe values too (lists copied, types checked)
         parse_group_by(self.group_by)  # ConfigError on a bad value
-        if self.task == "depth":
-            lo, hi = self.label_percentiles if len(self.label_percentiles) == 2 else (None, None)
-            if lo is None or not 0 <= lo < hi <= 100:
-                raise ConfigError(f"--label-percentiles takes LO HI with 0 <= LO < HI <= 100, "
-                                  f"got {self.label_percentiles}")
+        task.check_config(self)
         if not 0 < self.val_fraction < 1:
             raise ConfigError(f"--val-fraction must be in (0, 1): validation picks the best checkpoint, "
                               f"got {self.val_fraction}")
@@ -316,39 +314,6 @@ class TrainConfig:
                             self.lora_targets)
         if self.resume and self.overwrite:
             raise ConfigError("--resume and --overwrite exclude each other")
-
-    def _check_task(self) -> None:
-        """Refuse options that do not apply to the task (before the recipe fills anything in)."""
-        if self.task == "depth":
-            given = [name for name in ("hole_kinds", "hidden_weight", "prompt_validity", "prompt_scale",
-                                       "holes_max_pixels") if getattr(self, name) is not None]
-            if given:
-                raise ConfigError(f"--{given[0].replace('_', '-')} is an option of a completion run: add "
-                                  "--task complete")
-            return
-        from depth_lora.data.completion import (
-            HIDDEN_WEIGHT,
-            PROMPT_SCALE,
-            TRAINING_HOLE_KINDS,
-            check_hole_kinds,
-        )
-
-        given = [name for name in ("loss", "labels", "label_percentiles", "max_depth") if getattr(self, name)
-                 is not None] + (["head"] if self.head != "checkpoint" else [])
-        if given:
-            raise ConfigError(f"--{given[0].replace('_', '-')} does not apply to --task complete: a "
-                              "completion model outputs depth in the unit of the measured depth it reads "
-                              "(mm), with its own loss")
-        self.hole_kinds = list(check_hole_kinds(self.hole_kinds or TRAINING_HOLE_KINDS))
-        self.hidden_weight = HIDDEN_WEIGHT if self.hidden_weight is None else float(self.hidden_weight)
-        self.prompt_validity = bool(self.prompt_validity)
-        if self.hidden_weight <= 0:
-            raise ConfigError(f"--hidden-weight must be > 0, got {self.hidden_weight}")
-        self.prompt_scale = PROMPT_SCALE if self.prompt_scale is None else float(self.prompt_scale)
-        if not 0 < self.prompt_scale <= 1:
-            raise ConfigError(f"--prompt-scale must be in (0, 1], got {self.prompt_scale}")
-        if self.holes_max_pixels is not None and self.holes_max_pixels < 0:
-            raise ConfigError(f"--holes-max-pixels must be >= 0 (0: full size), got {self.holes_max_pixels}")
 
     def recipe_values(self) -> dict:
         """The recipe's settings for this run's task (TASK_RECIPE_CHANGES)."""

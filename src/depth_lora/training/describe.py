@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from depth_lora.model.choices import lora_variant
+from depth_lora.runs.task import task_of
 from depth_lora.text import size_hw as format_size_hw
 from depth_lora.training.config import TrainConfig
 
@@ -27,15 +28,7 @@ def describe_recipe(cfg: TrainConfig, size_hw=None) -> str:
     more_rates = "" if cfg.head_learning_rate is None else f" (head {cfg.head_learning_rate:g})"
     if cfg.loraplus_ratio is not None:
         more_rates += f" (LoRA+: B matrices x{cfg.loraplus_ratio:g})"
-    if cfg.task == "complete":
-        what = (f"completion model (Prompt Depth Anything), {what}, the prompt branches trained; holes "
-                f"hidden in training captures: {', '.join(cfg.hole_kinds)}, hidden pixels weighted "
-                f"{cfg.hidden_weight:g}x; prompt depth at {cfg.prompt_scale:g}x the input size")
-        task = "completion loss (squared error over the prompt's range)"
-    else:
-        lo, hi = cfg.label_percentiles
-        task = (f"{cfg.labels} labels (range: percentiles {lo:g}-{hi:g} of the training depths), "
-                f"{cfg.loss} loss")
+    what, task = task_of(cfg).describe(cfg, what)
     text = (f"Recipe '{cfg.recipe}': {what}; {task}; lr {cfg.learning_rate:g}{more_rates}, warm-up {warmup}, "
             f"batch {cfg.batch_size}, {length}; input {size}")
     changed = cfg.explicit_options()

@@ -14,13 +14,10 @@ from transformers import EarlyStoppingCallback, set_seed
 
 from depth_lora import __version__
 from depth_lora.data.captures import find_captures
-from depth_lora.data.completion import HOLE_DRAWS, CompletionDataset
 from depth_lora.data.dataset import (
-    DepthDataset,
     LabelScheme,
     PreparedCapture,
     default_image_size,
-    depth_range_mm,
     open_cache,
     prepare_captures,
 )
@@ -29,15 +26,13 @@ from depth_lora.data.transforms import JITTER_STRENGTH, BatchTransform
 from depth_lora.errors import ConfigError
 from depth_lora.evaluation.calibration import fit_zero_shot_calibration
 from depth_lora.evaluation.report import EvaluationReport
-from depth_lora.model.checkpoints import build_model, quiet_weights_io
+from depth_lora.model.checkpoints import quiet_weights_io
 from depth_lora.model.choices import BUNDLED_MODELS, DEMO_MODEL_WARNING
 from depth_lora.model.lora import apply_lora, enable_activation_checkpointing, trainable_parameters_line
 from depth_lora.model.precision import resolve_device, resolve_precision
-from depth_lora.model.prompt import add_validity_channel, build_completer, start_residual_head
 from depth_lora.runs.folder import (
     BASE_MODEL_DIR,
     CARD_FILE,
-    SCALE_INVARIANT_LOSSES,
     RunRecord,
     write_metrics,
     write_record,
@@ -46,17 +41,11 @@ from depth_lora.runs.folder import (
     write_stages,
 )
 from depth_lora.runs.model_card import write_model_card
+from depth_lora.runs.task import Built, TrainerParts, task_of
 from depth_lora.text import plural
 from depth_lora.training.config import TrainConfig
 from depth_lora.training.describe import describe_recipe
-from depth_lora.training.held_out import (
-    evaluate_held_out,
-    evaluate_holes_held_out,
-    held_out_metrics,
-    hole_metrics,
-)
 from depth_lora.training.kept import kept_validation, reload_full_model
-from depth_lora.training.losses import CompletionLoss, build_loss
 from depth_lora.training.optim import describe_groups
 from depth_lora.training.run_split import choose_split
 from depth_lora.training.setup import (
@@ -69,13 +58,10 @@ from depth_lora.training.setup import (
     evaluation_cadence,
     image_size_of,
     prepare_output_dir,
-    resolve_head,
 )
 from depth_lora.training.stages import StageLog, StepTimesCallback
 from depth_lora.training.trainer import (
     DepthTrainer,
-    make_completion_metrics,
-    make_compute_metrics,
     use_log_lines,
 )
 
@@ -145,7 +131,8 @@ def run_training(cfg: TrainConfig, progress: bool = True, names: OptionNames = C
     output, main = Path(cfg.output), is_main_process()
     check_run_request(cfg, output, names)
     precision = resolve_precision(cfg.precision, resolve_device().type)
-    loss_fn = CompletionLoss() if cfg.task == "complete" else build_loss(cfg.loss)
+    task = task_of(cfg)
+    loss_fn = task.loss(cfg)
     set_seed(cfg.seed)
     data = load_run_data(cfg, output, progress)
     # The Trainer's arguments decide the device, once, for every stage: each process's own GPU under
@@ -153,31 +140,17 @@ def run_training(cfg: TrainConfig, progress: bool = True, names: OptionNames = C
     # or the CPU.
     arguments = build_training_arguments(cfg, precision, evaluation_cadence(cfg, data))
     stages = StageLog(arguments.device, precision)
-    if cfg.task == "complete":  # no labels and no zero-shot calibration: the prompt is the baseline
-        model, model_info = build_completer(cfg.model, seed=cfg.seed)
-        calibration, labels, completion = None, None, completion_settings(cfg, model_info)
-        head = {"type": "relative", "max_depth": model.config.max_depth, "converted": False}
-    else:
-        model, model_info = build_model(cfg.model, seed=cfg.seed)
-        with stages.stage("calibration"):  # every process its share of the captures, on its device
-            calibration = calibrate_zero_shot(model.to(stages.device), data, precision, progress and main)
-        head = resolve_head(cfg, model)  # after the calibration: zero-shot is the checkpoint as published
-        labels = LabelScheme(cfg.labels, *depth_range_mm(data.prepared["train"], cfg.label_percentiles))
-        completion = None
-    record = make_record(cfg, data, model_info, head, labels, calibration, precision, completion)
+    built = task.build(cfg, data, stages, precision, progress and main)
+    record = make_record(cfg, data, built, precision)
     if main:  # the config is final: the first write into the output folder
-        start_output_dir(output, cfg, data, names, model if record.base_model_dir else None)
-    if completion and completion["output"] == "residual":  # after the base is saved as it was built
-        start_residual_head(model)
-    if completion and completion["prompt_channels"] == 2:
-        add_validity_channel(model)
-    model = attach_adapters(model, cfg)
+        start_output_dir(output, cfg, data, names, built.model if record.base_model_dir else None)
+    model = attach_adapters(task.ready(built.model, built), cfg)  # after the base is saved as built
     trainable = trainable_parameters_line(model)
     print(trainable)
     if main and progress:
         print(record.recipe_line)
-    trainer = build_trainer(model, cfg, arguments, data, labels, loss_fn, progress, record.warning,
-                            completion)
+    parts = task.trainer_parts(cfg, data, built, arguments.dataloader_num_workers, progress)
+    trainer = build_trainer(model, cfg, arguments, parts, built.labels, loss_fn, progress, record.warning)
     # The first forwards say where training runs (the Trainer places the model once); the hooks then
     # come off. A full fine-tune's checkpoints would each draw a "Writing" bar: quiet_weights_io.
     with stages.stage("training", observe=2) as entry, quiet_weights_io():
@@ -195,12 +168,9 @@ def run_training(cfg: TrainConfig, progress: bool = True, names: OptionNames = C
                                 optimizer_groups=describe_groups(trainer.optimizer))
         write_record(output, record)
         with stages.stage("held_out"):
-            if record.is_completer:
-                holes = evaluate_holes_held_out(cfg, output, stages.device, precision, data, evaluation_dir)
-                metrics |= hole_metrics(holes)
-            else:
-                reports = evaluate_held_out(cfg, output, stages.device, precision, data, evaluation_dir)
-                metrics |= held_out_metrics(reports)
+            reports, holes, scores = task.score_held_out(cfg, output, stages.device, precision, data,
+                                                         evaluation_dir)
+            metrics |= scores
         write_metrics(output, metrics)
         write_model_card(output, record, metrics, data.split)
         write_stages(output, stages.to_dict())
@@ -246,23 +216,12 @@ def calibrate_zero_shot(model, data: RunData, precision: str, progress: bool) ->
     return fit_zero_shot_calibration(model, data.prepared["train"], data.prepared["val"], precision).to_dict()
 
 
-def completion_settings(cfg: TrainConfig, model_info: dict) -> dict:
-    """What a completion run's record says about its completer: how its output becomes depth (a
-    residual over the prompt for a model started here from Depth Anything V2, Prompt Depth
-    Anything's own output for a published prompt checkpoint), the prompt's size, the training holes."""
-    converted = model_info.get("converted_from")
-    return {"output": "residual" if converted else "direct", "converted_from": converted,
-            "prompt_scale": cfg.prompt_scale, "prompt_channels": 2 if cfg.prompt_validity else 1,
-            "hole_kinds": list(cfg.hole_kinds), "hidden_weight": cfg.hidden_weight, "hole_draws": HOLE_DRAWS}
-
-
-def make_record(cfg: TrainConfig, data: RunData, model_info: dict, head: dict, labels: LabelScheme | None,
-                calibration: dict | None, precision: str, completion: dict | None = None) -> RunRecord:
+def make_record(cfg: TrainConfig, data: RunData, built: Built, precision: str) -> RunRecord:
     """The run's record (depth_lora.json), before training: what the run is and what it started from."""
-    pretrained = bool(model_info.get("pretrained", False))
+    pretrained = bool(built.model_info.get("pretrained", False))
     return RunRecord(
         task=cfg.task,
-        completion=completion,
+        completion=built.settings,
         warning=DEMO_MODEL_WARNING if cfg.model in BUNDLED_MODELS else None,
         recipe=cfg.recipe,
         recipe_line=describe_recipe(cfg, data.size_hw),
@@ -271,10 +230,10 @@ def make_record(cfg: TrainConfig, data: RunData, model_info: dict, head: dict, l
         finetune=cfg.finetune,
         pretrained=pretrained,
         image_size_hw=data.size_hw,
-        head=head,
-        labels=labels.to_dict() if labels else {},
+        head=built.head,
+        labels=built.labels.to_dict() if built.labels else {},
         label_percentiles=list(cfg.label_percentiles) if cfg.label_percentiles else None,
-        zero_shot_calibration=calibration,
+        zero_shot_calibration=built.calibration,
         split_leaky=data.leaky,
         train_depth_mean_mm=data.train_mean_mm,
         camera=camera_of(data.files, cfg),
@@ -314,39 +273,22 @@ def attach_adapters(model, cfg: TrainConfig):
     return model
 
 
-def build_trainer(model, cfg: TrainConfig, arguments, data: RunData, labels: LabelScheme | None, loss_fn,
-                  progress: bool, warning: str | None = None, completion: dict | None = None) -> DepthTrainer:
-    """The Trainer subclass with its arguments, datasets, batch transforms and metrics.
-    `completion` (a completion run's settings): examples with hidden holes and a prompt
-    (data.completion), scored on the hidden pixels of fixed validation holes."""
-    train, val = data.prepared["train"], data.prepared["val"]
-    if completion:
-        holes = {"kinds": completion["hole_kinds"], "prompt_scale": completion["prompt_scale"],
-                 "hidden_weight": completion["hidden_weight"], "seed": cfg.seed,
-                 "prompt_channels": completion["prompt_channels"]}
-        if progress:
-            print(f"Drawing {completion['hole_draws']} holes and their prompts for each of "
-                  f"{plural(len(train), 'training capture')}, once", flush=True)
-        datasets = (CompletionDataset(train, draws=completion["hole_draws"],
-                                      workers=arguments.dataloader_num_workers, **holes),
-                    CompletionDataset(val, fixed=True, **holes))
-        metrics, more = make_completion_metrics(), {"completion_output": completion["output"]}
-    else:
-        datasets = (DepthDataset(train, labels), DepthDataset(val, labels))
-        metrics = make_compute_metrics(labels, relative=cfg.loss in SCALE_INVARIANT_LOSSES)
-        more = {"panel_capture": val[0]}  # a completion run draws no panel (it needs a prompt)
+def build_trainer(model, cfg: TrainConfig, arguments, parts: TrainerParts, labels: LabelScheme | None,
+                  loss_fn, progress: bool, warning: str | None = None) -> DepthTrainer:
+    """The Trainer subclass with its arguments, the task's datasets and metrics (`parts`), batch
+    transforms and the run's callbacks."""
     trainer = DepthTrainer(
         model=model,
         args=arguments,
-        train_dataset=datasets[0],
-        eval_dataset=datasets[1],
+        train_dataset=parts.train,
+        eval_dataset=parts.val,
         transform=BatchTransform(flip=cfg.flip, jitter_strength=JITTER_STRENGTH if cfg.color_jitter else 0.0),
-        compute_metrics=metrics,
+        compute_metrics=parts.compute_metrics,
         loss_fn=loss_fn,
         label_scheme=labels,
         panel_warning=warning,
         part_rates=cfg.part_rates(),
-        **more,
+        **parts.extra,
     )
     if cfg.early_stopping:  # the Trainer's own callback: the kept checkpoint stays the best one
         trainer.add_callback(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping))

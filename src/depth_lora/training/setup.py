@@ -18,6 +18,7 @@ from depth_lora.errors import ConfigError, DataError
 from depth_lora.model.heads import head_type, make_metric_head
 from depth_lora.model.precision import resolve_device
 from depth_lora.runs.folder import RUN_CONFIG_FILE, is_run_folder, read_run_config, trained_no_step
+from depth_lora.runs.task import task_of
 from depth_lora.training.config import RESUME_MUST_MATCH, TrainConfig
 from depth_lora.training.trainer import HEADLINE_METRIC, default_eval_steps
 
@@ -201,8 +202,7 @@ def build_training_arguments(cfg: TrainConfig, precision: str, eval_steps: int) 
         logging_first_step=True,
         report_to=["tensorboard"],
         remove_unused_columns=False,  # our batches carry labels and valid_mask, not model kwargs
-        # A completion run's metrics score the hidden pixels too (trainer.make_completion_metrics).
-        label_names=["labels", "valid_mask"] + (["hidden_mask"] if cfg.task == "complete" else []),
+        label_names=list(task_of(cfg).label_names),  # what the task's metrics read of a batch
         dataloader_num_workers=workers,
         dataloader_persistent_workers=workers > 0,  # not re-spawned for every evaluation
         dataloader_pin_memory=cuda,
