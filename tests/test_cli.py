@@ -110,8 +110,8 @@ def test_yaml_numbers_written_like_5e_5_are_read_as_numbers(tmp_path):
 
 
 def test_quickstart_config_takes_train_options_by_name_and_refuses_unknown_ones(monkeypatch, capsys):
-    from depth_lora.cli.quickstart import quickstart_config
     from depth_lora.errors import ConfigError
+    from depth_lora.training.quickstart import quickstart_config
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("depth_lora.model.checkpoints.is_cached", lambda model: False)  # as on CI
@@ -126,7 +126,7 @@ def test_quickstart_config_takes_train_options_by_name_and_refuses_unknown_ones(
 
 
 def test_quickstart_offline_falls_back_to_the_demo_model_loudly(tmp_path, capsys, monkeypatch):
-    from depth_lora.cli.quickstart import OFFLINE_DEMO
+    from depth_lora.training.quickstart import OFFLINE_DEMO
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setitem(OFFLINE_DEMO, "max_steps", 40)  # the demo's job, shortened: the path is the same

@@ -128,3 +128,22 @@ def test_the_public_face_names_resolve_and_import_lazily():
             "[getattr(depth_lora, n) for n in depth_lora.__all__]; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True"]
+
+
+def test_the_public_face_is_the_library_not_the_command_line():
+    import depth_lora
+
+    from_cli = sorted(n for n, module in depth_lora._PUBLIC.items() if module.startswith("depth_lora.cli"))
+    assert not from_cli, f"`import depth_lora` names command-line code: {from_cli}"
+
+
+def test_only_the_tasks_branch_on_the_task():
+    """What differs between a monocular and a completion run is a method of its task (runs/task.py,
+    tasks/): no other module asks which task a run is."""
+    import re
+
+    asks = re.compile(r"is_completer|task[\"'\])]*\s*[!=]=")
+    found = [f"{p.relative_to(PACKAGE)}:{i}" for p in modules()
+             if p.relative_to(PACKAGE).parts[0] != "tasks" and p.name != "task.py"
+             for i, line in enumerate(p.read_text().splitlines(), 1) if asks.search(line)]
+    assert not found, f"branches on the task outside the task modules: {found}"

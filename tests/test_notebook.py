@@ -26,7 +26,7 @@ def test_notebook_is_committed_without_outputs_and_with_a_parameters_cell():
 
 
 def test_the_notebook_gets_the_demo_job_quickstart_runs(tmp_path, capsys):
-    from depth_lora.cli.quickstart import quickstart_config
+    from depth_lora.training.quickstart import quickstart_config
 
     # What the notebook's parameters cell asks for by default (MAX_STEPS = -1).
     cfg = quickstart_config(tmp_path, tmp_path / "out", model="demo-pretrained", max_steps=-1)
@@ -85,8 +85,8 @@ def test_notebook_runs_after_quickstart_filled_the_default_output_folder(tmp_pat
     # told to with OVERWRITE = True.
     papermill = pytest.importorskip("papermill")
     from depth_lora.cli.commands import main
-    from depth_lora.cli.quickstart import OFFLINE_DEMO
     from depth_lora.synthetic.demo import generate_demo_captures
+    from depth_lora.training.quickstart import OFFLINE_DEMO
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(tmp_path)

@@ -31,13 +31,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "domain_adaptation"
 
 from experiment import structure_scores  # noqa: E402
 
-from depth_lora.cli.quickstart import quickstart_config  # noqa: E402
 from depth_lora.data.captures import load_capture  # noqa: E402
 from depth_lora.evaluation.report import predict_all_methods, select_captures, zero_shot_base  # noqa: E402
 from depth_lora.inference.predict import load_bundle  # noqa: E402
 from depth_lora.numeric.resize import masked_area_resize  # noqa: E402
 from depth_lora.synthetic.demo import generate_demo_captures  # noqa: E402
 from depth_lora.training.config import DEMO_COUNT  # noqa: E402
+from depth_lora.training.quickstart import quickstart_config  # noqa: E402
 from depth_lora.training.run import run_training  # noqa: E402
 
 METHODS = ("fine_tuned", "fine_tuned_aligned", "zero_shot_calibrated", "zero_shot_aligned")

@@ -21,8 +21,8 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from depth_lora.cli.quickstart import quickstart_config  # noqa: E402
 from depth_lora.synthetic.demo import generate_demo_captures  # noqa: E402
+from depth_lora.training.quickstart import quickstart_config  # noqa: E402
 from depth_lora.training.run import run_training  # noqa: E402
 
 DEMO_CAPTURES = 24  # as quickstart makes

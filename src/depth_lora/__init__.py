@@ -41,7 +41,7 @@ _PUBLIC = {
     "analyze_dataset": "depth_lora.data.analysis",
     "format_stats_table": "depth_lora.data.analysis",
     "generate_demo_captures": "depth_lora.synthetic.demo",
-    "ensure_captures": "depth_lora.cli.quickstart",
+    "ensure_captures": "depth_lora.training.quickstart",
     "model_input_view": "depth_lora.data.dataset",
     "intrinsics_from_xyz": "depth_lora.numeric.geometry",
     # model
@@ -53,7 +53,7 @@ _PUBLIC = {
     # training
     "TrainConfig": "depth_lora.training.config",
     "run_training": "depth_lora.training.run",
-    "quickstart_config": "depth_lora.cli.quickstart",
+    "quickstart_config": "depth_lora.training.quickstart",
     "describe_recipe": "depth_lora.training.describe",
     "NOTEBOOK_OPTIONS": "depth_lora.training.setup",
     "DepthTrainer": "depth_lora.training.trainer",

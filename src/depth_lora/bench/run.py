@@ -308,7 +308,7 @@ def format_bench(report: dict) -> str:
         f"{r['steps']} steps (first excluded, median), gradient checkpointing "
         f"{'on' if r['gradient_checkpointing'] else 'off'}, torch.compile "
         f"{'on' if r.get('compile') else 'off'} (ours, bare model)"
-        + (", a completion run" if r.get("task") == "complete" else ""),
+        + f", task {r.get('task', 'depth')}",
     ]
     if "ours" in r:
         lines += [

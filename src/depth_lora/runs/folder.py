@@ -53,6 +53,7 @@ _DERIVED_KEYS = ("warning", "merged", "merged_from", "format", "onnx_file", "ope
 # The formats of `depth-lora export` folders (RunRecord.format).
 EXPORT_FORMATS = ("onnx", "openvino")
 EXPORT_FORMAT_NAMES = {"onnx": "ONNX", "openvino": "OpenVINO"}  # as messages name them
+_DEFAULTS_LEFT_OUT = {"task": "depth"}  # written only when not the default, as before completion runs
 
 
 @dataclass
@@ -150,8 +151,9 @@ class RunRecord:
         for key in _DERIVED_KEYS:
             if not out[key]:
                 del out[key]
-        if out["task"] == "depth":  # the default, as every record before completion runs had it
-            del out["task"]
+        for key, default in _DEFAULTS_LEFT_OUT.items():
+            if out[key] == default:
+                del out[key]
         return {**out, **self.extra}
 
     @classmethod
