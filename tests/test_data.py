@@ -255,7 +255,8 @@ def test_sessions_of_unequal_size_still_give_every_split_a_session(seed, sizes):
     assert all(split[name] for name in ("train", "val", "test")), split
     assert straddling_groups(split, groups) == []
     # The smallest groups are held out when none fits a split's share: training keeps the big one.
-    assert len(split["train"]) >= max(sizes) or len(sizes) > 3
+    largest = f"s{sizes.index(max(sizes))}"
+    assert sum(groups[k] == largest for k in split["train"]) == max(sizes)
 
 
 def test_too_few_sessions_leave_nothing_to_hold_out():

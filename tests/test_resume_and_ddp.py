@@ -81,7 +81,7 @@ def test_two_processes_train_one_adapter_that_reloads(data, tmp_path):
             "--output", str(out), "--epochs", "2"]
     run = subprocess.run(args, env=env(), capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert run.stdout.count("adapter, depth_lora.json and metrics.json written") == 2  # both ranks end
+    assert run.stdout.count("adapter, depth_lora.json and metrics.json written") == 1  # rank 0 wrote them
     assert sorted(p.name for p in out.glob("adapter_model*.safetensors")) == ["adapter_model.safetensors"]
     meta = json.loads((out / "depth_lora.json").read_text())
     train = len(json.loads((out / "split.json").read_text())["train"])

@@ -315,16 +315,31 @@ def test_resume_with_different_model_options_is_refused(demo12, tmp_path):
 @pytest.mark.parametrize("options", [{"labels": "inverse", "loss": "silog"}, {"loss": "l1"},
                                      {"finetune": "full"}, {"labels": "inverse", "loss": "ssi"}])
 def test_other_label_schemes_losses_and_full_fine_tuning_train_and_evaluate(demo12, tmp_path, options):
+    from safetensors.torch import load_file
+
     from depth_lora.evaluation.report import run_evaluation
 
-    result = run_training(tiny_config(demo12, tmp_path / "out", max_steps=3, **options), progress=False)
+    cfg = tiny_config(demo12, tmp_path / "out", max_steps=3, **options)
+    result = run_training(cfg, progress=False)
+    out = result.output_dir
+    record = json.loads((out / "depth_lora.json").read_text())
+    assert record["labels"]["kind"] == cfg.labels and record["config"]["loss"] == cfg.loss
+    assert all(getattr(cfg, name) == value for name, value in options.items())
     assert np.isfinite(result.metrics["val"]["rmse_mm"])
-    report = run_evaluation(demo12, result.output_dir, split="test", progress=False)
+    report = run_evaluation(demo12, out, split="test", progress=False)  # reloaded from the folder
     for method in ("fine_tuned", "zero_shot_aligned", "constant"):
         assert np.isfinite(report.mean[method]["rmse_mm"]), method
-    if options.get("finetune") == "full":
-        assert (result.output_dir / "model.safetensors").is_file()
-        assert not (result.output_dir / "adapter_config.json").exists()
+    # What the folder reloads to is what the run scored when it finished.
+    scored = json.loads((out / "metrics.json").read_text())["test"]["fine_tuned"]["rmse_mm"]
+    assert report.mean["fine_tuned"]["rmse_mm"] == pytest.approx(scored, rel=1e-4)
+    if options.get("finetune") == "full":  # a whole model, every weight trained: the backbone moved
+        assert not (out / "adapter_config.json").exists()
+        saved, initial = load_file(out / "model.safetensors"), build_model("tiny", seed=0)[0].state_dict()
+        backbone = [k for k in saved if "backbone" in k and k in initial]
+        assert backbone and any(not torch.equal(saved[k], initial[k]) for k in backbone)
+    else:  # LoRA's B matrices start at zero: trained, they are not
+        adapter = load_file(out / "adapter_model.safetensors")
+        assert any(v.abs().max() > 0 for k, v in adapter.items() if "lora_B" in k)
     # A relative (ssi) model is scored after the oracle alignment, and the report says so.
     assert report.relative == (options.get("loss") == "ssi")
     assert ("scale-and-shift-invariant" in report.to_json()["note"]) == report.relative

@@ -45,12 +45,13 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     cfg = TrainConfig(**{name: getattr(args, name) for name in field_names()})  # checked before torch
 
-    from depth_lora.training.run import run_training
+    from depth_lora.training.run import is_main_process, run_training
 
     result = run_training(cfg)
-    print(format_metrics_summary(result.metrics))
-    print(f"adapter, depth_lora.json and metrics.json written to {result.output_dir}")
-    print(f"TensorBoard: tensorboard --logdir {result.output_dir / 'runs'}")
+    if is_main_process():  # under torchrun, the one process that wrote the folder says so
+        print(format_metrics_summary(result.metrics))
+        print(f"adapter, depth_lora.json and metrics.json written to {result.output_dir}")
+        print(f"TensorBoard: tensorboard --logdir {result.output_dir / 'runs'}")
     _end_process_group()
     return 0
 
