@@ -138,3 +138,21 @@ def test_an_image_of_any_integer_or_float_range_gives_the_same_weights():
     as_uint16 = image_pair_weights(rgb.astype(np.uint16) * 257)(rgb.shape[:2])[0]
     np.testing.assert_allclose(as_float, as_uint8, rtol=1e-4)
     np.testing.assert_allclose(as_uint16, as_uint8, rtol=1e-4)
+
+
+def test_the_same_holes_scored_twice_reuse_their_fills_read_only_and_the_memory_stays_bounded(monkeypatch):
+    from depth_lora.evaluation import holes
+
+    image, depth, hole = _two_surfaces()
+    with_holes = np.where(hole, np.nan, depth)
+    first = holes.classical_fills(with_holes, image)
+    again = holes.classical_fills(with_holes.copy(), image.copy())  # equal arrays, not the same objects
+    assert set(first) == {"default", "colorization", "shadow_aware", "nearest", "harmonic", "telea"}
+    assert all(again[name] is first[name] for name in first)
+    with pytest.raises(ValueError):  # nobody can change what a later scoring reads
+        first["harmonic"][0, 0] = 0.0
+    other = holes.classical_fills(np.where(hole, np.nan, depth + 1.0), image)  # other depth: computed anew
+    assert np.allclose(other["harmonic"], first["harmonic"] + 1.0, atol=1e-3)
+    monkeypatch.setattr(holes, "FILL_MEMO_BYTES", 1)  # below one entry: only the latest is kept
+    holes.classical_fills(with_holes, image)
+    assert len(holes._FILL_MEMO) == 1

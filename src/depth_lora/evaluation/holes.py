@@ -80,8 +80,8 @@ FILL_DESCRIPTIONS = {
     "telea": "OpenCV inpainting, Telea's fast-marching method (cv2.INPAINT_TELEA, radius 5)",
 }
 HOLE_TOLERANCES_MM = (1.0, 5.0, 10.0)
-CLASSICAL_MEMO_BYTES = 512 * 2**20  # classical_fills' memory: 6 test captures x 4 kinds at 600 x 972 fit
-_CLASSICAL_MEMO: dict[bytes, dict[str, np.ndarray]] = {}  # insertion order: the oldest first
+FILL_MEMO_BYTES = 512 * 2**20  # `remembered`'s memory: a test split scored at 150,000 pixels takes 115 MB
+_FILL_MEMO: dict[bytes, dict[str, np.ndarray]] = {}  # insertion order: the oldest first
 HOLE_HEADLINE = ("rmse_mm", "mae_mm", "within_1mm", "within_5mm", "within_10mm", "coverage_90", "interval_mm")
 
 
@@ -131,41 +131,57 @@ def base_model_fills(depth_mm: np.ndarray, rgb: np.ndarray, raw_zero_shot,
                      base_labels=None) -> dict[str, np.ndarray]:
     """The rows every run has: the base model's monocular fills (anchored, local fit) and the
     classical fills."""
-    return {
-        "zero_shot": complete_raw(raw_zero_shot, depth_mm, base_labels).depth_mm,
-        "local_fit": local_fit_fill(raw_zero_shot, depth_mm, base_labels).depth_mm,
-        **classical_fills(depth_mm, rgb),
-    }
+    def monocular() -> dict[str, np.ndarray]:
+        return {"zero_shot": complete_raw(raw_zero_shot, depth_mm, base_labels).depth_mm,
+                "local_fit": local_fit_fill(raw_zero_shot, depth_mm, base_labels).depth_mm}
+
+    return {**remembered(monocular, depth_mm, raw_zero_shot, note=f"base {base_labels!r}"),
+            **classical_fills(depth_mm, rgb)}
 
 
 def classical_fills(depth_mm: np.ndarray, rgb: np.ndarray) -> dict[str, np.ndarray]:
     """The fills without a model: the image-guided ones (`default` is one of them, computed once)
-    and nearest, harmonic and Telea, which read the depth alone.
-
-    They read nothing else, so a process that scores the same holes again (the notebook scores the
-    test split for the monocular run, then for the completer) takes them from `_CLASSICAL_MEMO`,
-    read-only: the most recent CLASSICAL_MEMO_BYTES of fills, keyed by a digest of both inputs.
-    """
-    key = hashlib.blake2b(depth_mm.tobytes(), digest_size=16)
-    key.update(np.ascontiguousarray(rgb).tobytes())
-    key.update(repr((depth_mm.shape, depth_mm.dtype.str, rgb.shape, rgb.dtype.str)).encode())
-    fills = _CLASSICAL_MEMO.pop(key.digest(), None)
-    if fills is None:  # in threads: the sparse solves and OpenCV let go of the GIL
+    and nearest, harmonic and Telea, which read the depth alone. They are computed in threads: the
+    sparse solves and OpenCV let go of the GIL."""
+    def compute() -> dict[str, np.ndarray]:
         jobs = {**{name: partial(fill, depth_mm, rgb) for name, fill in GUIDED_FILLS.items()},
                 "nearest": partial(nearest_fill, depth_mm), "harmonic": partial(harmonic_fill, depth_mm),
                 "telea": partial(telea_fill, depth_mm)}
         with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
             futures = {name: pool.submit(job) for name, job in jobs.items()}
             fills = {name: future.result() for name, future in futures.items()}
-        fills = {"default": fills[DEFAULT_FILL], **fills}
+        return {"default": fills[DEFAULT_FILL], **fills}
+
+    return remembered(compute, depth_mm, rgb, note="classical")
+
+
+def remembered(compute, *inputs: np.ndarray, note: str) -> dict[str, np.ndarray]:
+    """`compute()` ({method: fill} of `inputs`), or its earlier result for the same inputs and `note`.
+
+    A process that scores the same holes again (the notebook scores the test split for the monocular
+    run, then for the completer, whose base model is the same) takes them from `_FILL_MEMO`, read-only:
+    the most recent FILL_MEMO_BYTES of fills, keyed by a digest of the inputs' bytes.
+    """
+    digest = hashlib.blake2b(note.encode(), digest_size=16)
+    for array in inputs:
+        array = np.ascontiguousarray(array)
+        digest.update(repr((array.shape, array.dtype.str)).encode())
+        digest.update(array.tobytes())
+    key = digest.digest()
+    fills = _FILL_MEMO.pop(key, None)
+    if fills is None:
+        fills = compute()
         for filled in fills.values():
             filled.flags.writeable = False
-    _CLASSICAL_MEMO[key.digest()] = fills  # the most recent last
-    total = sum(a.nbytes for f in _CLASSICAL_MEMO.values() for a in {id(a): a for a in f.values()}.values())
-    while total > CLASSICAL_MEMO_BYTES and len(_CLASSICAL_MEMO) > 1:
-        oldest = _CLASSICAL_MEMO.pop(next(iter(_CLASSICAL_MEMO)))
-        total -= sum(a.nbytes for a in {id(a): a for a in oldest.values()}.values())
+    _FILL_MEMO[key] = fills  # the most recent last
+    while _memo_bytes() > FILL_MEMO_BYTES and len(_FILL_MEMO) > 1:
+        del _FILL_MEMO[next(iter(_FILL_MEMO))]
     return dict(fills)
+
+
+def _memo_bytes() -> int:
+    arrays = {id(a): a for fills in _FILL_MEMO.values() for a in fills.values()}  # `default` is shared
+    return sum(a.nbytes for a in arrays.values())
 
 
 def score_capture(capture: Capture, other_depth_mm: np.ndarray, fill, seed: int, fill_error=None):
