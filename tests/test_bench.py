@@ -26,7 +26,7 @@ def test_bench_reports_ours_reference_bare_model_inference_and_memory(tmp_path, 
     generate_demo_captures(data, 4, seed=11, size_hw=(120, 194), workers=1)
     out = tmp_path / "bench.json"
     args = ["bench", "--data", data, "--model", "tiny", "--image-size", 70, 112, "--batch-size", 2,
-            "--steps", 3, "--precision", "fp32", "--json", out]
+            "--steps", 3, "--precision", "fp32", "--short-sides", 56, 434, "--json", out]
     assert main([str(a) for a in args]) == 0
     printed = capsys.readouterr().out
     report = json.loads(out.read_text())
@@ -50,29 +50,18 @@ def test_bench_reports_ours_reference_bare_model_inference_and_memory(tmp_path, 
     names = [row["runtime"] for row in table["rows"]]
     assert names[0] == "pytorch fp32" and "onnxruntime fp32" in names
     assert "openvino fp32" in names or "openvino" in names  # measured, or a row saying it was not
-    assert sum(row.get("deploy_default", False) for row in table["rows"]) == 1  # one size: one default
+    sizes = [tuple(row["size_hw"]) for row in table["rows"]]
+    assert set(sizes) == {(70, 112), (56, 84)}  # 434 is above the trained short side: not a smaller size
+    for size in set(sizes):  # one default per size: the deployment path
+        defaults = [r for r in table["rows"] if tuple(r["size_hw"]) == size and r.get("deploy_default")]
+        assert len(defaults) == 1, size
+    assert "56x84" in printed
     for row in table["rows"]:  # measured wherever its runtime is installed, else a reason it was not
         if all(importlib.util.find_spec(package) for package in runtime_packages(row["runtime"])):
             assert "s_per_capture" in row and row["max_abs_mm_vs_fp32"] < 1.0, row
         else:
             assert row["note"].startswith("not"), row
     assert "CPU vector features" in printed and "the deployment path" in printed
-
-
-def test_bench_inference_alone_at_several_sizes(tmp_path, capsys):
-    data = tmp_path / "data"
-    generate_demo_captures(data, 2, seed=12, size_hw=(120, 194), workers=1)
-    out = tmp_path / "bench.json"
-    args = ["bench", "--data", data, "--model", "tiny", "--image-size", 70, 112, "--batch-size", 1,
-            "--steps", 2, "--precision", "fp32", "--phases", "inference", "--short-sides", 56, 434,
-            "--json", out]
-    assert main([str(a) for a in args]) == 0
-    report = json.loads(out.read_text())
-    assert report["phases"] == ["inference"] and "ours" not in report and "train_samples_per_s" not in report
-    sizes = {tuple(row["size_hw"]) for row in report["inference"]["runtimes"]["rows"]}
-    assert sizes == {(70, 112), (56, 84)}  # 434 is above the trained short side: not a smaller size
-    printed = capsys.readouterr().out
-    assert "train_samples_per_s" not in printed and "56x84" in printed
     completer = report["inference"]["completer"]  # a completion model of the same architecture, timed
     for row in completer.values():
         assert isinstance(row, str) or row["complete_s"] > 0 and np.isfinite(row["extra_s"])
@@ -88,6 +77,8 @@ def test_bench_of_a_completion_run_times_its_hole_bank_and_its_loader_against_it
     assert main([str(a) for a in args]) == 0
     report = json.loads(out.read_text())
     assert report["task"] == "complete" and report["ours"]["hole_draws"] == 8
+    assert report["phases"] == ["ours"] and "inference" not in report
+    assert "reference_samples_per_s" not in report
     assert report["ours"]["hole_bank_s"] > 0 and report["ours"]["loader_s_per_batch"] > 0
     assert report["loader_share"] == report["ours"]["loader_s_per_batch"] / report["ours"]["step_s"]
     assert "task complete" in capsys.readouterr().out
