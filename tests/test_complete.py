@@ -34,7 +34,7 @@ def run(shared_demo_run):
 
 
 def read_ply(path):
-    """(header lines, vertex array) read by plyfile, a PLY reader independent of our writer."""
+    """(header lines, vertex array) as plyfile reads them back."""
     ply = PlyData.read(str(path))
     assert ply.text is False and ply.byte_order == "<"  # binary little-endian, as documented
     return [str(line) for line in ply.header.splitlines()], ply["vertex"].data

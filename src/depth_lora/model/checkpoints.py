@@ -344,6 +344,9 @@ def _with_attention_fallback(build, attn_implementation: str, name: str):
 
 
 def _offline_reason() -> str:
+    """Why the hub must not be asked, read from the environment now: huggingface_hub's own
+    `constants.HF_HUB_OFFLINE` and `ENDPOINT` (checked on 2.5) are read once, when it is imported, so a
+    notebook cell or a test that sets HF_HUB_OFFLINE later would not be seen."""
     for variable in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         if os.environ.get(variable, "").strip().lower() in _TRUE:
             return f"{variable} is set"

@@ -66,12 +66,8 @@ def write_ply(
             vertices[name] = colours[:, i]
     for name, values in flags.items():
         vertices[name] = np.asarray(values).reshape(-1)[keep]
-    header = ["ply", "format binary_little_endian 1.0", f"comment {comment}",
-              f"element vertex {len(vertices)}"]
-    header += [f"property {'float' if t == '<f4' else 'uchar'} {n}" for n, t in fields]
-    header.append("end_header")
-    path = Path(path)
-    with path.open("wb") as fh:
-        fh.write(("\n".join(header) + "\n").encode("ascii"))
-        fh.write(vertices.tobytes())
+    from plyfile import PlyData, PlyElement
+
+    element = PlyElement.describe(vertices, "vertex")
+    PlyData([element], text=False, byte_order="<", comments=[comment]).write(str(path))
     return len(vertices)
