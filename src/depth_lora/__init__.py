@@ -15,7 +15,7 @@ Where things live (one folder per concern; imports run downwards only):
     runs/        a run's output folder: its typed record, split, metrics, model card
     inference/   predict and complete with a trained run
     evaluation/  calibration, the held-out report, hole-filling scores
-    training/    the config, the run, the Trainer subclass, the losses
+    training/    the config (and quickstart's), the run, the Trainer subclass, the losses
     deploy/      merged models, ONNX and OpenVINO export, their runtimes, which backend runs a folder
     tasks/       what a run learns, one object each (runs.task.Task): depth, complete
     synthetic/   Zivid-like demo captures and source-domain scenes

@@ -25,6 +25,7 @@ from depth_lora.deploy.graph import plain_model
 from depth_lora.inference.complete import complete_capture
 from depth_lora.inference.predict import ModelBundle, predict_depth_mm
 from depth_lora.runs.folder import RunRecord
+from depth_lora.runs.task import task_of
 
 COMPLETION = {"output": "residual", "prompt_scale": PROMPT_SCALE, "prompt_channels": 1}  # the defaults
 
@@ -86,7 +87,8 @@ def openvino_pair(model, completer, record: RunRecord, completer_record: RunReco
     for name, net, run_record in (("monocular", model, record), ("completer", completer, completer_record)):
         folder = work / name
         folder.mkdir()
-        onnx_export.write(plain_model(copy.deepcopy(net).cpu()), size_hw, folder, run_record.completion)
+        merged = plain_model(copy.deepcopy(net).cpu())
+        onnx_export.write(task_of(run_record).export_graph(merged, size_hw, run_record.completion), folder)
         path = folder / onnx_export.MODEL_FILE
         bundles.append(OpenVinoBundle(record_labels(run_record), size_hw, run_record, folder, path,
                                       compile_model(path)))

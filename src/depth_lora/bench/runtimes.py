@@ -17,7 +17,7 @@ import torch
 from depth_lora.data.captures import load_rgb
 from depth_lora.data.dataset import LabelScheme, processor_size_hw, resize_rgb
 from depth_lora.deploy.export import compare_mm, paired_seconds
-from depth_lora.deploy.graph import plain_model
+from depth_lora.deploy.graph import image_graph, plain_model
 from depth_lora.inference.predict import ModelBundle, predict_depth_mm
 from depth_lora.model.precision import cpu_features
 
@@ -92,7 +92,7 @@ def runtime_bundles(model, merged, labels: LabelScheme, size_hw, precision: str,
 
     def onnxruntime_bundle():
         onnx_export.require()
-        onnx_export.write(merged, size_hw, work)
+        onnx_export.write(image_graph(merged, size_hw), work)
         import onnxruntime
 
         session = onnxruntime.InferenceSession(str(onnx_file), session_options(),
@@ -104,7 +104,7 @@ def runtime_bundles(model, merged, labels: LabelScheme, size_hw, precision: str,
         return OpenVinoBundle(*args, int8, compile_model(int8))
 
     def openvino_bundle():
-        openvino_export.write(merged, size_hw, work)
+        openvino_export.write(image_graph(merged, size_hw), work)
         return OpenVinoBundle(*args, ir, compile_model(ir))
 
     measurable(bundles, "onnxruntime fp32", onnxruntime_bundle)

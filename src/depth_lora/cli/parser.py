@@ -12,6 +12,7 @@ from depth_lora.errors import DataError, ModelError
 from depth_lora.inference.options import BACKENDS, HOLE_SCORING_MAX_PIXELS, check_batch_size, check_formats
 from depth_lora.model.precision import PRECISIONS
 from depth_lora.runs.folder import EXPORT_FORMATS
+from depth_lora.runs.task import task_names
 from depth_lora.training.config import DEFAULT_DATA, DEFAULT_OUTPUT, DEMO_COUNT, TrainConfig
 
 BENCH_PHASES = ("inference", "model_only", "ours", "reference")  # bench.run.PHASES, without torch
@@ -246,7 +247,7 @@ def _add_bench(sub) -> None:
                    "of 14) beside the trained size (default: 434 364)")
     p.add_argument("--compile", action="store_true",
                    help="the training phases (ours, model_only) with torch.compile, as train --compile")
-    p.add_argument("--task", choices=("depth", "complete"), default="depth",
+    p.add_argument("--task", choices=task_names(), default="depth",
                    help="complete: a completion run's training (with --phases ours): its loader against its "
                    "steps")
     p.add_argument("--json", help="write the report as JSON")

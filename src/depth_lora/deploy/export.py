@@ -171,8 +171,9 @@ def export_model(adapter_dir: str | Path, output_dir: str | Path, format: str = 
     work = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}.partial-"))
     try:
         merged = plain_model(bundle.model)  # the adapter folded in once, for every file written
-        fields = writer.write(merged, bundle.image_size_hw, work, completion)
-        fields |= beside_ir(writer, merged, bundle.image_size_hw, work, completion)
+        graph = task_of(record).export_graph(merged, bundle.image_size_hw, completion)
+        fields = writer.write(graph, work)
+        fields |= beside_ir(writer, graph, work)
         record = bundle.record.derived(**fields, exported_from=str(adapter_dir), base_model_dir=None)
         write_record(work, record)
         report = ExportReport(output_dir, format, source, {}, {"pytorch": torch_s})
@@ -202,7 +203,7 @@ def export_model(adapter_dir: str | Path, output_dir: str | Path, format: str = 
     return report
 
 
-def beside_ir(writer, model, size_hw, work: Path, completion: dict | None) -> dict:
+def beside_ir(writer, graph, work: Path) -> dict:
     """An ONNX export's OpenVINO IR, written beside the graph when OpenVINO is installed: on a CPU
     `--backend auto` runs it, the fastest fp32 path measured on CPUs (OpenVINO compiles the IR it
     converts from the PyTorch module into a faster program than the one it reads from the ONNX graph:
@@ -211,7 +212,7 @@ def beside_ir(writer, model, size_hw, work: Path, completion: dict | None) -> di
 
     if writer.FORMAT != "onnx" or not openvino_installed():
         return {}
-    return {"openvino_file": FORMATS["openvino"].write(model, size_hw, work, completion)["openvino_file"]}
+    return {"openvino_file": FORMATS["openvino"].write(graph, work)["openvino_file"]}
 
 
 def checked_runtimes(writer, work: Path) -> list[tuple[str, object]]:

@@ -3,10 +3,14 @@ for a completion run, uint8 images and the prompt depth in, depth in mm out."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from depth_lora.data.dataset import rgb_to_pixel_values
+from depth_lora.deploy.exported import DEPTH_NAME, INPUT_NAME, OUTPUT_NAME, PROMPT_NAME
 
 
 class ImageToLabels(nn.Module):
@@ -37,26 +41,37 @@ class ImageAndPromptToDepth(nn.Module):
         return completed_depth(pred.float(), prompt_depth, self.output)
 
 
-def export_module(model: nn.Module, completion: dict | None) -> nn.Module:
-    """What an export writes for a run: `ImageToLabels`, or `ImageAndPromptToDepth` for a completion
-    run (`completion`: its record's completion settings)."""
-    if completion:
-        return ImageAndPromptToDepth(model, completion["output"]).eval()
-    return ImageToLabels(model).eval()
+@dataclass
+class ExportGraph:
+    """What an export format writes for a run: the module, its inputs' and output's names, and
+    `example(batch)`, the inputs to trace it with (batch 2 by default: torch.export fixes a size-1
+    dimension). Its task makes it (Task.export_graph)."""
+
+    module: nn.Module
+    input_names: list[str]
+    output_name: str
+    example: Callable[[int], tuple[torch.Tensor, ...]]
 
 
-def example_inputs(size_hw: tuple[int, int], completion: dict | None = None,
-                   batch: int = 2) -> tuple[torch.Tensor, ...]:
-    """The inputs to trace with: images, and for a completion run (`completion`: its settings) the
-    prompt, a smooth ramp (a constant prompt would make the min/max normalisation divide by zero)."""
+def image_graph(model: nn.Module, size_hw: tuple[int, int]) -> ExportGraph:
+    """A monocular run's graph: `ImageToLabels`, uint8 images in, the model's labels out."""
+    return ExportGraph(ImageToLabels(model).eval(), [INPUT_NAME], OUTPUT_NAME,
+                       lambda batch=2: (example_images(size_hw, batch),))
+
+
+def prompt_graph(model: nn.Module, size_hw: tuple[int, int], completion: dict) -> ExportGraph:
+    """A completion run's graph (`completion`: its record's settings): `ImageAndPromptToDepth`, uint8
+    images and the prompt in, depth in mm out. The prompt it is traced with is a smooth ramp (a
+    constant one would make the min/max normalisation divide by zero)."""
     from depth_lora.data.completion import prompt_shape
 
-    images = example_images(size_hw, batch)
-    if not completion:
-        return (images,)
-    c, h, w = prompt_shape(size_hw, completion)
-    ramp = torch.linspace(500.0, 1500.0, h * w).view(1, 1, h, w).expand(batch, c, h, w).contiguous()
-    return images, ramp
+    def example(batch: int = 2) -> tuple[torch.Tensor, ...]:
+        c, h, w = prompt_shape(size_hw, completion)
+        ramp = torch.linspace(500.0, 1500.0, h * w).view(1, 1, h, w).expand(batch, c, h, w).contiguous()
+        return example_images(size_hw, batch), ramp
+
+    return ExportGraph(ImageAndPromptToDepth(model, completion["output"]).eval(), [INPUT_NAME, PROMPT_NAME],
+                       DEPTH_NAME, example)
 
 
 def plain_model(model: nn.Module) -> nn.Module:

@@ -9,10 +9,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from depth_lora.deploy.exported import DEPTH_NAME, INPUT_NAME, OUTPUT_NAME, PROMPT_NAME
-from depth_lora.deploy.graph import example_inputs, export_module
+from depth_lora.deploy.exported import INPUT_NAME, OUTPUT_NAME
+from depth_lora.deploy.graph import ExportGraph
 from depth_lora.deploy.onnx_runtime import INT8_FILE, ONNX_FILE, load_onnx_bundle, require_export_extra
 from depth_lora.runs.folder import RunRecord
 
@@ -46,28 +45,22 @@ def quiet_exporter():
             logger.setLevel(level)
 
 
-def write_onnx(model: nn.Module, size_hw: tuple[int, int], path: Path,
-               completion: dict | None = None) -> None:
-    """Export `graph.export_module(model, completion)` to one .onnx file, the batch dimension
-    dynamic: images in, labels out; a completion run's graph (`completion`: its settings) also takes
-    the prompt and returns depth in mm."""
+def write_onnx(graph: ExportGraph, path: Path) -> None:
+    """Export a run's graph (graph.ExportGraph: images in, labels out; a completion run's takes the
+    prompt too and returns depth in mm) to one .onnx file, the batch dimension dynamic."""
     batch = torch.export.Dim("batch", min=1, max=256)
     require_export_extra()
-    inputs, outputs = [INPUT_NAME], [OUTPUT_NAME]
-    if completion:
-        inputs, outputs = [INPUT_NAME, PROMPT_NAME], [DEPTH_NAME]
     with quiet_exporter():
         program = torch.onnx.export(
-            export_module(model, completion), example_inputs(size_hw, completion),
-            input_names=inputs, output_names=outputs, dynamic_shapes={name: {0: batch} for name in inputs},
-            dynamo=True, verbose=False,
+            graph.module, graph.example(), input_names=graph.input_names, output_names=[graph.output_name],
+            dynamic_shapes={name: {0: batch} for name in graph.input_names}, dynamo=True, verbose=False,
         )
     program.save(str(path), external_data=False)
 
 
-def write(model: nn.Module, size_hw: tuple[int, int], work: Path, completion: dict | None = None) -> dict:
+def write(graph: ExportGraph, work: Path) -> dict:
     """The fp32 graph in `work` (see `write_onnx`); returns the record's fields for it."""
-    write_onnx(model, size_hw, work / MODEL_FILE, completion)
+    write_onnx(graph, work / MODEL_FILE)
     return {"format": FORMAT, "onnx_file": MODEL_FILE}
 
 

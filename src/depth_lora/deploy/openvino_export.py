@@ -10,11 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from torch import nn
 
-from depth_lora.data.completion import prompt_shape
-from depth_lora.deploy.exported import DEPTH_NAME, INPUT_NAME, OUTPUT_NAME, PROMPT_NAME
-from depth_lora.deploy.graph import example_inputs, export_module
+from depth_lora.deploy.graph import ExportGraph
 from depth_lora.deploy.openvino_runtime import (
     OPENVINO_EXTRA,
     OPENVINO_FILE,
@@ -51,23 +48,18 @@ def quiet_transformers():
         hf_logging.set_verbosity(level)
 
 
-def write(model: nn.Module, size_hw: tuple[int, int], work: Path, completion: dict | None = None) -> dict:
-    """The fp32 IR (model.xml + model.bin) in `work`, batch dynamic; returns the record's fields.
-    A completion run's IR (`completion`: its settings) also takes the prompt and returns mm."""
+def write(graph: ExportGraph, work: Path) -> dict:
+    """The fp32 IR (model.xml + model.bin) of a run's graph (graph.ExportGraph) in `work`, batch
+    dynamic; returns the record's fields."""
     ov = import_openvino()
-    h, w = size_hw
-    shapes = [ov.PartialShape([-1, h, w, 3])]
-    names = [INPUT_NAME], OUTPUT_NAME
-    if completion:
-        shapes.append(ov.PartialShape([-1, *prompt_shape(size_hw, completion)]))
-        names = [INPUT_NAME, PROMPT_NAME], DEPTH_NAME
-    example = example_inputs(size_hw, completion, batch=1)
+    example = graph.example(1)
+    shapes = [ov.PartialShape([-1, *x.shape[1:]]) for x in example]
     with warnings.catch_warnings(), quiet_transformers():  # the tracer's notices about constant shapes
         warnings.simplefilter("ignore")
-        converted = ov.convert_model(export_module(model, completion), example_input=example, input=shapes)
-    for port, name in zip(converted.inputs, names[0], strict=True):
+        converted = ov.convert_model(graph.module, example_input=example, input=shapes)
+    for port, name in zip(converted.inputs, graph.input_names, strict=True):
         port.get_tensor().set_names({name})
-    converted.outputs[0].get_tensor().set_names({names[1]})
+    converted.outputs[0].get_tensor().set_names({graph.output_name})
     # save_model stores weights as fp16 by default: keep fp32, so the parity check holds to < 1 mm.
     ov.save_model(converted, str(work / MODEL_FILE), compress_to_fp16=False)
     return {"format": FORMAT, "openvino_file": MODEL_FILE}

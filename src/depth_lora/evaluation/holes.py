@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
@@ -44,6 +45,7 @@ from depth_lora.inference.complete import (
 from depth_lora.inference.local_fit import local_fit_fill
 from depth_lora.inference.options import HOLE_SCORING_MAX_PIXELS, check_max_pixels
 from depth_lora.inference.predict import load_bundle
+from depth_lora.numeric import fill as fill_solver
 from depth_lora.numeric.fill import harmonic_fill, nearest_fill, telea_fill
 from depth_lora.numeric.guided_fill import DEFAULT_FILL, GUIDED_FILLS
 from depth_lora.numeric.hole_masks import HOLE_KINDS, hidden_masks
@@ -80,8 +82,9 @@ FILL_DESCRIPTIONS = {
     "telea": "OpenCV inpainting, Telea's fast-marching method (cv2.INPAINT_TELEA, radius 5)",
 }
 HOLE_TOLERANCES_MM = (1.0, 5.0, 10.0)
-FILL_MEMO_BYTES = 512 * 2**20  # `remembered`'s memory: a test split scored at 150,000 pixels takes 115 MB
+FILL_MEMO_BYTES = 256 * 2**20  # `remembered`'s memory: a test split scored at 150,000 pixels takes 115 MB
 _FILL_MEMO: dict[bytes, dict[str, np.ndarray]] = {}  # insertion order: the oldest first
+_FILL_MEMO_LOCK = threading.Lock()
 HOLE_HEADLINE = ("rmse_mm", "mae_mm", "within_1mm", "within_5mm", "within_10mm", "coverage_90", "interval_mm")
 
 
@@ -147,12 +150,14 @@ def classical_fills(depth_mm: np.ndarray, rgb: np.ndarray) -> dict[str, np.ndarr
         jobs = {**{name: partial(fill, depth_mm, rgb) for name, fill in GUIDED_FILLS.items()},
                 "nearest": partial(nearest_fill, depth_mm), "harmonic": partial(harmonic_fill, depth_mm),
                 "telea": partial(telea_fill, depth_mm)}
-        with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        with ThreadPoolExecutor(max_workers=min(len(jobs), cores)) as pool:  # the cores this process may use
             futures = {name: pool.submit(job) for name, job in jobs.items()}
             fills = {name: future.result() for name, future in futures.items()}
         return {"default": fills[DEFAULT_FILL], **fills}
 
-    return remembered(compute, depth_mm, rgb, note="classical")
+    settings = (fill_settings(), fill_solver.DIRECT_SOLVE_MAX_UNKNOWNS, fill_solver.REFINE_ITERATIONS)
+    return remembered(compute, depth_mm, rgb, note=f"classical {settings!r}")
 
 
 def remembered(compute, *inputs: np.ndarray, note: str) -> dict[str, np.ndarray]:
@@ -168,14 +173,16 @@ def remembered(compute, *inputs: np.ndarray, note: str) -> dict[str, np.ndarray]
         digest.update(repr((array.shape, array.dtype.str)).encode())
         digest.update(array.tobytes())
     key = digest.digest()
-    fills = _FILL_MEMO.pop(key, None)
+    with _FILL_MEMO_LOCK:
+        fills = _FILL_MEMO.pop(key, None)
     if fills is None:
         fills = compute()
         for filled in fills.values():
             filled.flags.writeable = False
-    _FILL_MEMO[key] = fills  # the most recent last
-    while _memo_bytes() > FILL_MEMO_BYTES and len(_FILL_MEMO) > 1:
-        del _FILL_MEMO[next(iter(_FILL_MEMO))]
+    with _FILL_MEMO_LOCK:
+        _FILL_MEMO[key] = fills  # the most recent last
+        while _memo_bytes() > FILL_MEMO_BYTES and len(_FILL_MEMO) > 1:
+            del _FILL_MEMO[next(iter(_FILL_MEMO))]
     return dict(fills)
 
 

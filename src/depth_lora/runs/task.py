@@ -118,6 +118,11 @@ class Task(ABC):
         this task's export cannot do."""
 
     @abstractmethod
+    def export_graph(self, model, size_hw: tuple[int, int], settings: dict | None):
+        """What an export writes for a run's merged `model` (a deploy.graph.ExportGraph); `settings`:
+        what `export_settings` returned."""
+
+    @abstractmethod
     def export_readme(self, record, folder_name: str) -> str:
         """An export folder's README: how to run it with its runtime alone."""
 
@@ -184,7 +189,12 @@ def task_names() -> tuple[str, ...]:
 def task_of(source) -> Task:
     """The task of a TrainConfig or RunRecord (their `task`), or of a task name: the one place a
     task is chosen. ConfigError for a name no task has."""
-    name = source if isinstance(source, str) else getattr(source, "task", "depth")
+    name = source if isinstance(source, str) else getattr(source, "task", None)
+    if not isinstance(name, str):
+        raise TypeError(f"task_of takes a task name, a TrainConfig or a RunRecord, not "
+                        f"{type(source).__name__}")
+    if not _TASKS:
+        raise RuntimeError("no task is registered: depth_lora.tasks registers them (import depth_lora)")
     if name not in _TASKS:
         raise ConfigError(f"unknown task {name!r}; choose from {', '.join(_TASKS)}")
     return _TASKS[name]

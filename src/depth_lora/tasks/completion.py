@@ -147,6 +147,11 @@ class CompletionTask(Task):
                               "test captures, or generated ones); --check-images gives images alone")
         return record.completion
 
+    def export_graph(self, model, size_hw: tuple[int, int], settings: dict | None):
+        from depth_lora.deploy.graph import prompt_graph
+
+        return prompt_graph(model, size_hw, settings)
+
     def export_readme(self, record, folder_name: str) -> str:
         from depth_lora.deploy.readme import completion_readme
 

@@ -103,6 +103,11 @@ class DepthTask(Task):
     def export_settings(self, adapter_dir, record, quantize: str | None, images) -> dict | None:
         return None
 
+    def export_graph(self, model, size_hw: tuple[int, int], settings: dict | None):
+        from depth_lora.deploy.graph import image_graph
+
+        return image_graph(model, size_hw)
+
     def export_readme(self, record, folder_name: str) -> str:
         from depth_lora.deploy.readme import depth_readme
 
