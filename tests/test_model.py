@@ -6,7 +6,9 @@ import http.server
 import importlib.util
 import os
 import socket
+import sys
 import threading
+from pathlib import Path
 
 import huggingface_hub.constants
 import numpy as np
@@ -402,7 +404,8 @@ def test_demo_pretrained_ships_with_the_package_and_predicts_relative_depth(tmp_
     from depth_lora.data.captures import find_captures, load_capture
     from depth_lora.inference.predict import predict_raw
     from depth_lora.model.choices import BUNDLED_MODELS
-    from depth_lora.synthetic.source import generate_source_scenes
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "domain_adaptation"))
+    from source_scenes import generate_source_scenes  # the experiment's source domain
 
     folder = BUNDLED_MODELS["demo-pretrained"]
     assert (folder / "model.safetensors").stat().st_size < 15e6

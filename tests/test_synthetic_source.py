@@ -4,6 +4,8 @@ written in the layout the rest of the tool reads."""
 from __future__ import annotations
 
 import re
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +13,10 @@ from PIL import Image
 
 from depth_lora.data.captures import find_captures, load_capture
 from depth_lora.errors import ConfigError, DataError
-from depth_lora.synthetic.source import generate_source_scenes, render_source_scene
+
+# The source scenes are the domain-adaptation experiment's (research code, not the package's).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments" / "domain_adaptation"))
+from source_scenes import generate_source_scenes, render_source_scene  # noqa: E402
 
 SIZE_HW = (96, 128)  # 4:3 like the default 240x320, small enough to keep the tests fast
 SEEDS = range(10)

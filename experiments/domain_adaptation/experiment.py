@@ -5,7 +5,7 @@ demo-pretrained`, plus the pretraining without it: 22 minutes on a bf16 CPU; `--
 every step at toy size, about 2 minutes). Every choice is made on the validation split; the test split is
 scored once, at the end.
 
-1. Data. Source: generated rooms and tabletops (`synthetic_source`). Target: Zivid-like bin-picking
+1. Data. Source: generated rooms and tabletops (`source_scenes.py`). Target: Zivid-like bin-picking
    captures at 240x388 (`synthetic.generate_demo_captures`: sessions of 2-4 captures of one cell
    and camera pose). One split, grouped by session and seeded, for every method and seed
    (`target_split.json`: about 70 train, 15 validation, 45 test; no session in two splits). The
@@ -394,10 +394,11 @@ def finished_results(out_dir: Path) -> tuple[dict, Budget]:
 def _data_stage(out_dir: Path, budget: Budget, done: bool):
     """Source scenes, target captures and the one session-grouped split (recomputed when resuming:
     it is seeded); returns (split, groups, each split's sessions, trainval split file)."""
+    from source_scenes import generate_source_scenes
+
     from depth_lora.data.captures import find_captures
     from depth_lora.data.split import group_captures, make_split, save_split, split_groups
     from depth_lora.synthetic.demo import generate_demo_captures
-    from depth_lora.synthetic.source import generate_source_scenes
 
     source, target = out_dir / "source", out_dir / "target"
     if not done:

@@ -18,7 +18,7 @@ Where things live (one folder per concern; imports run downwards only):
     training/    the config (and quickstart's), the run, the Trainer subclass, the losses
     deploy/      merged models, ONNX and OpenVINO export, their runtimes, which backend runs a folder
     tasks/       what a run learns, one object each (runs.task.Task): depth, complete
-    synthetic/   Zivid-like demo captures and source-domain scenes
+    synthetic/   Zivid-like demo captures
     cli/, bench/ the depth-lora command line and its benchmark
     viz          every figure (`from depth_lora import viz`)
 """

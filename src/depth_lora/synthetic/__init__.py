@@ -1,1 +1,1 @@
-"""Zivid-like demo captures and source-domain scenes, rendered offline."""
+"""Zivid-like demo captures, rendered offline."""
