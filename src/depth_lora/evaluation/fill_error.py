@@ -6,10 +6,9 @@ numeric.fill_error.FillErrorModel to the errors: no labels beyond the camera's o
 folder gets one, learned on its training captures, the first time `evaluate --holes` scores it
 (FILL_ERROR_FILE); `complete --classical` learns one on the captures it is given. Calibration runs
 at CALIBRATION_MAX_PIXELS for speed: the features do not depend on the resolution (distance as a
-share of the diagonal, disagreement in mm), but the errors do somewhat. A Zivid capture completed
-at full size is filled at half size and upsampled, and there the interval held 85, 94, 85 and 90 %
-of the four kinds' hidden pixels on validation, against 91, 96, 86 and 92 % at 600x972
-(experiments/guided_fill/RESULTS.md).
+share of the diagonal, disagreement in mm), but the errors do somewhat: a Zivid capture completed
+at full size (filled at half size and upsampled) is covered a little less often than one scored at
+600x972 (experiments/guided_fill/RESULTS.md has both).
 """
 
 from __future__ import annotations

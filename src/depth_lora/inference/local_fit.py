@@ -86,7 +86,7 @@ def local_fit_fill(raw: np.ndarray, depth_mm: np.ndarray, labels: LabelScheme | 
 def _gaussian(a: np.ndarray, sigma: float) -> np.ndarray:
     """scipy.ndimage.gaussian_filter(a, sigma, mode="constant"), the same kernel (truncated at 4
     sigma); wide kernels by FFT convolution, which gives the same sums to 1e-15 in a fraction of the
-    time (a kernel a third of the image wide took 0.25 s a map directly, 0.05 s so)."""
+    time (benchmarks/RESULTS.md)."""
     from scipy import ndimage, signal
 
     if sigma < FFT_SIGMA_PX:

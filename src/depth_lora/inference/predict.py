@@ -93,7 +93,7 @@ def load_bundle(
             model = PeftModel.from_pretrained(load_base_model(folder, record), folder)
     device = resolve_device(device)
     precision = resolve_precision(precision, device.type)
-    # channels-last: the DPT neck's and head's convolutions run about 7 % faster on CPU (bench).
+    # channels-last: the DPT neck's and head's convolutions run faster on CPU (benchmarks/RESULTS.md).
     to_channels_last(model.to(device)).eval()
     return ModelBundle(model, task_of(record).labels(record), record.image_size_hw, record, folder, precision)
 

@@ -182,8 +182,8 @@ def _solve_laplace(values, known, unknown, pair_weights: PairWeights | None = No
     matrix, rhs = _laplace_system(values, known, unknown, pair_weights)
     n = rhs.size
     # A weighted system is solved directly at any size: its weights span four orders of magnitude,
-    # and conjugate gradients from a coarse start were still 7-9 mm RMS off after 150-400 iterations
-    # on a 600 x 972 demo capture (the direct solve: 0.7 s for 270,000 unknowns).
+    # and conjugate gradients from a coarse start stayed millimetres off after hundreds of iterations
+    # (benchmarks/RESULTS.md, issue 33).
     if n <= DIRECT_SOLVE_MAX_UNKNOWNS or min(known.shape) < 8 or pair_weights is not None:
         return sparse_linalg.spsolve(matrix.tocsc(), rhs)
     start = _coarse_start(values, known, unknown)

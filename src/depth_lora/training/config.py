@@ -252,8 +252,8 @@ class TrainConfig:
     )
     gradient_checkpointing: bool = field(
         default=False,
-        metadata=_help("recompute backbone activations in backward: less memory (measured on the Small "
-                       "model, batch 4, 518x840, CPU: peak 2.6 GB instead of 4.3 GB), about 1.4x slower"),
+        metadata=_help("recompute backbone activations in backward: less memory, slower steps "
+                       "(benchmarks/RESULTS.md measures both)"),
     )
     compile: bool = field(default=False, metadata=_help(
         "torch.compile the model (the Trainer's torch_compile): the first step compiles it (a minute or "
