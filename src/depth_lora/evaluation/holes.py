@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from depth_lora.data.captures import Capture, CaptureFiles, load_capture, load_depth_mm
+from depth_lora.data.captures import Capture, load_capture, load_depth_mm
 from depth_lora.data.dataset import resize_depth
 from depth_lora.errors import DataError
 from depth_lora.evaluation.fill_error import (
@@ -251,15 +251,15 @@ def learned_fill_error(files: list, unit: str = "mm"):
     """calibrate_fill_error on `calibration_subset(files)`, learned once per process for the same
     files, unchanged on disk, and the same settings (the notebook's completer reads the same
     training captures as its monocular run)."""
-    chosen = calibration_subset(files)
-    stamps = tuple((f.key, str(f.image), str(f.depth), f.image.stat().st_mtime_ns, f.depth.stat().st_mtime_ns)
-                   for f in chosen)
-    return _learned_fill_error(stamps, unit, repr(sorted(fill_settings().items())))
+    chosen = tuple(calibration_subset(files))
+    stamps = tuple((f.image.stat().st_mtime_ns, f.depth.stat().st_mtime_ns) for f in chosen)
+    return _learned_fill_error(chosen, stamps, unit, repr(sorted(fill_settings().items())))
 
 
 @lru_cache(maxsize=4)
-def _learned_fill_error(stamps: tuple, unit: str, settings: str):
-    files = [CaptureFiles(key, Path(image), Path(depth)) for key, image, depth, *_ in stamps]
+def _learned_fill_error(files: tuple, stamps: tuple, unit: str, settings: str):
+    """`stamps` and `settings` are only the cache's key: a file changed on disk, or another setting,
+    is learned again."""
     return calibrate_fill_error([load_capture(f, unit) for f in files])
 
 

@@ -68,7 +68,12 @@ def model_card(record: RunRecord, metrics: dict | None, split: dict | None, fold
         lines.append(f"- Camera: {camera['size_hw'][0]} x {camera['size_hw'][1]} px, intrinsics fx {fx:.1f} "
                      f"fy {fy:.1f} cx {cx:.1f} cy {cy:.1f} (fitted to the captures' XYZ maps)")
     lines += ["", "## Held-out results", ""]
-    lines += task.card_results(metrics) if (metrics or {}).get("test") else results_table({})
+    if (metrics or {}).get("test"):
+        lines += task.card_results(metrics)
+        verdict = metrics.get("verdict", {}).get("text")  # read from both held-out splits together
+        lines += ["", "```text", verdict, "```"] if verdict else []
+    else:
+        lines += results_table({})
     return "\n".join(lines + task.card_use(record, folder_name))
 
 

@@ -18,7 +18,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from depth_lora.errors import ConfigError
+from depth_lora.errors import ConfigError, ModelError
 
 _TASKS: dict[str, Task] = {}
 
@@ -145,7 +145,8 @@ class Task(ABC):
 
     @abstractmethod
     def card_results(self, metrics: dict) -> list[str]:
-        """The model card's held-out results, from metrics.json's entries."""
+        """The model card's held-out table and its notes, from metrics.json's entries (the card adds
+        the verdict)."""
 
     @abstractmethod
     def card_use(self, record, folder_name: str) -> list[str]:
@@ -170,8 +171,6 @@ def require_task(record, folder, name: str, action: str) -> None:
     """ModelError (one line) when the run in `folder` is not of task `name`: a completion run where a
     monocular model is needed (it cannot predict from an image alone), or the reverse. `action`:
     what the caller was asked to do, for the message."""
-    from depth_lora.errors import ModelError
-
     if record.task != name:
         raise ModelError(task_of(record).refusal(folder, action))
 

@@ -8,8 +8,6 @@ and is scored on hidden holes of the held-out captures against the classical fil
 
 from __future__ import annotations
 
-import numpy as np
-
 from depth_lora.errors import ConfigError
 from depth_lora.runs.task import Built, Task, TrainerParts
 
@@ -163,6 +161,8 @@ class CompletionTask(Task):
         prompt) once per capture."""
         from functools import partial
 
+        import numpy as np
+
         from depth_lora.evaluation.holes import base_model_fills
         from depth_lora.inference.complete import border_safe_raw, completion_from_prediction
         from depth_lora.inference.predict import load_base_model, predict_completion, predict_raw
@@ -244,9 +244,7 @@ class CompletionTask(Task):
                  "on the hidden pixels only (`depth-lora evaluate --holes`), over all hole kinds; mean over "
                  "(capture, kind) pairs with 95 % bootstrap intervals. `harmonic` is the classical fill to "
                  "beat; metrics.json has each kind.", ""]
-        lines += results_table(metrics["test"])
-        verdict = metrics.get("verdict", {}).get("text")
-        return lines + (["", "```text", verdict, "```"] if verdict else [])
+        return lines + results_table(metrics["test"])
 
     def card_use(self, record, folder_name: str) -> list[str]:
         return [

@@ -199,11 +199,7 @@ class DepthTask(Task):
                  "the row to beat. `*_aligned` rows are oracles (per-capture fit to the ground truth).", ""]
         lines += results_table(test)
         notes = test.get("notes") or []
-        lines += ["", *[f"- {n}" for n in notes]] if notes else []
-        verdict = metrics.get("verdict", {}).get("text")
-        if verdict:  # read from the validation and test splits together (evaluation/verdict.py)
-            lines += ["", "```text", verdict, "```"]
-        return lines
+        return lines + (["", *[f"- {n}" for n in notes]] if notes else [])
 
     def card_use(self, record, folder_name: str) -> list[str]:
         from depth_lora.runs.model_card import decode_rule
